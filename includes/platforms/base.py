@@ -1,0 +1,212 @@
+"""The one interface every exchange goes through.
+
+Names inside the project are common currency codes ("BTC", "EUR") and markets
+are "BASE/QUOTE" ("BTC/EUR"); each implementation maps them to the venue's own
+names (Kraken's XXBTZEUR, Bittrex's BTC-EUR) and back.  Money is Decimal.
+"""
+from __future__ import annotations
+
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from includes.errors import MarketUnavailable, OrderTooSmall, UnknownMarket
+from includes.money import ZERO, percent_change, round_down
+
+MARKET_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+CURRENCY_RE = re.compile(r"^[A-Z0-9]{1,16}$")
+
+
+def split_market(symbol: str) -> tuple[str, str]:
+    """("BTC", "EUR") from "BTC/EUR"; anything else is refused by name."""
+    if not isinstance(symbol, str) or not MARKET_RE.match(symbol):
+        raise UnknownMarket(f"market {symbol!r} is not of the form BASE/QUOTE "
+                            f"(upper-case letters and digits, e.g. BTC/EUR)")
+    base, quote = symbol.split("/")
+    return base, quote
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    symbol: str              # "BTC/EUR"
+    base: str                # "BTC"
+    quote: str               # "EUR"
+    exchange_symbol: str     # the venue's id: "XXBTZEUR", "BTC-EUR"
+    status: str              # the venue's raw status: "online", "cancel_only", "OFFLINE"
+    available: bool          # accepts new market orders now
+    price_decimals: int
+    volume_decimals: int
+    min_volume: Decimal      # in base currency
+    min_cost: Decimal        # in quote currency
+    notice: str = ""
+
+    def order_volume(self, amount_quote: Decimal, price: Decimal) -> Decimal:
+        """Volume that `amount_quote` buys at `price`, rounded down to the pair's decimals."""
+        if price <= 0:
+            raise OrderTooSmall(f"{self.symbol}: no usable price ({price})")
+        return round_down(amount_quote / price, self.volume_decimals)
+
+    def check_order(self, volume: Decimal, price: Decimal) -> None:
+        """Refuse, before anything is sent, an order the venue would refuse."""
+        if not self.available:
+            raise MarketUnavailable(f"{self.symbol} is not accepting orders (status {self.status})")
+        if volume != round_down(volume, self.volume_decimals):
+            raise OrderTooSmall(f"{self.symbol}: volume {volume} has more than "
+                                f"{self.volume_decimals} decimals")
+        if volume < self.min_volume:
+            raise OrderTooSmall(f"{self.symbol}: volume {volume} {self.base} is below the "
+                                f"minimum order of {self.min_volume} {self.base}")
+        if volume * price < self.min_cost:
+            raise OrderTooSmall(f"{self.symbol}: cost {volume * price:.8f} {self.quote} is below "
+                                f"the minimum cost of {self.min_cost} {self.quote}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ticker:
+    market: str
+    ts: int                  # unix seconds of the snapshot
+    last: Decimal
+    bid: Decimal
+    ask: Decimal
+    volume_24h: Decimal      # base currency
+    vwap_24h: Decimal | None = None
+    high_24h: Decimal | None = None
+    low_24h: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    ts: int                  # open time, unix seconds, UTC
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    closed: bool = True      # False for the still-open last interval: overwrite it later
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    ref: str                 # our client reference, the journal's key
+    order_id: str            # the venue's id
+    market: str
+    side: str                # "buy" | "sell"
+    status: str              # "pending" | "open" | "closed" | "canceled" | "expired"
+    volume: Decimal          # ordered, base currency
+    filled: Decimal          # executed, base currency
+    price: Decimal           # average fill price
+    cost: Decimal            # quote currency, before the fee
+    fee: Decimal             # quote currency
+    opened_at: float = 0.0
+    closed_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        """No more fills will come."""
+        return self.status in ("closed", "canceled", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    balances: dict[str, Decimal] = field(default_factory=dict)
+
+    def balance(self, currency: str) -> Decimal:
+        return self.balances.get(currency, ZERO)
+
+
+class Platform(ABC):
+    """An exchange, bound to one quote currency (the config's `trading.quote`)."""
+
+    name: str = "platform"
+
+    def __init__(self, quote: str, fee_percent: Decimal) -> None:
+        self.quote = quote
+        self.fee_percent = fee_percent
+        self._markets: dict[str, Market] | None = None
+
+    # --- what each venue implements -------------------------------------------------
+    @abstractmethod
+    def list_markets(self) -> list[Market]:
+        """Every spot market of the venue, with its status."""
+
+    @abstractmethod
+    def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
+        """Tickers of `markets` ("BTC/EUR", ...) in as few requests as the venue allows."""
+
+    @abstractmethod
+    def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
+        """Candles of `interval` minutes opening after `since`, oldest first.
+
+        The last one may still be open (`closed=False`).
+        """
+
+    @abstractmethod
+    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
+        """Market-buy `currency` for at most `amount_quote`, tagged with our `ref`."""
+
+    @abstractmethod
+    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+        """Market-sell `volume` of `currency`, tagged with our `ref`."""
+
+    @abstractmethod
+    def get_order(self, ref: str) -> Order | None:
+        """The order tagged with `ref`, or None when the venue has none."""
+
+    @abstractmethod
+    def get_order_history(self) -> list[Order]:
+        """Closed orders, newest first."""
+
+    @abstractmethod
+    def get_account_info(self) -> AccountInfo:
+        """Free balances by currency."""
+
+    # --- shared by all venues -------------------------------------------------------
+    def now(self) -> int:
+        """The platform's clock; replay and simulators move it."""
+        return int(time.time())
+
+    def markets(self) -> dict[str, Market]:
+        """Markets by symbol, fetched once per run."""
+        if self._markets is None:
+            self._markets = {m.symbol: m for m in self.list_markets()}
+        return self._markets
+
+    def market(self, currency: str) -> Market:
+        """The market of `currency` against the quote currency."""
+        symbol = f"{currency}/{self.quote}"
+        split_market(symbol)
+        try:
+            return self.markets()[symbol]
+        except KeyError:
+            raise UnknownMarket(f"{self.name} has no market {symbol}") from None
+
+    def get_price(self, currency: str, at: int | None = None) -> Decimal:
+        """Last price now, or the close of the candle holding `at` (unix seconds)."""
+        symbol = self.market(currency).symbol
+        if at is None:
+            return self.get_tickers([symbol])[symbol].last
+        interval = 60 if self.now() - at > 12 * 3600 else 1
+        candles = self.get_candles(symbol, interval, since=at - interval * 60)
+        before = [c for c in candles if c.ts <= at]
+        if not before:
+            raise UnknownMarket(f"{symbol}: no price known at {at}")
+        return before[-1].close
+
+    def get_average(self, currency: str) -> Decimal:
+        """The 24 h volume-weighted average price (last price when the venue has none)."""
+        symbol = self.market(currency).symbol
+        ticker = self.get_tickers([symbol])[symbol]
+        return ticker.vwap_24h if ticker.vwap_24h else ticker.last
+
+    def get_trend(self, duration: int, currency: str) -> Decimal:
+        """Percent change of the price over the last `duration` hours, from hourly candles."""
+        symbol = self.market(currency).symbol
+        start = self.now() - duration * 3600
+        candles = self.get_candles(symbol, 60, since=start - 3600)
+        if not candles:
+            raise UnknownMarket(f"{symbol}: no candles for a {duration} h trend")
+        then = next((c for c in candles if c.ts >= start - 3599), candles[0])
+        return percent_change(then.open, candles[-1].close)

@@ -1,0 +1,73 @@
+"""Fixtures that build whole, real objects: databases, namespaces, simulators.
+
+MariaDB (127.0.0.1:3306, root) and Redis (127.0.0.1:6379) must be running; `make
+test` starts them.  Each test gets its own database and its own key namespace.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MYSQL_SERVER = os.environ.get("CRONTRADER_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
+REDIS_URL = os.environ.get("CRONTRADER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+sys.path.insert(0, str(ROOT))
+
+# Every module in tests/plugins/ is a fixture plugin of one area of the code.
+pytest_plugins = sorted(f"tests.plugins.{p.stem}" for p in (ROOT / "tests" / "plugins").glob("[a-z]*.py"))
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    """URL of a fresh, empty MariaDB database, dropped after the test."""
+    import pymysql
+
+    name = f"ct_test_{uuid.uuid4().hex[:12]}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", password="", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield f"{MYSQL_SERVER}/{name}"
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'market.db'}"
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on MariaDB."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture
+def redis_namespace() -> str:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    namespace = f"cttest-{uuid.uuid4().hex[:12]}"
+    yield namespace
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data: real historical candles (see its README)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the clone")
+    return SHARED_DATA
