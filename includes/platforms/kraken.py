@@ -1,0 +1,434 @@
+"""Kraken through krakenex, made safe for cron.
+
+krakenex sends the requests and signs them; this module adds what it leaves
+out: the `error` array checked on every reply, Kraken's names mapped to ours
+and back, Decimal money, retries only where a repeat is harmless, orders looked
+up by their client reference instead of being re-sent, nonces that keep
+increasing across processes sharing a key, and Kraken's call counter.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import krakenex
+import requests
+
+from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, InvalidNonce,
+                             MarketUnavailable, OrderStateUnknown, OrderTooSmall, PermanentError,
+                             RateLimited, TemporaryError, UnknownMarket)
+from includes.money import to_decimal
+from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
+
+log = logging.getLogger(__name__)
+
+INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
+MAX_CANDLES = 720
+# Kraken's names for currencies that the rest of the world spells otherwise.
+TO_COMMON = {"XBT": "BTC", "XDG": "DOGE"}
+FROM_COMMON = {v: k for k, v in TO_COMMON.items()}
+# REST call counter per API key (spec 2.4): tier -> (maximum, decay per second).
+TIERS = {"starter": (15.0, 0.33), "intermediate": (20.0, 0.5), "pro": (20.0, 1.0)}
+COST = {"TradesHistory": 2, "QueryTrades": 2, "Ledgers": 2, "QueryLedgers": 2,
+        "AddOrder": 0, "CancelOrder": 0}
+CL_ORD_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
+                       r"|[\x21-\x7e]{1,18})$", re.IGNORECASE)
+
+_ERRORS: list[tuple[str, type[ExchangeError]]] = [
+    ("EAPI:Invalid nonce", InvalidNonce),
+    ("EAPI:Rate limit exceeded", RateLimited),
+    ("EOrder:Rate limit exceeded", RateLimited),
+    ("EService: Throttled", RateLimited),
+    ("EService:Throttled", RateLimited),
+    ("EAPI:Invalid key", AuthenticationError),
+    ("EAPI:Invalid signature", AuthenticationError),
+    ("EGeneral:Permission denied", AuthenticationError),
+    ("EGeneral:Temporary lockout", AuthenticationError),
+    ("EQuery:Unknown asset", UnknownMarket),
+    ("EOrder:Insufficient funds", InsufficientFunds),
+    ("EOrder:Order minimum not met", OrderTooSmall),
+    ("EOrder:Cost minimum not met", OrderTooSmall),
+    ("EService:Market in", MarketUnavailable),
+    ("EService:", TemporaryError),
+    ("EGeneral:Internal error", TemporaryError),
+    ("EDatabase:", TemporaryError),
+]
+
+
+def error_class(code: str) -> type[ExchangeError]:
+    """The project's exception for one of Kraken's error strings."""
+    for prefix, cls in _ERRORS:
+        if code.startswith(prefix):
+            return cls
+    return PermanentError
+
+
+class _KrakenAPI(krakenex.API):
+    """krakenex, with the nonce handed out by the key's gate instead of the clock."""
+
+    nonce = 0
+
+    def _nonce(self) -> int:
+        return self.nonce
+
+
+class KeyGate:
+    """Serialises one API key's private calls across processes.
+
+    krakenex's nonce is the clock in milliseconds, so two cron jobs sharing a
+    key can send equal or out-of-order nonces.  Under an flock on a small state
+    file, each call takes max(now, last + 1) and holds the lock until Kraken has
+    answered, so nonces reach Kraken in increasing order.  The same file keeps
+    Kraken's call counter, so overlapping jobs share one budget.
+    """
+
+    def __init__(self, path: Path, tier: str, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.path = path
+        self.maximum, self.decay = TIERS[tier]
+        self.sleep = sleep
+
+    @contextmanager
+    def call(self, cost: int) -> Iterator[int]:
+        """Yields the nonce for one call, after waiting for room in the counter."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 4096, 0)
+            state = json.loads(raw) if raw.strip() else {}
+            last_nonce = int(state.get("nonce", 0))
+            counter = self._decayed(state)
+            if counter + cost > self.maximum:
+                wait = (counter + cost - self.maximum) / self.decay
+                log.debug("Kraken call counter at %.2f: waiting %.1f s", counter, wait)
+                self.sleep(wait)
+                counter = self._decayed(state)
+            nonce = max(int(time.time() * 1000), last_nonce + 1)
+            try:
+                yield nonce
+            finally:
+                state = {"nonce": nonce, "counter": max(counter, 0.0) + cost, "at": time.time()}
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(state).encode(), 0)
+        finally:
+            os.close(fd)
+
+    def _decayed(self, state: dict[str, Any]) -> float:
+        elapsed = max(0.0, time.time() - float(state.get("at", 0)))
+        return max(0.0, float(state.get("counter", 0)) - elapsed * self.decay)
+
+
+class KrakenPlatform(Platform):
+    name = "kraken"
+
+    def __init__(self, *, quote: str = "EUR", fee_percent: Decimal = Decimal("0.26"),
+                 api_url: str = "https://api.kraken.com", key: str = "", secret: str = "",
+                 state_dir: Path, rate_tier: str = "starter", public_calls_per_second: float = 1.0,
+                 timeout: float = 15, retries: int = 3,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(quote, fee_percent)
+        self.api = _KrakenAPI(key, secret)
+        self.api.uri = api_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.sleep = sleep
+        key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.gate = KeyGate(state_dir / f"kraken-{key_id}.nonce", rate_tier, sleep)
+        self._public_interval = 1.0 / public_calls_per_second
+        self._last_public = 0.0
+        self._clock_offset: float | None = None
+        self._by_key: dict[str, Market] = {}
+        self._asset_names: dict[str, str] = {}
+
+    # --- transport --------------------------------------------------------------------
+    def _public(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        return self._call(method, params or {}, private=False, retries=self.retries)
+
+    def _private(self, method: str, params: dict[str, Any] | None = None, *, retry: bool = True) -> Any:
+        return self._call(method, params or {}, private=True, retries=self.retries if retry else 0)
+
+    def _call(self, method: str, params: dict[str, Any], *, private: bool, retries: int) -> Any:
+        """One API call, repeated on temporary failures only when `retries` allows it."""
+        for attempt in range(retries + 1):
+            try:
+                return self._once(method, params, private)
+            except TemporaryError as exc:
+                if attempt == retries:
+                    raise
+                delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
+                log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, delay)
+                self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _once(self, method: str, params: dict[str, Any], private: bool) -> Any:
+        try:
+            if private:
+                if not (self.api.key and self.api.secret):
+                    raise AuthenticationError("no API key configured (exchange.key_file)",
+                                              exchange=self.name, method=method)
+                with self.gate.call(COST.get(method, 1)) as nonce:
+                    self.api.nonce = nonce
+                    reply = self.api.query_private(method, dict(params), timeout=self.timeout)
+            else:
+                self._pace_public()
+                reply = self.api.query_public(method, params, timeout=self.timeout)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            cls = TemporaryError if status is None or status >= 500 or status == 429 else PermanentError
+            if status == 429:
+                cls = RateLimited
+            raise cls("HTTP error from Kraken", exchange=self.name, method=method, status=status) from None
+        except requests.Timeout:
+            raise TemporaryError(f"no reply within {self.timeout:g} s", exchange=self.name,
+                                 method=method) from None
+        except requests.ConnectionError as exc:
+            raise TemporaryError(f"connection failed ({_first_line(exc)})", exchange=self.name,
+                                 method=method) from None
+        except ValueError:  # requests' JSONDecodeError: an HTML page or a cut body
+            status = self.api.response.status_code if self.api.response is not None else None
+            raise TemporaryError("reply is not JSON", exchange=self.name, method=method,
+                                 status=status) from None
+        return self._result(method, reply)
+
+    def _result(self, method: str, reply: Any) -> Any:
+        """Kraken's envelope: `error` first, whatever `result` says."""
+        if not isinstance(reply, dict) or not isinstance(reply.get("error", []), list):
+            raise TemporaryError("reply has no error array", exchange=self.name, method=method)
+        errors = [e for e in reply.get("error", []) if isinstance(e, str) and not e.startswith("W")]
+        for warning in (e for e in reply.get("error", []) if isinstance(e, str) and e.startswith("W")):
+            log.warning("Kraken %s: %s", method, warning)
+        if errors:
+            raise error_class(errors[0])(errors[0], exchange=self.name, method=method, code=errors[0])
+        if "result" not in reply:
+            raise TemporaryError("reply has no result", exchange=self.name, method=method)
+        return reply["result"]
+
+    def _pace_public(self) -> None:
+        """Kraken throttles public calls per IP; about one a second is safe."""
+        wait = self._last_public + self._public_interval - time.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        self._last_public = time.monotonic()
+
+    # --- names ------------------------------------------------------------------------
+    def canonical(self, currency: str) -> str:
+        return TO_COMMON.get(currency, currency)
+
+    def list_markets(self) -> list[Market]:
+        markets: list[Market] = []
+        by_name: dict[str, Market] = {}
+        for key, pair in self._public("AssetPairs").items():
+            try:
+                market = self._market(key, pair)
+            except (KeyError, ValueError, TypeError) as exc:
+                log.warning("Kraken AssetPairs %s skipped: malformed entry (%s)", key, exc)
+                continue
+            if market is not None:
+                markets.append(market)
+                by_name[key] = by_name[pair.get("altname") or key] = market
+        self._by_key = by_name
+        return markets
+
+    def _market(self, key: str, pair: dict[str, Any]) -> Market | None:
+        if key.endswith(".d") or "/" not in pair.get("wsname", ""):
+            return None  # dark-pool twins and pairs without a websocket name
+        base_alt, quote_alt = pair["wsname"].split("/")
+        base, quote = self.canonical(base_alt), self.canonical(quote_alt)
+        self._asset_names[pair["base"]] = base
+        self._asset_names[pair["quote"]] = quote
+        status = str(pair.get("status", "online"))
+        return Market(symbol=f"{base}/{quote}", base=base, quote=quote, exchange_symbol=key,
+                      status=status, available=status == "online",
+                      price_decimals=int(pair["pair_decimals"]), volume_decimals=int(pair["lot_decimals"]),
+                      min_volume=to_decimal(pair.get("ordermin", "0"), "ordermin"),
+                      min_cost=to_decimal(pair.get("costmin", "0"), "costmin"))
+
+    def _symbol(self, kraken_name: str) -> str:
+        """Our "BASE/QUOTE" for a Kraken pair key or altname."""
+        self.markets()
+        market = self._by_key.get(kraken_name)
+        if market is None:
+            raise UnknownMarket(f"unknown pair {kraken_name!r} in a reply", exchange=self.name)
+        return market.symbol
+
+    def _key(self, symbol: str) -> str:
+        try:
+            return self.markets()[symbol].exchange_symbol
+        except KeyError:
+            raise UnknownMarket(f"{self.name} has no market {symbol}") from None
+
+    # --- market data ------------------------------------------------------------------
+    def now(self) -> int:
+        """Kraken's clock: a Pi has no real-time clock and may boot with a wrong one."""
+        if self._clock_offset is None:
+            server = int(self._public("Time")["unixtime"])
+            self._clock_offset = server - time.time()
+        return int(time.time() + self._clock_offset)
+
+    def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
+        symbols = list(markets)
+        if not symbols:
+            return {}
+        keys = {self._key(s): s for s in symbols}
+        result = self._public("Ticker", {"pair": ",".join(keys)})
+        ts = self.now()
+        tickers = {}
+        for key, t in result.items():
+            symbol = keys.get(key) or self._symbol(key)
+            try:
+                tickers[symbol] = Ticker(
+                    market=symbol, ts=ts, last=to_decimal(t["c"][0]), bid=to_decimal(t["b"][0]),
+                    ask=to_decimal(t["a"][0]), volume_24h=to_decimal(t["v"][1]),
+                    vwap_24h=to_decimal(t["p"][1]), high_24h=to_decimal(t["h"][1]),
+                    low_24h=to_decimal(t["l"][1]))
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise TemporaryError(f"malformed ticker for {symbol} ({exc})", exchange=self.name,
+                                     method="Ticker") from None
+        missing = set(symbols) - set(tickers)
+        if missing:
+            raise TemporaryError(f"no ticker for {', '.join(sorted(missing))}", exchange=self.name,
+                                 method="Ticker")
+        return tickers
+
+    def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
+        """At most the 720 most recent candles: Kraken keeps no older OHLC data."""
+        if interval not in INTERVALS:
+            raise PermanentError(f"interval {interval} min is not one of Kraken's {INTERVALS}",
+                                 exchange=self.name, method="OHLC")
+        key = self._key(market)
+        params: dict[str, Any] = {"pair": key, "interval": interval}
+        if since is not None:
+            params["since"] = int(since)
+        result = self._public("OHLC", params)
+        rows = next((v for k, v in result.items() if k != "last"), None)
+        if not isinstance(rows, list):
+            raise TemporaryError(f"OHLC reply for {market} has no rows", exchange=self.name, method="OHLC")
+        try:
+            candles = [Candle(ts=int(r[0]), open=to_decimal(r[1]), high=to_decimal(r[2]),
+                              low=to_decimal(r[3]), close=to_decimal(r[4]), volume=to_decimal(r[6]))
+                       for r in rows]
+        except (IndexError, TypeError, ValueError) as exc:
+            raise TemporaryError(f"malformed OHLC row for {market} ({exc})", exchange=self.name,
+                                 method="OHLC") from None
+        if candles and since is not None:
+            candles = [c for c in candles if c.ts > since - interval * 60]
+        if candles:
+            last = candles[-1]
+            candles[-1] = Candle(last.ts, last.open, last.high, last.low, last.close, last.volume, closed=False)
+        return candles
+
+    # --- account and orders -----------------------------------------------------------
+    def get_account_info(self) -> AccountInfo:
+        self.markets()
+        balances: dict[str, Decimal] = {}
+        for asset, amount in self._private("Balance").items():
+            if "." in asset:
+                continue  # staked, earn and tokenized variants (.S, .M, .F, .B, .T) are not spendable
+            name = self._asset_names.get(asset) or self.canonical(
+                asset[1:] if len(asset) == 4 and asset[0] in "XZ" else asset)
+            balances[name] = balances.get(name, Decimal(0)) + to_decimal(amount, asset)
+        return AccountInfo(balances)
+
+    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
+        """Market buy for at most `amount_quote`, the taker fee included."""
+        market = self.market(currency)
+        price = self.get_tickers([market.symbol])[market.symbol].ask
+        volume = market.order_volume(amount_quote / (1 + self.fee_percent / 100), price)
+        market.check_order(volume, price)
+        return self._add_order(market, "buy", volume, ref)
+
+    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+        market = self.market(currency)
+        volume = market.order_volume(volume, Decimal(1))
+        price = self.get_tickers([market.symbol])[market.symbol].bid
+        market.check_order(volume, price)
+        return self._add_order(market, "sell", volume, ref)
+
+    def _add_order(self, market: Market, side: str, volume: Decimal, ref: str) -> Order:
+        """AddOrder is never re-sent blindly: a doubt is settled by asking for `ref`."""
+        if not CL_ORD_ID.match(ref):
+            raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name)
+        params = {"pair": market.exchange_symbol, "type": side, "ordertype": "market",
+                  "volume": f"{volume:f}", "cl_ord_id": ref}
+        log.info("order %s: %s %s %s at market", ref, side, params["volume"], market.symbol)
+        for attempt in range(self.retries + 1):
+            try:
+                result = self._private("AddOrder", params, retry=False)
+                break
+            except (InvalidNonce, RateLimited) as exc:
+                # Refused at the door, before any matching: sending again is safe.
+                if attempt == self.retries:
+                    raise
+                log.warning("%s; order %s sent again", exc, ref)
+                self.sleep(min(0.5 * 2 ** attempt, 8.0))
+            except TemporaryError as exc:
+                log.warning("%s: looking order %s up before anything else", exc, ref)
+                order = self._find_order(ref)
+                if order is not None:
+                    return order
+                raise OrderStateUnknown(f"order {ref} for {market.symbol}: {exc}; not found by its "
+                                        f"reference yet", exchange=self.name, method="AddOrder") from None
+        txids = result.get("txid") or []
+        if not txids:
+            raise PermanentError(f"AddOrder for {ref} returned no txid", exchange=self.name, method="AddOrder")
+        return self._query_order(txids[0])
+
+    def _query_order(self, txid: str) -> Order:
+        result = self._private("QueryOrders", {"txid": txid})
+        if txid not in result:
+            raise TemporaryError(f"order {txid} not in the QueryOrders reply", exchange=self.name,
+                                 method="QueryOrders")
+        return self._order(txid, result[txid])
+
+    def _find_order(self, ref: str) -> Order | None:
+        for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
+            found = self._private(method, {"cl_ord_id": ref}).get(key) or {}
+            for txid, order in found.items():
+                if order.get("cl_ord_id") == ref:
+                    return self._order(txid, order)
+        return None
+
+    def get_order(self, ref: str) -> Order | None:
+        return self._find_order(ref)
+
+    def get_order_history(self, limit: int = 50) -> list[Order]:
+        orders: list[Order] = []
+        while len(orders) < limit:
+            page = self._private("ClosedOrders", {"ofs": len(orders)})
+            closed = page.get("closed") or {}
+            orders += [self._order(txid, o) for txid, o in closed.items()]
+            if not closed or len(orders) >= int(page.get("count", 0)):
+                break
+        return orders[:limit]
+
+    def _order(self, txid: str, o: dict[str, Any]) -> Order:
+        try:
+            descr = o["descr"]
+            return Order(ref=o.get("cl_ord_id") or str(o.get("userref") or ""), order_id=txid,
+                         market=self._symbol(descr["pair"]), side=descr["type"], status=o["status"],
+                         volume=to_decimal(o["vol"]), filled=to_decimal(o["vol_exec"]),
+                         price=to_decimal(o.get("price") or "0"), cost=to_decimal(o.get("cost") or "0"),
+                         fee=to_decimal(o.get("fee") or "0"), opened_at=float(o.get("opentm") or 0),
+                         closed_at=float(o["closetm"]) if o.get("closetm") else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
+
+
+def new_ref() -> str:
+    """A client order reference Kraken accepts as cl_ord_id (a UUID)."""
+    return str(uuid.uuid4())
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -1,0 +1,147 @@
+"""The config: defaults, the documented example, and every kind of bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from includes.config import EXAMPLE_CONFIG, Config, load_config, read_key_file, write_private
+from includes.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message or path.name in message
+    return message
+
+
+def test_example_is_valid_and_equals_the_defaults():
+    assert load_config(EXAMPLE_CONFIG) == Config()
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys |= _leaf_keys(field.annotation, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def _yaml_keys(data: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in data.items():
+        if isinstance(value, dict):
+            keys |= _yaml_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def test_example_documents_every_key():
+    example = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    assert _yaml_keys(example) == _leaf_keys(Config)
+    lines = EXAMPLE_CONFIG.read_text().splitlines()
+    for key in _leaf_keys(Config):
+        n = next(i for i, line in enumerate(lines) if line.strip().startswith(key.split(".")[-1] + ":"))
+        assert "#" in lines[n] or lines[n - 1].strip().startswith("#"), f"{key} has no comment"
+
+
+def test_values_are_typed(tmp_path):
+    cfg = load_config(write(tmp_path, "trading:\n  max_per_trade: 2.5\n  currencies: [ETH]\n"))
+    assert cfg.trading.max_per_trade == Decimal("2.5")
+    assert cfg.trading.currency_cap == 10
+    assert cfg.trading.budget == Decimal("25.0")
+
+
+def test_budget_capped_by_total_invest(tmp_path):
+    cfg = load_config(write(tmp_path, "trading:\n  total_invest: 12\n"))
+    assert cfg.trading.budget == Decimal(12)
+    assert cfg.trading.currency_cap == 2  # ceil(10 / 5)
+
+
+def test_empty_file_means_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("trading:\n  max_thread: 4\n", "unknown key trading.max_thread (did you mean trading.max_threads?)"),
+    ("tradng:\n  max_threads: 4\n", "unknown key tradng (did you mean trading?)"),
+    ("trading:\n  max_threads: ten\n", "key trading.max_threads: Input should be a valid integer"),
+    ("trading:\n  max_threads: 0\n", "key trading.max_threads: Input should be greater than or equal to 1"),
+    ("trading:\n  max_per_trade: -5\n", "key trading.max_per_trade: Input should be greater than 0"),
+    ("trading:\n  currencies: BTC\n", "key trading.currencies: Input should be a valid list"),
+    ("trading:\n  currencies: [btc]\n", "key trading.currencies.0: String should match pattern"),
+    ("trading:\n  currencies: [BTC, BTC]\n", "lists a currency twice"),
+    ("trading:\n  currencies: [EUR]\n", "EUR is the quote currency"),
+    ("trading:\n  buy_trend_window: 5\n", "buy_trend_window: 5 is not one of trend_windows"),
+    ("exchange:\n  name: binance\n", "key exchange.name: Input should be 'kraken'"),
+    ("exchange:\n  api_url: ftp://x\n", "key exchange.api_url: must start with http://"),
+    ("storage:\n  market_db: postgres://x\n", "key storage.market_db: must be sqlite:///PATH"),
+    ("storage: 5\n", "key storage: must be a mapping of keys (got 5)"),
+    ("- a\n- b\n", "the top level must be a mapping"),
+    ("trading:\n  max_threads: [1\n", "not valid YAML at line"),
+    ("trading: {a: 1, b: 2}\n", "(and 1 more problem)"),
+])
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, expected):
+    message = error_of(write(tmp_path, text))
+    assert expected in message
+
+
+def test_missing_default_config_says_to_copy_the_example(monkeypatch):
+    import includes.config as config
+    monkeypatch.setattr(config, "DEFAULT_CONFIG", ROOT / "conf" / "no-such.yaml")
+    with pytest.raises(ConfigError, match="no such file; copy conf/config.example.yaml"):
+        config.load_config()
+
+
+def test_unreadable_file(tmp_path):
+    path = write(tmp_path, "log_level: INFO\n")
+    path.write_bytes(b"\xff\xfe\x00bad")
+    assert "cannot be read" in error_of(path)
+
+
+def test_key_file_rules(tmp_path):
+    key = tmp_path / "kraken.key"
+    write_private(key, "KEY123\nc2VjcmV0\n")
+    assert read_key_file(key, live=True) == ("KEY123", "c2VjcmV0")
+    os.chmod(key, 0o644)
+    with pytest.raises(ConfigError, match="readable by group or others .*chmod 600"):
+        read_key_file(key, live=True)
+    assert read_key_file(key, live=False)[0] == "KEY123"  # dry-run and market data may
+    write_private(key, "KEY123\n")
+    with pytest.raises(ConfigError, match="needs two lines"):
+        read_key_file(key, live=True)
+    write_private(key, "KEY123\nnot*base64\n")
+    with pytest.raises(ConfigError, match="line 2 .* not valid base64"):
+        read_key_file(key, live=True)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        read_key_file(tmp_path / "absent.key", live=True)
+
+
+def test_script_exits_2_with_one_line(tmp_path):
+    config = write(tmp_path, "trading:\n  sell_percent: lots\n")
+    run = subprocess.run([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "config.yaml: key trading.sell_percent: Input should be a valid decimal" in lines[0]
