@@ -60,8 +60,14 @@ def test_example_documents_every_key():
     example = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     assert _yaml_keys(example) == _leaf_keys(Config)
     lines = EXAMPLE_CONFIG.read_text().splitlines()
+    line_of, path = {}, []
+    for n, line in enumerate(lines):
+        if line.strip() and not line.lstrip().startswith("#"):
+            depth = (len(line) - len(line.lstrip())) // 2
+            path[depth:] = [line.strip().split(":")[0]]
+            line_of[".".join(path)] = n
     for key in _leaf_keys(Config):
-        n = next(i for i, line in enumerate(lines) if line.strip().startswith(key.split(".")[-1] + ":"))
+        n = line_of[key]
         assert "#" in lines[n] or lines[n - 1].strip().startswith("#"), f"{key} has no comment"
 
 
