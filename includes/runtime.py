@@ -172,3 +172,14 @@ def _fail(name: str, exc: BaseException) -> None:
     if not _logs_to_stderr():
         print(f"{name}: {redact(str(exc))}", file=sys.stderr)
 
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Readers see the old file or the new one, never half of one (a crash, a power cut)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

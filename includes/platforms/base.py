@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from includes.errors import MarketUnavailable, OrderTooSmall, UnknownMarket
-from includes.money import ZERO, percent_change, round_down
+from includes.money import ZERO, round_down
+from includes.trends import price_at, trends
 
 MARKET_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 CURRENCY_RE = re.compile(r"^[A-Z0-9]{1,16}$")
@@ -138,9 +139,10 @@ class Platform(ABC):
 
     @abstractmethod
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
-        """Candles of `interval` minutes opening after `since`, oldest first.
+        """Candles of `interval` minutes opening at or after `since`, oldest first.
 
-        The last one may still be open (`closed=False`).
+        The last one may still be open (`closed=False`): store it, then
+        overwrite it when it comes again.
         """
 
     @abstractmethod
@@ -164,6 +166,16 @@ class Platform(ABC):
         """Free balances by currency."""
 
     # --- shared by all venues -------------------------------------------------------
+    def canonical(self, currency: str) -> str:
+        """Our name for a venue's spelling of a currency (Kraken's XBT is BTC)."""
+        return currency
+
+    def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
+        """The volume a market buy of at most `amount_quote`, fee included, may ask for."""
+        volume = market.order_volume(amount_quote / (1 + self.fee_percent / 100), price)
+        market.check_order(volume, price)
+        return volume
+
     def now(self) -> int:
         """The platform's clock; replay and simulators move it."""
         return int(time.time())
@@ -176,7 +188,7 @@ class Platform(ABC):
 
     def market(self, currency: str) -> Market:
         """The market of `currency` against the quote currency."""
-        symbol = f"{currency}/{self.quote}"
+        symbol = f"{self.canonical(currency)}/{self.quote}"
         split_market(symbol)
         try:
             return self.markets()[symbol]
@@ -184,16 +196,15 @@ class Platform(ABC):
             raise UnknownMarket(f"{self.name} has no market {symbol}") from None
 
     def get_price(self, currency: str, at: int | None = None) -> Decimal:
-        """Last price now, or the close of the candle holding `at` (unix seconds)."""
+        """Last price now, or the close of the last candle closed by `at` (unix seconds)."""
         symbol = self.market(currency).symbol
         if at is None:
             return self.get_tickers([symbol])[symbol].last
         interval = 60 if self.now() - at > 12 * 3600 else 1
-        candles = self.get_candles(symbol, interval, since=at - interval * 60)
-        before = [c for c in candles if c.ts <= at]
-        if not before:
+        price = price_at(self.get_candles(symbol, interval, since=at - 2 * interval * 60), at, interval)
+        if price is None:
             raise UnknownMarket(f"{symbol}: no price known at {at}")
-        return before[-1].close
+        return price
 
     def get_average(self, currency: str) -> Decimal:
         """The 24 h volume-weighted average price (last price when the venue has none)."""
@@ -204,9 +215,9 @@ class Platform(ABC):
     def get_trend(self, duration: int, currency: str) -> Decimal:
         """Percent change of the price over the last `duration` hours, from hourly candles."""
         symbol = self.market(currency).symbol
-        start = self.now() - duration * 3600
-        candles = self.get_candles(symbol, 60, since=start - 3600)
-        if not candles:
-            raise UnknownMarket(f"{symbol}: no candles for a {duration} h trend")
-        then = next((c for c in candles if c.ts >= start - 3599), candles[0])
-        return percent_change(then.open, candles[-1].close)
+        now = self.now()
+        candles = self.get_candles(symbol, 60, since=now - (duration + 1) * 3600)
+        found = trends(candles, now, [duration], 60, current=self.get_tickers([symbol])[symbol].last)
+        if duration not in found:
+            raise UnknownMarket(f"{symbol}: the exchange has no {duration} h of history")
+        return found[duration]

@@ -309,7 +309,7 @@ class KrakenPlatform(Platform):
         key = self._key(market)
         params: dict[str, Any] = {"pair": key, "interval": interval}
         if since is not None:
-            params["since"] = int(since)
+            params["since"] = int(since) - 1  # Kraken answers rows after `since`
         result = self._public("OHLC", params)
         rows = next((v for k, v in result.items() if k != "last"), None)
         if not isinstance(rows, list):
@@ -321,8 +321,8 @@ class KrakenPlatform(Platform):
         except (IndexError, TypeError, ValueError) as exc:
             raise TemporaryError(f"malformed OHLC row for {market} ({exc})", exchange=self.name,
                                  method="OHLC") from None
-        if candles and since is not None:
-            candles = [c for c in candles if c.ts > since - interval * 60]
+        if since is not None:
+            candles = [c for c in candles if c.ts >= since]
         if candles:
             last = candles[-1]
             candles[-1] = Candle(last.ts, last.open, last.high, last.low, last.close, last.volume, closed=False)
@@ -344,9 +344,7 @@ class KrakenPlatform(Platform):
         """Market buy for at most `amount_quote`, the taker fee included."""
         market = self.market(currency)
         price = self.get_tickers([market.symbol])[market.symbol].ask
-        volume = market.order_volume(amount_quote / (1 + self.fee_percent / 100), price)
-        market.check_order(volume, price)
-        return self._add_order(market, "buy", volume, ref)
+        return self._add_order(market, "buy", self.buy_volume(market, amount_quote, price), ref)
 
     def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
         market = self.market(currency)

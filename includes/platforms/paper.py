@@ -1,0 +1,122 @@
+"""Dry-run: real prices, simulated fills.
+
+Every decision is taken as in live; the orders fill here against the real
+venue's ask and bid, with the configured fee, the venue's rounding and minimums.
+No private endpoint of the venue is ever called.  The paper account lives in
+a JSON file of its own (tmp/paper-<namespace>.json), apart from any live state.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from includes.errors import InsufficientFunds
+from includes.money import round_half_even
+from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
+from includes.runtime import write_atomic
+
+FEE_DECIMALS = 8
+
+
+class PaperPlatform(Platform):
+    name = "paper"
+
+    def __init__(self, source: Platform, ledger: Path, start_balance: Decimal) -> None:
+        super().__init__(source.quote, source.fee_percent)
+        self.source = source
+        self.ledger = ledger
+        if ledger.exists():
+            data = json.loads(ledger.read_text())
+            self.balances = {k: Decimal(v) for k, v in data["balances"].items()}
+            self.orders = {ref: _order_from_json(o) for ref, o in data["orders"].items()}
+        else:
+            self.balances = {source.quote: start_balance}
+            self.orders = {}
+
+    # Market data comes from the real venue.
+    def list_markets(self) -> list[Market]:
+        return self.source.list_markets()
+
+    def markets(self) -> dict[str, Market]:
+        return self.source.markets()
+
+    def canonical(self, currency: str) -> str:
+        return self.source.canonical(currency)
+
+    def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
+        return self.source.get_tickers(markets)
+
+    def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
+        return self.source.get_candles(market, interval, since)
+
+    def now(self) -> int:
+        return self.source.now()
+
+    # The account and the fills are simulated.
+    def get_account_info(self) -> AccountInfo:
+        return AccountInfo(dict(self.balances))
+
+    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
+        if ref in self.orders:  # the same reference never fills twice, as on a real venue
+            return self.orders[ref]
+        market = self.market(currency)
+        price = self.get_tickers([market.symbol])[market.symbol].ask
+        volume = self.buy_volume(market, amount_quote, price)
+        return self._fill(market, "buy", volume, price, ref)
+
+    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+        if ref in self.orders:
+            return self.orders[ref]
+        market = self.market(currency)
+        volume = market.order_volume(volume, Decimal(1))
+        price = self.get_tickers([market.symbol])[market.symbol].bid
+        market.check_order(volume, price)
+        return self._fill(market, "sell", volume, price, ref)
+
+    def _fill(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        cost = volume * price
+        fee = round_half_even(cost * self.fee_percent / 100, FEE_DECIMALS)
+        base, quote = self.balances.get(market.base, Decimal(0)), self.balances.get(market.quote, Decimal(0))
+        if side == "buy":
+            if quote < cost + fee:
+                raise InsufficientFunds(f"paper account has {quote} {market.quote}, the order needs "
+                                        f"{cost + fee}", exchange=self.name)
+            base, quote = base + volume, quote - cost - fee
+        else:
+            if base < volume:
+                raise InsufficientFunds(f"paper account has {base} {market.base}, the order sells "
+                                        f"{volume}", exchange=self.name)
+            base, quote = base - volume, quote + cost - fee
+        self.balances[market.base], self.balances[market.quote] = base, quote
+        now = float(self.now())
+        order = Order(ref=ref, order_id=f"PAPER-{len(self.orders) + 1:06d}", market=market.symbol,
+                      side=side, status="closed", volume=volume, filled=volume, price=price,
+                      cost=cost, fee=fee, opened_at=now, closed_at=now)
+        self.orders[ref] = order
+        self._save()
+        return order
+
+    def get_order(self, ref: str) -> Order | None:
+        return self.orders.get(ref)
+
+    def get_order_history(self) -> list[Order]:
+        return sorted(self.orders.values(), key=lambda o: o.opened_at, reverse=True)
+
+    def _save(self) -> None:
+        data = {"saved_at": time.time(), "balances": {k: str(v) for k, v in self.balances.items()},
+                "orders": {ref: _order_to_json(o) for ref, o in self.orders.items()}}
+        write_atomic(self.ledger, json.dumps(data, indent=1))
+
+
+def _order_to_json(order: Order) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in asdict(order).items()}
+
+
+def _order_from_json(data: dict[str, Any]) -> Order:
+    decimals = ("volume", "filled", "price", "cost", "fee")
+    return Order(**{k: Decimal(v) if k in decimals else v for k, v in data.items()})
