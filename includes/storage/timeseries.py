@@ -1,0 +1,103 @@
+"""Market data to a time-series server, for Grafana.
+
+Anything that speaks the InfluxDB v2 write API will do: InfluxDB 2.x, or
+VictoriaMetrics (which stores field `f` of measurement `m` as metric `m_f`).
+docs/timeseries.md lists the measurements, tags and fields.
+
+Line protocol has no decimals, so Decimal becomes float here and only here:
+the time series feed charts, never money decisions.  Each method sends one
+batch in one request, synchronously, with a short timeout: a cron run must not
+hang on a chart server.  `influxdb_client` takes a few hundred milliseconds to
+import, so only the scripts that build a writer pay for it.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from includes.errors import StorageError
+from includes.platforms.base import Candle, Ticker, split_market
+
+if TYPE_CHECKING:
+    from influxdb_client import Point
+
+GLOBAL_FIELDS = ("total_market_cap", "total_volume_24h", "btc_dominance", "active_cryptocurrencies")
+
+
+class TimeSeriesWriter:
+    """Writes tickers, candles and global metrics to one bucket, seconds precision."""
+
+    def __init__(self, url: str, org: str, bucket: str, token: str = "", timeout: float = 10.0) -> None:
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        self.url = url.rstrip("/")
+        self.bucket = bucket
+        self._client = InfluxDBClient(url=self.url, token=token, org=org, timeout=int(timeout * 1000))
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    def write_tickers(self, exchange: str, tickers: list[Ticker]) -> None:
+        points = []
+        for t in tickers:
+            base, quote = split_market(t.market)
+            tags = {"exchange": exchange, "market": t.market, "base": base, "quote": quote}
+            fields = {"last": t.last, "bid": t.bid, "ask": t.ask, "volume_24h": t.volume_24h, "vwap_24h": t.vwap_24h}
+            points.append(self._point("ticker", tags, fields, t.ts))
+        self._write(points)
+
+    def write_candles(self, exchange: str, market: str, interval: int, candles: list[Candle]) -> None:
+        """`interval` in minutes; a still-open candle is written too and replaced by the next run."""
+        tags = {"exchange": exchange, "market": market, "interval": str(interval)}
+        self._write([self._point("candle", tags, {"open": c.open, "high": c.high, "low": c.low,
+                                                  "close": c.close, "volume": c.volume}, c.ts)
+                     for c in candles])
+
+    def write_global_metrics(self, source: str, quote: str, metrics: Mapping[str, object],
+                             ts: int | None = None) -> None:
+        """The GLOBAL_FIELDS found in `metrics` (others are ignored), at `ts` (default: now)."""
+        fields = {name: metrics.get(name) for name in GLOBAL_FIELDS}
+        if any(v is not None for v in fields.values()):
+            self._write([self._point("global_metrics", {"source": source, "quote": quote}, fields,
+                                     int(time.time()) if ts is None else ts)])
+
+    def close(self) -> None:
+        self._write_api.close()
+        self._client.close()
+
+    def __enter__(self) -> TimeSeriesWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _point(measurement: str, tags: dict[str, str], fields: Mapping[str, object], ts: int) -> Point:
+        from influxdb_client import Point, WritePrecision
+
+        point = Point(measurement).time(ts, WritePrecision.S)
+        for key, value in tags.items():
+            point.tag(key, value)
+        for key, value in fields.items():
+            if value is not None:  # an absent value (a venue without vwap) is no field, not a zero
+                point.field(key, float(value))  # one type per field: InfluxDB refuses a change
+        return point
+
+    def _write(self, points: list[Point]) -> None:
+        if not points:
+            return
+        from influxdb_client import WritePrecision
+        from influxdb_client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self._write_api.write(self.bucket, record=points, write_precision=WritePrecision.S)
+        except ApiException as exc:  # the server answered 4xx/5xx; its body says why
+            raise StorageError(f"time series write to {self.url} failed: HTTP {exc.status} "
+                               f"{_one_line(exc.message)}") from exc
+        except (HTTPError, OSError) as exc:  # refused, unresolvable, timed out
+            raise StorageError(f"time series write to {self.url} failed: {_one_line(exc)}") from exc
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
