@@ -1,6 +1,8 @@
 """The state store contract, on SQLite and on Redis, plus what only Redis shows."""
 from __future__ import annotations
 
+import os
+
 import multiprocessing
 import queue
 import random
@@ -221,6 +223,22 @@ def test_an_expired_lock_is_taken_and_its_old_holder_cannot_touch_it(state_store
 
 
 # -- concurrency: threads and processes, as two agents on two hosts ---------------------
+
+def _hold_lock_and_die(url: str, prefix: str) -> None:
+    lock = open_state_store(url, prefix).lock("agent", ttl_seconds=600)
+    assert lock.acquire()
+    os._exit(0)  # dies holding it, as a kill -9 would
+
+
+def test_a_lock_whose_holder_died_on_this_host_is_taken_over(state_store, state_store_target):
+    worker = multiprocessing.get_context("fork").Process(target=_hold_lock_and_die,
+                                                         args=state_store_target)
+    worker.start()
+    worker.join(10)
+    assert worker.exitcode == 0
+    assert state_store.lock("agent", ttl_seconds=600).acquire()
+    assert not state_store.lock("agent", ttl_seconds=600).acquire()  # we are alive: no takeover
+
 
 def claim_every_thread(url: str, prefix: str, total: int, worker: int) -> list[int]:
     store = open_state_store(url, prefix)

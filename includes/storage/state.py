@@ -13,8 +13,10 @@ on the thread before the order is sent, so a crash leaves a trace to follow.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import secrets
+import socket
 import sqlite3
 import time
 from abc import ABC, abstractmethod
@@ -23,8 +25,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
-
-import redis
 
 from includes.errors import StorageError
 from includes.money import ZERO
@@ -110,11 +110,21 @@ class Lock:
             raise ValueError(f"lock {name}: ttl must be positive, not {ttl_seconds}")
         self.store, self.ttl_ms = store, int(ttl_seconds * 1000)
         self.key = store.namespace + f"lock:{name}"
-        self.token = secrets.token_hex(16)
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
 
     def acquire(self) -> bool:
-        """False, at once, when another run holds it."""
-        return self.store._lock_acquire(self.key, self.token, self.ttl_ms)
+        """False, at once, when another live run holds it.
+
+        A holder that died on this host (kill -9, power cut of a run) is
+        detected by its pid and its lock taken over, rather than waiting out
+        the ttl; a holder on another host is trusted until its ttl expires.
+        """
+        if self.store._lock_acquire(self.key, self.token, self.ttl_ms):
+            return True
+        holder = self.store._lock_holder(self.key)
+        if holder and _dead_local_holder(holder) and self.store._lock_release(self.key, holder):
+            return self.store._lock_acquire(self.key, self.token, self.ttl_ms)
+        return False
 
     def release(self) -> bool:
         """False when it was no longer ours (it expired)."""
@@ -132,6 +142,20 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _dead_local_holder(token: str) -> bool:
+    host, _, rest = token.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class StateStore(ABC):
@@ -182,6 +206,9 @@ class StateStore(ABC):
 
     @abstractmethod
     def _lock_release(self, key: str, token: str) -> bool: ...
+
+    @abstractmethod
+    def _lock_holder(self, key: str) -> str | None: ...
 
     @abstractmethod
     def _lock_extend(self, key: str, token: str, ttl_ms: int) -> bool: ...
@@ -253,7 +280,6 @@ def _ref(order_ref: str) -> str:
 
 
 class RedisStateStore(StateStore):
-    backend_errors = redis.RedisError
 
     # KEYS[1] thread; ARGV: expected state ('' = missing), expected ref ('' = any), field, value...
     MOVE = """
@@ -269,7 +295,10 @@ class RedisStateStore(StateStore):
         return redis.call('PEXPIRE', KEYS[1], ARGV[2])"""
 
     def __init__(self, url: str, prefix: str = "crontrader", mode: str = "live") -> None:
+        import redis  # here, not at the top: the SQLite store must not pay for it
+
         super().__init__(prefix, mode)
+        self.backend_errors = redis.RedisError
         # Timeouts: a cron run must fail, not hang, when the server is gone.
         self.client = redis.Redis.from_url(url, decode_responses=True,
                                            socket_connect_timeout=5, socket_timeout=10)
@@ -324,6 +353,10 @@ class RedisStateStore(StateStore):
     @_translated
     def _lock_acquire(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(self.client.set(key, token, nx=True, px=ttl_ms))
+
+    @_translated
+    def _lock_holder(self, key: str) -> str | None:
+        return self.client.get(key)
 
     @_translated
     def _lock_release(self, key: str, token: str) -> bool:
