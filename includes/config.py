@@ -69,6 +69,7 @@ class TradingConfig(Section):
     trend_windows: list[int] = Field(default=[2, 6, 12, 24, 48, 72], min_length=1)
     buy_trend_window: int = Field(default=24, ge=1)
     dry_run: bool = True
+    dry_run_balance: Decimal = Field(default=Decimal(100), gt=0)
     dry_run_file: Path = Path("tmp/dry-run")
     stop_file: Path = Path("tmp/stop")
 
@@ -282,3 +283,14 @@ def write_private(path: Path, text: str) -> None:
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def read_token_file(path: Path) -> str:
+    """A one-line secret (CoinMarketCap key, InfluxDB token)."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{_shown(path)}: cannot be read: {getattr(exc, 'strerror', exc) or exc}") from None
+    if not token:
+        raise ConfigError(f"{_shown(path)}: is empty; it should hold the token on one line")
+    return token

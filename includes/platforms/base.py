@@ -122,6 +122,9 @@ class Platform(ABC):
     """An exchange, bound to one quote currency (the config's `trading.quote`)."""
 
     name: str = "platform"
+    # Seconds after which an order sent is surely visible when asked for by its
+    # reference: "not found" before then proves nothing.
+    order_visibility_delay: float = 0.0
 
     def __init__(self, quote: str, fee_percent: Decimal) -> None:
         self.quote = quote

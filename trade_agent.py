@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""One run of the trading agent: settle orders in flight, size the budget,
+update the trends, sell the threads whose gain reached sell_percent, and buy
+the best rising currencies with the free ones.  Cron: every 10 minutes,
+offset from get_api_data."""
+from __future__ import annotations
+
+import argparse
+
+from includes.runtime import run_script
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="simulate the orders whatever the config and the dry-run file say")
+
+
+def run(cfg, args: argparse.Namespace) -> int:
+    from includes.agent import run_agent
+
+    run_agent(cfg, force_dry_run=args.dry_run)
+    return 0
+
+
+if __name__ == "__main__":
+    run_script("trade_agent", __doc__, run, arguments)
