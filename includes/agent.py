@@ -153,7 +153,7 @@ class Agent:
     def update_trends(self, tickers: dict[str, Ticker], account: Any) -> dict[str, dict[int, Decimal]]:
         """Trends from the market DB, from the exchange's candles when history is short."""
         now = self.platform.now()
-        start = now - (max(self.cfg.trend_windows) + 1) * 3600
+        start = now - (max(self.cfg.trend_windows) + 2) * 3600
         result: dict[str, dict[int, Decimal]] = {}
         values: dict[str, Decimal | str] = {}
         for currency in self.currencies():

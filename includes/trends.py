@@ -31,18 +31,15 @@ def trends(candles: Sequence[Candle], now: int, windows: Sequence[int], interval
     """Percent change over each window of hours that the candles cover.
 
     `current` is the price now (a ticker); by default the close of the last
-    candle that has closed.  Windows older than the first candle are left out,
-    for the caller to fill from elsewhere.
+    candle that has closed.  A window whose start no candle had closed by is
+    left out, for the caller to fill from elsewhere.
     """
     now_price = current if current is not None else price_at(candles, now, interval)
     if now_price is None or not candles:
         return {}
     result = {}
     for hours in windows:
-        start = now - hours * 3600
-        if candles[0].ts > start:
-            continue  # history too short for this window
-        then = price_at(candles, start, interval)
+        then = price_at(candles, now - hours * 3600, interval)
         if then is not None and then > 0:
             result[hours] = percent_change(then, now_price)
     return result

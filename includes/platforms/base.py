@@ -219,7 +219,7 @@ class Platform(ABC):
         """Percent change of the price over the last `duration` hours, from hourly candles."""
         symbol = self.market(currency).symbol
         now = self.now()
-        candles = self.get_candles(symbol, 60, since=now - (duration + 1) * 3600)
+        candles = self.get_candles(symbol, 60, since=now - (duration + 2) * 3600)
         found = trends(candles, now, [duration], 60, current=self.get_tickers([symbol])[symbol].last)
         if duration not in found:
             raise UnknownMarket(f"{symbol}: the exchange has no {duration} h of history")

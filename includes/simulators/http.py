@@ -1,0 +1,276 @@
+"""The threaded loopback HTTP server that every exchange simulator is built on.
+
+A simulator subclasses `SimulatorServer` and implements two methods:
+`method_name(request)`, the API method a request calls (it keys `calls` and
+fault injection), and `handle(request, fault)`, which answers it.  The base adds
+what every simulator needs and nothing venue-specific:
+
+- a real `ThreadingHTTPServer` on a free port, in a background thread
+  (`start`/`stop`, or use it as a context manager) and its `url`;
+- `calls`, a Counter of the API methods requested;
+- fault injection with `inject(method, fault, times=1, **params)`, `method` "*"
+  matching every call.  The base carries out the faults that look the same on
+  any venue (GENERIC_FAULTS); any other fault the subclass declares in `FAULTS`
+  reaches its `handle()`:
+    delay           seconds=1: wait, then answer normally (client timeouts)
+    http_500/520    a Cloudflare-style HTML error page; the call is not processed
+    malformed_json  HTTP 200 with a truncated JSON body; the call is not processed
+    lost_reply      the call IS processed, then the connection is closed without
+                    an answer, or with seconds=N the answer is held N seconds
+                    (past the client's timeout);
+- a JSON control API under /_sim/ so that another process can drive the
+  simulator: GET /_sim/calls, GET|POST /_sim/fault ({"method", "fault",
+  "times", ...params}, or {"clear": true}).  Subclasses add their own entries to
+  `self.controls`.
+
+One lock (`self.lock`) guards all state; handlers hold it while they work and
+never while they sleep.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+GENERIC_FAULTS = frozenset({"delay", "http_500", "http_520", "malformed_json", "lost_reply"})
+CONTROL_PREFIX = "/_sim/"
+
+CLOUDFLARE_PAGE = """<!DOCTYPE html>
+<html lang="en-US">
+<head><title>api.example.com | {status}: {title}</title></head>
+<body>
+<div id="cf-error-details">
+<h1>{title}</h1> <span>Error code {status}</span>
+<p>Visit <a href="https://www.cloudflare.com/">cloudflare.com</a> for more information.</p>
+</div>
+</body>
+</html>
+"""
+CLOUDFLARE_TITLES = {500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable",
+                     520: "Web server is returning an unknown error", 522: "Connection timed out"}
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str                 # HTTP verb
+    path: str                   # without the mount prefix and the query string
+    query: dict[str, str]       # query string, decoded; the last value of a repeated name wins
+    headers: Mapping[str, str]
+    body: bytes                 # raw, exactly as received (signatures are computed over it)
+    client: str                 # the peer's IP address
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    drop: bool = False          # close the connection without answering
+    delay: float = 0.0          # hold the answer this many seconds
+
+
+@dataclass
+class Fault:
+    method: str                 # API method name, or "*"
+    kind: str
+    times: int | None           # calls still to affect; None until cleared
+    params: dict = field(default_factory=dict)
+
+
+def json_reply(obj: object, status: int = 200) -> Reply:
+    return Reply(status, json.dumps(obj, default=str).encode())
+
+
+def cloudflare_reply(status: int) -> Reply:
+    """The HTML page a CDN in front of an exchange sends during an outage."""
+    page = CLOUDFLARE_PAGE.format(status=status, title=CLOUDFLARE_TITLES.get(status, "Error"))
+    return Reply(status, page.encode(), "text/html; charset=UTF-8")
+
+
+class SimulatorServer:
+    """Base of the exchange simulators (see the module docstring)."""
+
+    FAULTS: frozenset[str] = frozenset()    # venue-specific faults handled by handle()
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, prefix: str = "") -> None:
+        self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
+        self.lock = threading.RLock()
+        self.calls: Counter[str] = Counter()
+        self.controls: dict[str, Callable[[dict], object]] = {
+            "calls": lambda payload: dict(self.calls),
+            "fault": self._control_fault,
+        }
+        self._faults: list[Fault] = []
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- what a simulator implements ------------------------------------------------
+    def method_name(self, request: Request) -> str:
+        """The API method `request` calls, as counted in `calls` and matched by faults."""
+        return request.path
+
+    def handle(self, request: Request, fault: Fault | None) -> Reply:
+        raise NotImplementedError
+
+    # --- life cycle -----------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Base URL, no trailing slash: http://127.0.0.1:PORT[/prefix]."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not started")
+        return f"http://{self.host}:{self._server.server_address[1]}{self.prefix}"
+
+    def start(self) -> SimulatorServer:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server.daemon_threads = True        # a handler sleeping in a fault never blocks stop()
+        server.simulator = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"{type(self).__name__}-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()                # wakes handlers sleeping in wait()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._server = self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep that stop() cuts short."""
+        self._stopping.wait(max(0.0, seconds))
+
+    # --- faults ---------------------------------------------------------------------
+    def inject(self, method: str, fault: str, times: int | None = 1, **params: object) -> None:
+        """Make the next `times` calls of `method` ("*": any) fail with `fault` (None: until cleared)."""
+        known = GENERIC_FAULTS | self.FAULTS
+        if fault not in known:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(sorted(known))}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1 (or None for ever), not {times}")
+        with self.lock:
+            self._faults.append(Fault(method, fault, times, dict(params)))
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._faults.clear()
+
+    def _take_fault(self, name: str) -> Fault | None:
+        for fault in self._faults:
+            if fault.method in ("*", name):
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times == 0:
+                        self._faults.remove(fault)
+                return fault
+        return None
+
+    # --- dispatch -------------------------------------------------------------------
+    def dispatch(self, request: Request) -> Reply:
+        if request.path.startswith(CONTROL_PREFIX):
+            return self._control(request)
+        name = self.method_name(request)
+        with self.lock:
+            self.calls[name] += 1
+            fault = self._take_fault(name)
+        if fault is None:
+            return self.handle(request, None)
+        if fault.kind == "delay":
+            self.wait(float(fault.params.get("seconds", 1)))
+            return self.handle(request, None)
+        if fault.kind in ("http_500", "http_520"):
+            return cloudflare_reply(int(fault.kind[5:]))
+        if fault.kind == "malformed_json":
+            return Reply(200, b'{"error": [], "result": {"')
+        if fault.kind == "lost_reply":
+            reply = self.handle(request, None)
+            if "seconds" in fault.params:
+                reply.delay = float(fault.params["seconds"])
+            else:
+                reply.drop = True
+            return reply
+        return self.handle(request, fault)
+
+    def _control(self, request: Request) -> Reply:
+        name = request.path[len(CONTROL_PREFIX):]
+        handler = self.controls.get(name)
+        if handler is None:
+            return json_reply({"error": f"unknown control {name!r}; known: {', '.join(sorted(self.controls))}"},
+                              404)
+        try:
+            payload = json.loads(request.body or b"{}") if request.method == "POST" else dict(request.query)
+            if not isinstance(payload, dict):
+                raise ValueError("the body must be a JSON object")
+            return json_reply(handler(payload))
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_reply({"error": f"{type(exc).__name__}: {exc}"}, 400)
+
+    def _control_fault(self, payload: dict) -> object:
+        if payload.get("clear"):
+            self.clear_faults()
+        elif payload:
+            params = {k: v for k, v in payload.items() if k not in ("method", "fault", "times")}
+            self.inject(payload["method"], payload["fault"], payload.get("times", 1), **params)
+        with self.lock:
+            return [{"method": f.method, "fault": f.kind, "times": f.times, **f.params} for f in self._faults]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"           # keep-alive, as a requests.Session expects
+    server_version = "cloudflare"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    do_POST = do_PUT = do_DELETE = do_GET
+
+    def _serve(self) -> None:
+        sim: SimulatorServer = self.server.simulator
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        url = urlsplit(self.path)
+        path = url.path
+        if sim.prefix and not (path == sim.prefix or path.startswith(sim.prefix + "/")):
+            reply = Reply(404, b"not found", "text/plain")
+        else:
+            request = Request(self.command, path[len(sim.prefix):], dict(parse_qsl(url.query, keep_blank_values=True)),
+                              self.headers, body, self.client_address[0])
+            try:
+                reply = sim.dispatch(request)
+            except Exception:               # a simulator bug: say so loudly, and to the client
+                traceback.print_exc()
+                reply = json_reply({"error": ["EGeneral:Internal error"]}, 500)
+        if reply.delay:
+            sim.wait(reply.delay)
+        if reply.drop:
+            self.close_connection = True
+            return
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+        except OSError:                     # the client gave up (a delayed reply): nothing to do
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silent: tests read `calls`, not an access log."""
