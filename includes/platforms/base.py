@@ -125,6 +125,9 @@ class Platform(ABC):
     # Seconds after which an order sent is surely visible when asked for by its
     # reference: "not found" before then proves nothing.
     order_visibility_delay: float = 0.0
+    # The most candles the venue returns for one market and interval, however old
+    # `since` is (Kraken: 720); None when it pages through any history.
+    max_candles: int | None = None
 
     def __init__(self, quote: str, fee_percent: Decimal) -> None:
         self.quote = quote

@@ -131,6 +131,7 @@ class KeyGate:
 
 class KrakenPlatform(Platform):
     name = "kraken"
+    max_candles = MAX_CANDLES
 
     def __init__(self, *, quote: str = "EUR", fee_percent: Decimal = Decimal("0.26"),
                  api_url: str = "https://api.kraken.com", key: str = "", secret: str = "",

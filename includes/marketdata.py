@@ -1,0 +1,269 @@
+"""The market-data jobs: get_api_data (tickers, candles, global metrics) and
+available_markets (which markets are open, and since when).
+
+A cycle asks for as little as it can: one ticker request for every market, and
+candles only for the markets whose next candle is due, from the last one
+stored on (the still-open one is fetched again and overwritten).  A market that
+fails is skipped with a log line; the DB being down sends the rows to the spool.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from includes.errors import ExchangeError, StorageError
+from includes.runtime import progress, write_atomic
+
+if TYPE_CHECKING:
+    from includes.config import Config
+    from includes.platforms.base import Market, Platform
+    from includes.storage.marketdb import MarketDB
+    from includes.storage.spool import Spool
+    from includes.storage.timeseries import TimeSeriesWriter
+
+log = logging.getLogger(__name__)
+
+AVAILABLE_FILE = "available.markets.tmp"
+FIRST_FETCH_CANDLES = 720     # a market seen for the first time gets this much history
+BACKFILL_INTERVALS = (60, 240, 1440)
+
+
+@dataclass
+class CycleReport:
+    markets: int = 0
+    tickers: int = 0
+    candles: int = 0
+    due: int = 0
+    failed: list[str] = field(default_factory=list)
+    global_metrics: bool = False
+
+    @property
+    def fetched_anything(self) -> bool:
+        return bool(self.tickers or self.candles or self.global_metrics)
+
+
+def tracked_markets(cfg: Config, platform: Platform) -> list[Market]:
+    """The configured currencies x the quote currency, or every market: the available ones."""
+    markets = platform.markets()
+    if cfg.market_data.markets == "all":
+        wanted = sorted(markets.values(), key=lambda m: m.symbol)
+    else:
+        wanted = []
+        for currency in cfg.trading.currencies:
+            symbol = f"{platform.canonical(currency)}/{cfg.trading.quote}"
+            if symbol in markets:
+                wanted.append(markets[symbol])
+            else:
+                log.warning("%s: %s has no such market; skipped (check trading.currencies)",
+                            symbol, platform.name)
+    for market in wanted:
+        if not market.available:
+            log.info("%s is %s: not fetched", market.symbol, market.status)
+    return [m for m in wanted if m.available]
+
+
+def record_markets(db: MarketDB, spool: Spool, platform: Platform, now: int) -> list[Market]:
+    """Register the venue's listing: new markets, status changes with their date."""
+    markets = sorted(platform.markets().values(), key=lambda m: m.symbol)
+    changes = spool.write(db, "upsert_markets", exchange=platform.name, markets=markets, seen_at=now) or []
+    for symbol, old, new in changes:
+        if old is None:
+            log.info("%s: new market, status %s", symbol, new)
+        else:
+            log.info("%s: status %s -> %s", symbol, old, new)
+    return markets
+
+
+def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
+                timeseries: TimeSeriesWriter | None) -> CycleReport:
+    """One run of get_api_data."""
+    report = CycleReport()
+    replayed = _replay(db, spool)
+    if replayed:
+        log.info("%d spooled writes replayed into the market DB", replayed)
+    now = platform.now()
+    record_markets(db, spool, platform, now)
+    markets = tracked_markets(cfg, platform)
+    report.markets = len(markets)
+    if not markets:
+        log.warning("no available market to fetch")
+        return report
+    exchange = platform.name
+
+    try:
+        tickers = platform.get_tickers([m.symbol for m in markets])
+    except ExchangeError as exc:
+        log.error("tickers: %s", exc)
+        report.failed.append("tickers")
+    else:
+        report.tickers = len(tickers)
+        spool.write(db, "insert_tickers", exchange=exchange, tickers=list(tickers.values()), ts=now)
+        _to_timeseries(timeseries, "write_tickers", exchange, list(tickers.values()))
+
+    interval = cfg.market_data.candle_interval
+    try:
+        last = db.last_candle_ts_by_market(exchange, interval)
+    except StorageError as exc:
+        log.warning("%s; fetching recent candles for every market", exc)
+        last = {}
+    for market in progress(markets, total=len(markets), desc="candles"):
+        since = last.get(market.symbol)
+        if since is not None and now < since + interval * 60:
+            continue  # the stored candle is still open: nothing new yet
+        report.due += 1
+        if since is None:
+            since = now - FIRST_FETCH_CANDLES * interval * 60
+        try:
+            candles = platform.get_candles(market.symbol, interval, since=since)
+        except ExchangeError as exc:
+            log.error("%s candles: %s; skipped this cycle", market.symbol, exc)
+            report.failed.append(market.symbol)
+            continue
+        spool.write(db, "upsert_candles", exchange=exchange, market=market.symbol, interval=interval,
+                    candles=candles)
+        _to_timeseries(timeseries, "write_candles", exchange, market.symbol, interval, candles)
+        report.candles += len(candles)
+    log.info("%d markets: %d tickers, %d candles from %d due markets%s", len(markets), report.tickers,
+             report.candles, report.due, f"; failed: {', '.join(report.failed)}" if report.failed else "")
+    return report
+
+
+def backfill(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
+             timeseries: TimeSeriesWriter | None, days: float) -> int:
+    """History of the last `days`, page by page, within the venue's candle limit.
+
+    Kraken keeps only the 720 newest candles of each interval, so a span longer
+    than 720 candles of the configured interval is covered by coarser ones too
+    (hourly: 30 days, 4-hourly: 120 days, daily: 2 years); the agent's trends
+    read whichever covers their window.
+    """
+    now = platform.now()
+    start = now - int(days * 86400)
+    intervals = []
+    for interval in sorted({cfg.market_data.candle_interval, *BACKFILL_INTERVALS}):
+        if interval < cfg.market_data.candle_interval:
+            continue
+        intervals.append(interval)
+        if platform.max_candles is None or platform.max_candles * interval * 60 >= now - start:
+            break
+    markets = tracked_markets(cfg, platform)
+    stored = 0
+    for market, interval in progress([(m, i) for m in markets for i in intervals],
+                                     total=len(markets) * len(intervals), desc="backfill"):
+        since = start
+        while since < now:
+            try:
+                candles = platform.get_candles(market.symbol, interval, since=since)
+            except ExchangeError as exc:
+                log.error("%s %d min candles: %s; skipped", market.symbol, interval, exc)
+                break
+            spool.write(db, "upsert_candles", exchange=platform.name, market=market.symbol,
+                        interval=interval, candles=candles)
+            _to_timeseries(timeseries, "write_candles", platform.name, market.symbol, interval, candles)
+            stored += len(candles)
+            if not candles or not candles[-1].closed or candles[-1].ts <= since:
+                break  # reached the open candle, or the venue gives nothing older
+            since = candles[-1].ts + interval * 60
+    log.info("backfill of %g days: %d candles of %s min for %d markets", days, stored,
+             "/".join(map(str, intervals)), len(markets))
+    return stored
+
+
+def fetch_global_metrics(cfg: Config, db: MarketDB, spool: Spool, timeseries: TimeSeriesWriter | None,
+                         now: int) -> bool:
+    """CoinMarketCap's totals, when a key is configured; False when there was none to get."""
+    cmc = cfg.market_data.coinmarketcap
+    if cmc.key_file is None:
+        return False
+    from includes.coinmarketcap import fetch_global_metrics as fetch
+    from includes.config import read_token_file
+    from includes.runtime import register_secret
+
+    key = read_token_file(cfg.path(cmc.key_file))
+    register_secret(key)
+    try:
+        metrics = fetch(cmc.api_url, key, cfg.trading.quote, now, timeout=cfg.exchange.timeout)
+    except ExchangeError as exc:
+        log.error("global metrics: %s", exc)
+        return False
+    spool.write(db, "insert_global_metrics", source="coinmarketcap", metrics=[metrics])
+    if timeseries is not None:
+        from dataclasses import asdict
+        _to_timeseries(timeseries, "write_global_metrics", "coinmarketcap", metrics.quote, asdict(metrics),
+                       ts=metrics.ts)
+    log.info("global metrics: market cap %s %s, BTC dominance %s%%", metrics.total_market_cap,
+             metrics.quote, metrics.btc_dominance)
+    return True
+
+
+def write_available_file(path, exchange: str, markets: list[Market], now: int) -> None:
+    """tmp/available.markets.tmp: a comment line, then one available market per line."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    lines = [f"# available markets of {exchange} at {stamp}: BASE/QUOTE exchange-id status\n"]
+    lines += [f"{m.symbol} {m.exchange_symbol} {m.status}\n" for m in markets if m.available]
+    write_atomic(path, "".join(lines))
+
+
+def _replay(db: MarketDB, spool: Spool) -> int:
+    try:
+        return spool.replay(db)
+    except StorageError as exc:
+        log.warning("spool not replayed: %s", exc)
+        return 0
+
+
+def _to_timeseries(writer: TimeSeriesWriter | None, method: str, *args, **kwargs) -> None:
+    """The time series are optional: a failure there is logged, never fatal."""
+    if writer is None:
+        return
+    try:
+        getattr(writer, method)(*args, **kwargs)
+    except StorageError as exc:
+        log.warning("time series: %s", exc)
+
+
+def get_api_data(cfg: Config, backfill_days: float | None = None) -> int:
+    """The get_api_data job; exit status 1 only when nothing at all could be fetched."""
+    from includes.platforms import make_platform
+    from includes.storage import open_market_db, open_timeseries
+    from includes.storage.spool import Spool
+
+    platform = make_platform(cfg, live=False)
+    db = open_market_db(cfg)
+    spool = Spool(cfg.path(cfg.paths.tmp) / "spool")
+    timeseries = open_timeseries(cfg)
+    try:
+        if backfill_days:
+            backfill(cfg, platform, db, spool, timeseries, backfill_days)
+        report = fetch_cycle(cfg, platform, db, spool, timeseries)
+        report.global_metrics = fetch_global_metrics(cfg, db, spool, timeseries, platform.now())
+    finally:
+        db.close()
+        if timeseries is not None:
+            timeseries.close()
+    if not report.fetched_anything:
+        log.error("nothing could be fetched this cycle")
+        return 1
+    return 0
+
+
+def available_markets(cfg: Config) -> int:
+    """The available_markets job: record the listing, write tmp/available.markets.tmp."""
+    from includes.platforms import make_platform
+    from includes.storage import open_market_db
+    from includes.storage.spool import Spool
+
+    platform = make_platform(cfg, live=False)
+    db = open_market_db(cfg)
+    try:
+        now = platform.now()
+        markets = record_markets(db, Spool(cfg.path(cfg.paths.tmp) / "spool"), platform, now)
+    finally:
+        db.close()
+    path = cfg.path(cfg.paths.tmp) / AVAILABLE_FILE
+    write_available_file(path, platform.name, markets, now)
+    log.info("%d of %d markets available; written to %s", sum(m.available for m in markets),
+             len(markets), path)
+    return 0

@@ -1,0 +1,135 @@
+"""get_api_data and available_markets against the Kraken simulator, into SQLite and MariaDB."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from includes.marketdata import AVAILABLE_FILE, available_markets, get_api_data
+from includes.storage.marketdb import MarketDB
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKETS = ["ADA/EUR", "BTC/EUR", "ETH/EUR", "LTC/EUR", "XRP/EUR"]
+
+
+def rows(db: MarketDB, exchange: str = "kraken") -> dict[str, list]:
+    """Every stored row of the data tables, to compare whole databases."""
+    return {m: db.candles(exchange, m, 5) for m in MARKETS} | {
+        "markets": [dict(r) for r in db.markets(exchange)]}
+
+
+def stored_tickers(db: MarketDB) -> list:
+    return db._all(text("SELECT * FROM tickers"))
+
+
+def test_a_cycle_fills_the_db_and_a_second_asks_only_what_is_due(db_url, job_config, kraken_venue):
+    sim = kraken_venue.sim
+    cfg = job_config(market_db=db_url)
+    assert get_api_data(cfg) == 0
+    db = MarketDB(db_url)
+    assert db.available_markets("kraken")[:3] == ["ADA/BTC", "ADA/EUR", "BTC/EUR"]
+    first = rows(db)
+    for market in MARKETS:
+        candles = first[market]
+        assert len(candles) == 720
+        assert candles[-1].ts <= sim.clock < candles[-1].ts + 300   # the open candle is stored
+    assert sim.calls["Ticker"] == 1 and sim.calls["OHLC"] == 5
+
+    assert get_api_data(cfg) == 0      # same minute: nothing is due, nothing changes
+    assert sim.calls["Ticker"] == 2 and sim.calls["OHLC"] == 5
+    assert rows(db) == first
+
+    open_ts = first["BTC/EUR"][-1].ts
+    sim.set_time(open_ts + 300 + 30)   # the open candle closed, a new one opened
+    assert get_api_data(cfg) == 0
+    assert sim.calls["OHLC"] == 10
+    btc = db.candles("kraken", "BTC/EUR", 5)
+    assert len(btc) == 721                                   # overwritten, not duplicated
+    assert [c.ts for c in btc[-2:]] == [open_ts, open_ts + 300]
+    fresh = kraken_venue.platform().get_candles("BTC/EUR", 5, since=open_ts)
+    assert btc[-2:] == [c.__class__(c.ts, c.open, c.high, c.low, c.close, c.volume) for c in fresh]
+    tickers = stored_tickers(db)
+    assert len({r["ts"] for r in tickers}) == 2 and len(tickers) == 10   # one snapshot per clock time
+    db.close()
+
+
+def test_an_unavailable_market_is_recorded_and_not_fetched(tmp_path, job_config, kraken_venue):
+    sim = kraken_venue.sim
+    cfg = job_config()
+    assert available_markets(cfg) == 0
+    listed = (tmp_path / "tmp" / AVAILABLE_FILE).read_text().splitlines()
+    assert listed[0].startswith("# available markets of kraken at 2023-11-14T22:13:20Z")
+    assert "BTC/EUR XXBTZEUR online" in listed
+    sim.set_pair_status("XXBTZEUR", "cancel_only")
+    sim.advance(3600)
+    assert available_markets(cfg) == 0
+    assert "BTC/EUR XXBTZEUR online" not in (tmp_path / "tmp" / AVAILABLE_FILE).read_text()
+    db = MarketDB(cfg.storage.market_db)
+    btc = next(r for r in db.markets("kraken") if r["market"] == "BTC/EUR")
+    assert (btc["status"], btc["available"], btc["status_changed"]) == ("cancel_only", False, sim.clock)
+    assert get_api_data(cfg) == 0
+    assert db.candles("kraken", "BTC/EUR", 5) == []
+    assert len(db.candles("kraken", "ETH/EUR", 5)) == 720
+    db.close()
+
+
+def test_one_market_failing_skips_only_that_market(job_config, kraken_venue):
+    cfg = job_config()
+    kraken_venue.sim.inject("OHLC", "service_unavailable", times=2)   # the first market, retried once
+    assert get_api_data(cfg) == 0
+    db = MarketDB(cfg.storage.market_db)
+    counts = {m: len(db.candles("kraken", m, 5)) for m in MARKETS}
+    assert sorted(counts.values()) == [0, 720, 720, 720, 720]
+    assert get_api_data(cfg) == 0     # the next cycle fetches the one that failed
+    assert all(len(db.candles("kraken", m, 5)) == 720 for m in MARKETS)
+    db.close()
+
+
+def test_a_malformed_answer_writes_no_partial_rows(job_config, kraken_venue):
+    cfg = job_config()
+    kraken_venue.sim.inject("OHLC", "malformed_json", times=None)
+    assert get_api_data(cfg) == 0     # the tickers came
+    db = MarketDB(cfg.storage.market_db)
+    assert all(db.candles("kraken", m, 5) == [] for m in MARKETS)
+    assert len(stored_tickers(db)) == 5
+    db.close()
+
+
+def test_nothing_fetched_is_a_failure_with_one_line(tmp_path, job_config, kraken_venue):
+    job_config()
+    kraken_venue.sim.stop()
+    run = subprocess.run([sys.executable, str(ROOT / "get_api_data.py"), "--config", str(tmp_path / "config.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "get_api_data: kraken/Time: connection failed (" + run.stderr.split("connection failed (")[1].strip()]
+
+
+def test_an_unreachable_db_spools_the_cycle_and_loses_nothing(tmp_path, mariadb_url, job_config, kraken_venue):
+    down = "mysql+pymysql://root@127.0.0.1:9/crontrader"   # nothing listens on port 9
+    assert get_api_data(job_config(market_db=down)) == 0
+    spooled = sorted((tmp_path / "tmp" / "spool").iterdir())
+    assert len(spooled) == 1 + 1 + 5          # the listing, the tickers, one candle batch per market
+    assert get_api_data(job_config(market_db=mariadb_url)) == 0
+    assert not list((tmp_path / "tmp" / "spool").iterdir())
+    db = MarketDB(mariadb_url)
+    assert all(len(db.candles("kraken", m, 5)) == 720 for m in MARKETS)
+    assert len(stored_tickers(db)) == 5      # the spooled snapshot; the second is the same ts
+    db.close()
+
+
+def test_backfill_pages_coarser_intervals_beyond_720_candles(job_config, kraken_venue):
+    cfg = job_config(trading={"currencies": ["BTC", "ETH"]})
+    assert get_api_data(cfg, backfill_days=10) == 0
+    db = MarketDB(cfg.storage.market_db)
+    five = db.candles("kraken", "BTC/EUR", 5)
+    hourly = db.candles("kraken", "BTC/EUR", 60)
+    assert len(five) == 720                            # all Kraken keeps: 2.5 days
+    assert hourly[0].ts <= kraken_venue.sim.clock - 10 * 86400 + 3600
+    assert Decimal(len(hourly)) >= 240
+    assert db.candles("kraken", "BTC/EUR", 240) == []  # hourly already covers 10 days
+    db.close()
