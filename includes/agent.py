@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY = (BUYING, ACTIVE, SELLING)
+OPEN_STATUSES = ("intent", "sent", "unknown")  # journal rows whose result is not known yet
 LOCK_TTL = 900  # seconds; a run takes seconds, and a dead local holder is taken over at once
 
 
@@ -87,10 +88,13 @@ class Agent:
 
     # --- crash recovery ---------------------------------------------------------------
     def recover(self) -> None:
-        """Settle every order a previous run left without a result, before anything else."""
-        journaled = set()
+        """Settle what a previous run left in flight, before anything else.
+
+        First the journal's orders without a result, asked of the exchange by
+        their reference; then the threads caught between two states, finished
+        or undone as the journal says.
+        """
         for row in self.db.open_intents(self.mode):
-            journaled.add(row["ref"])
             order = self.platform.get_order(row["ref"])
             if order is None:
                 age = time.time() - float(row["intent_at"])
@@ -99,21 +103,24 @@ class Agent:
                                 row["thread"], row["ref"], age)
                     continue
                 self.db.journal_result(row["ref"], status="failed", error="not found on the exchange")
-                self.store.abort(row["thread"], row["ref"])
-                self._note(f"thread {row['thread']}: order {row['ref']} was never placed; thread freed",
-                           self.summary.recovered)
+                self._note(f"thread {row['thread']}: order {row['ref']} was never placed", self.summary.recovered)
             elif order.done:
-                self._settle(row["thread"], row["side"], order, recovered=True)
+                self.db.journal_order(order, status=order.status if order.filled else "failed")
+                self._note(f"thread {row['thread']}: order {row['ref']} settled from the exchange "
+                           f"({order.status}, {order.filled} filled)", self.summary.recovered)
             else:
                 log.warning("thread %s: order %s is still %s; left for the next run",
                             row["thread"], row["ref"], order.status)
         for thread in self.store.threads():
-            if thread.state in (BUYING, SELLING) and thread.order_ref not in journaled \
-                    and self.db.journal_row(thread.order_ref) is None:
-                # Claimed, then died before the journal row: no order was sent.
+            if thread.state not in (BUYING, SELLING):
+                continue
+            row = self.db.journal_row(thread.order_ref)
+            if row is None:  # claimed, then died before the journal row: nothing was sent
                 self.store.abort(thread.n, thread.order_ref)
                 self._note(f"thread {thread.n}: claim {thread.order_ref} had no journal row; undone",
                            self.summary.recovered)
+            elif row["status"] not in OPEN_STATUSES:
+                self._move(thread.n, _order_from_row(row), self.summary.recovered)
         self.rebuild_if_lost()
 
     def rebuild_if_lost(self) -> None:
@@ -240,36 +247,39 @@ class Agent:
         window = self.cfg.buy_trend_window
         ranked = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
                         reverse=True)
-        skip: set[str] = set()
+        refused: set[str] = set()
         for thread in threads:
             if thread.state != WAITING:
                 continue
-            amount = min(self.cfg.max_per_trade, self.summary.budget - committed)
-            if free < self.cfg.max_per_trade or amount < self.cfg.max_per_trade:
-                log.info("not enough funds: %s %s free, %s %s of the budget left, a thread needs %s",
-                         free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote,
-                         self.cfg.max_per_trade)
-                return
-            choice = next((c for trend, c in ranked if c not in skip
-                           and held[c] < self.cfg.currency_cap
-                           and markets.get(f"{c}/{self.cfg.quote}") is not None
-                           and markets[f"{c}/{self.cfg.quote}"].available), None)
-            if choice is None:
-                log.info("thread %d: no rising currency to buy (%s h trends: %s)", thread.n, window,
-                         ", ".join(f"{c} {t.get(window, 'n/a')}" for c, t in trends.items()) or "none")
-                return
-            if self.stop_requested():
-                log.info("stop file present: sleeping")
-                self.summary.stopped = True
-                return
-            order = self.intelligent_buy(thread, choice, amount, tickers[f"{choice}/{self.cfg.quote}"].ask,
-                                         trends[choice][window])
-            if order is None:
-                skip.add(choice)  # fall back to the next best currency for the next thread
-                continue
-            held[choice] += 1
-            committed += order.cost + order.fee
-            free -= order.cost + order.fee
+            while True:
+                amount = min(self.cfg.max_per_trade, self.summary.budget - committed)
+                if free < self.cfg.max_per_trade or amount < self.cfg.max_per_trade:
+                    log.info("not enough funds: %s %s free, %s %s of the budget left, a thread needs %s",
+                             free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote,
+                             self.cfg.max_per_trade)
+                    return
+                choice = next((c for _, c in ranked if c not in refused and held[c] < self.cfg.currency_cap
+                               and getattr(markets.get(f"{c}/{self.cfg.quote}"), "available", False)), None)
+                if choice is None:
+                    log.info("thread %d: no rising currency to buy (%s h trends: %s)", thread.n, window,
+                             ", ".join(f"{c} {t[window]:+.2f}%" if window in t else f"{c} n/a"
+                                       for c, t in trends.items()) or "none")
+                    return
+                if self.stop_requested():
+                    log.info("stop file present: sleeping")
+                    self.summary.stopped = True
+                    return
+                order = self.intelligent_buy(thread, choice, amount,
+                                             tickers[f"{choice}/{self.cfg.quote}"].ask, trends[choice][window])
+                if order is not None:
+                    held[choice] += 1
+                    committed += order.cost + order.fee
+                    free -= order.cost + order.fee
+                    break
+                refused.add(choice)  # the next best currency, for this same thread
+                thread = self.store.get_thread(thread.n)
+                if thread is None or thread.state != WAITING:
+                    break  # its order is in doubt: the next run settles it
 
     def intelligent_buy(self, thread: Thread, currency: str, amount: Decimal, ask: Decimal,
                         trend: Decimal) -> Order | None:
@@ -309,16 +319,18 @@ class Agent:
         crash_point(f"{side}:sent")
         return self._settle(n, side, order)
 
-    def _settle(self, n: int, side: str, order: Order, recovered: bool = False) -> Order | None:
+    def _settle(self, n: int, side: str, order: Order) -> Order | None:
         self.db.journal_order(order, status=order.status if order.filled else "failed")
         crash_point(f"{side}:recorded")
-        bucket = self.summary.recovered if recovered else (self.summary.bought if side == "buy"
-                                                           else self.summary.sold)
+        return self._move(n, order, self.summary.bought if side == "buy" else self.summary.sold)
+
+    def _move(self, n: int, order: Order, bucket: list[str]) -> Order | None:
+        """The thread follows its recorded order: filled, it moves on; else it is freed."""
         if order.filled <= 0:
             self.store.abort(n, order.ref)
-            self._note(f"thread {n}: {side} order {order.ref} filled nothing ({order.status})", bucket)
+            self._note(f"thread {n}: {order.side} order {order.ref} filled nothing ({order.status})", bucket)
             return None
-        if side == "buy":
+        if order.side == "buy":
             self.store.activate(n, order.ref, value=order.cost + order.fee, volume=order.filled,
                                 buy_price=order.price)
             self._note(f"thread {n}: bought {order.filled} {_base(order.market)} at {order.price} "
@@ -327,7 +339,7 @@ class Agent:
             self.store.release(n, order.ref, sell_price=order.price)
             self._note(f"thread {n}: sold {order.filled} {_base(order.market)} at {order.price} "
                        f"for {order.cost - order.fee} {self.cfg.quote} (order {order.ref})", bucket)
-        crash_point(f"{side}:moved")
+        crash_point(f"{order.side}:moved")
         return order
 
     def _note(self, text: str, bucket: list[str]) -> None:
@@ -342,6 +354,17 @@ def new_ref() -> str:
 
 def _base(market: str) -> str:
     return market.split("/")[0]
+
+
+def _order_from_row(row: Any) -> Order:
+    """The journal's record of a settled order, as the exchange reported it."""
+    from includes.platforms.base import Order
+
+    zero = ZERO
+    return Order(ref=row["ref"], order_id=row["order_id"] or "", market=row["market"], side=row["side"],
+                 status=row["status"], volume=row["volume"] or row["filled"] or zero,
+                 filled=row["filled"] or zero, price=row["price"] or zero, cost=row["cost"] or zero,
+                 fee=row["fee"] or zero)
 
 
 def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:

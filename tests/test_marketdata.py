@@ -133,3 +133,48 @@ def test_backfill_pages_coarser_intervals_beyond_720_candles(job_config, kraken_
     assert Decimal(len(hourly)) >= 240
     assert db.candles("kraken", "BTC/EUR", 240) == []  # hourly already covers 10 days
     db.close()
+
+
+def test_global_metrics_when_a_key_is_configured(tmp_path, job_config, cmc_sim):
+    from tests.plugins.cmc_sim import CMC_KEY
+
+    (tmp_path / "cmc.key").write_text(CMC_KEY + "\n")
+    cmc_sim.set_metrics(btc_dominance="51.234567", active_cryptocurrencies=8800, rates={"EUR": "0.92"})
+    cfg = job_config(market_data={"coinmarketcap": {"api_url": cmc_sim.url, "key_file": str(tmp_path / "cmc.key")}})
+    assert get_api_data(cfg) == 0
+    db = MarketDB(cfg.storage.market_db)
+    [row] = db._all(text("SELECT * FROM global_metrics"))
+    assert (row["source"], row["quote"], Decimal(row["btc_dominance"]), row["active_cryptocurrencies"]) == (
+        "coinmarketcap", "EUR", Decimal("51.234567"), 8800)
+    assert Decimal(row["total_market_cap"]) > 0
+    db.close()
+    assert CMC_KEY not in "".join(p.read_text() for p in (tmp_path / "log").glob("*"))
+
+
+def test_a_refused_cmc_key_is_logged_and_the_cycle_goes_on(tmp_path, job_config, cmc_sim, caplog):
+    (tmp_path / "cmc.key").write_text("wrong-key\n")
+    cfg = job_config(market_data={"coinmarketcap": {"api_url": cmc_sim.url, "key_file": str(tmp_path / "cmc.key")}})
+    assert get_api_data(cfg) == 0
+    assert "global metrics: coinmarketcap: " in caplog.text and "HTTP 401 | 1001" in caplog.text
+
+
+def test_a_cycle_writes_the_time_series(job_config, kraken_venue, victoria_metrics):
+    cfg = job_config(trading={"currencies": ["BTC", "ETH"]},
+                     storage={"timeseries": {"url": victoria_metrics.url}})
+    assert get_api_data(cfg) == 0
+    db = MarketDB(cfg.storage.market_db)
+    stored = db.candles("kraken", "BTC/EUR", 5)
+    db.close()
+    [series] = victoria_metrics.series('candle_close{exchange="kraken",market="BTC/EUR"}', count=720)
+    assert [(ts, Decimal(str(v))) for ts, v in series.points] == [(c.ts, c.close) for c in stored]
+    [last] = victoria_metrics.series('ticker_last{exchange="kraken",market="ETH/EUR"}')
+    assert last.points[0][0] == int(kraken_venue.sim.clock)
+
+
+def test_the_time_series_server_being_down_does_not_fail_the_cycle(job_config, caplog):
+    cfg = job_config(storage={"timeseries": {"url": "http://127.0.0.1:9", "timeout": 1}})
+    assert get_api_data(cfg) == 0
+    assert "time series: " in caplog.text
+    db = MarketDB(cfg.storage.market_db)
+    assert len(db.candles("kraken", "BTC/EUR", 5)) == 720
+    db.close()

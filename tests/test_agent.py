@@ -1,0 +1,205 @@
+"""trade_agent against the Kraken simulator: dry-run and live, budget, stop file, selling."""
+from __future__ import annotations
+
+import logging
+import os
+from decimal import Decimal
+
+import pytest
+
+from includes.agent import run_agent
+from includes.storage import open_market_db, open_state
+from includes.storage.state import ACTIVE, DISABLED, WAITING
+
+CURRENCIES = ["BTC", "ETH", "LTC", "XRP", "ADA"]
+PAIRS = {"BTC": "XXBTZEUR", "ETH": "XETHZEUR", "LTC": "XLTCZEUR", "XRP": "XXRPZEUR", "ADA": "ADAEUR"}
+
+
+def move(sim, currency: str, factor: str) -> None:
+    """Multiply a pair's price by `factor` from now on: its trends follow."""
+    pair = sim.pair(PAIRS[currency])
+    price = (sim.price(PAIRS[currency]) * Decimal(factor)).quantize(Decimal(1).scaleb(-pair.pair_decimals))
+    sim.set_price(PAIRS[currency], price)
+
+
+@pytest.fixture
+def rising(kraken_venue):
+    """BTC and ETH rose over 24 h, the others fell."""
+    sim = kraken_venue.sim
+    for currency, factor in {"BTC": "1.3", "ETH": "1.2", "LTC": "0.7", "XRP": "0.7", "ADA": "0.7"}.items():
+        move(sim, currency, factor)
+    return sim
+
+
+def threads(cfg, mode):
+    store = open_state(cfg, mode)
+    try:
+        return store.threads()
+    finally:
+        store.close()
+
+
+def journal(cfg, mode):
+    db = open_market_db(cfg)
+    try:
+        return db.journal(mode)
+    finally:
+        db.close()
+
+
+def test_dry_run_buys_the_best_rising_currencies_without_private_calls(job_config, rising, kraken_venue):
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "dry_run": True})
+    summary = run_agent(cfg)
+    assert summary.mode == "dry" and len(summary.bought) == 2
+    state = threads(cfg, "dry")
+    assert [(t.n, t.state, t.currency) for t in state] == [
+        (1, ACTIVE, "BTC"), (2, ACTIVE, "ETH"), (3, WAITING, ""), (4, WAITING, "")]
+    assert all(t.value <= Decimal(5) and t.volume > 0 for t in state[:2])
+    private = {"Balance", "AddOrder", "QueryOrders", "OpenOrders", "ClosedOrders", "CancelOrder"}
+    assert not private & set(kraken_venue.sim.calls)
+    rows = journal(cfg, "dry")
+    assert [(r["side"], r["status"], r["market"]) for r in rows] == [
+        ("buy", "closed", "BTC/EUR"), ("buy", "closed", "ETH/EUR")]
+    assert journal(cfg, "live") == [] and threads(cfg, "live") == []
+
+
+def test_the_seed_keys_are_written(job_config, rising, redis_namespace):
+    from tests.conftest import REDIS_URL
+    import redis
+
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4},
+                     storage={"state": REDIS_URL, "namespace": redis_namespace})
+    run_agent(cfg)
+    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    ns = f"{redis_namespace}:dry:"
+    assert r.hgetall(ns + "thread:1")["state"] == "active"
+    assert Decimal(r.get(ns + "invest:total")) == Decimal(20)
+    assert Decimal(r.get(ns + "platform:totaleuro")) == Decimal(100)
+    assert Decimal(r.get(ns + "platform:BTC:last24h:tendance")) > 9
+    assert Decimal(r.get(ns + "platform:LTC:last2h:tendance")) < 0
+    assert Decimal(r.get(ns + "platform:BTC:value")) == rising.price("XXBTZEUR")
+    assert r.get(ns + "platform:BTC:montant") == "0"
+    r.close()
+
+
+def test_a_sell_comes_when_the_net_gain_reaches_sell_percent(job_config, rising, caplog):
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "sell_percent": 3})
+    run_agent(cfg)
+    move(rising, "BTC", "1.02")   # +2% gross is less than 3% once both fees are paid
+    summary = run_agent(cfg)
+    assert summary.sold == []
+    move(rising, "BTC", "1.02")   # now about +4% gross, +3.5% net
+    with caplog.at_level(logging.INFO):
+        summary = run_agent(cfg)
+    assert len(summary.sold) == 1 and "sold" in summary.sold[0] and "BTC" in summary.sold[0]
+    assert "SELL" in caplog.text and "net gain" in caplog.text
+    rows = journal(cfg, "dry")
+    assert [(r["thread"], r["side"], r["status"]) for r in rows] == [
+        (1, "buy", "closed"), (2, "buy", "closed"), (1, "sell", "closed"),
+        (1, "buy", "closed")]   # sold, then bought again: BTC still rises most
+    assert rows[2]["filled"] == rows[0]["filled"]
+
+
+def test_stop_loss_and_max_hold_free_threads_when_configured(job_config, rising):
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 2, "stop_loss_percent": 5})
+    run_agent(cfg)
+    move(rising, "BTC", "0.96")
+    assert run_agent(cfg).sold == []
+    move(rising, "BTC", "0.96")
+    assert "stop_loss" not in (sold := run_agent(cfg).sold) and len(sold) == 1
+
+
+def test_the_stop_file_halts_everything(tmp_path, job_config, rising, caplog):
+    cfg = job_config(trading={"currencies": CURRENCIES})
+    (tmp_path / "stop").touch()
+    with caplog.at_level(logging.INFO):
+        assert run_agent(cfg) is None
+    assert "stop file present: sleeping" in caplog.text
+    assert journal(cfg, "dry") == []
+
+
+def test_the_dry_run_file_turns_a_live_config_into_a_dry_run(tmp_path, job_config, rising, kraken_venue):
+    cfg = job_config(trading={"currencies": CURRENCIES, "dry_run": False})
+    (tmp_path / "dry-run").touch()
+    assert run_agent(cfg).mode == "dry"
+    assert kraken_venue.sim.calls["AddOrder"] == 0
+
+
+def test_live_orders_reach_the_exchange_with_their_journal_refs(db_url, job_config, rising, kraken_venue):
+    cfg = job_config(market_db=db_url, trading={"currencies": CURRENCIES, "max_threads": 4, "dry_run": False})
+    summary = run_agent(cfg)
+    assert summary.mode == "live" and len(summary.bought) == 2
+    platform = kraken_venue.platform()
+    rows = journal(cfg, "live")
+    for row in rows:
+        order = platform.get_order(row["ref"])
+        assert order is not None and order.filled == row["filled"] and order.cost == row["cost"]
+    balances = kraken_venue.sim.balances(kraken_venue.key)
+    spent = sum(r["cost"] + r["fee"] for r in rows)
+    assert balances["ZEUR"] == Decimal(1000) - spent
+    state = threads(cfg, "live")
+    assert balances["XETH"] == state[1].volume
+
+
+def test_live_refuses_a_key_file_others_can_read(tmp_path, job_config, rising):
+    cfg = job_config(trading={"currencies": CURRENCIES, "dry_run": False})
+    os.chmod(tmp_path / "kraken.key", 0o644)
+    from includes.errors import ConfigError
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        run_agent(cfg)
+
+
+def test_threads_the_budget_cannot_cover_are_disabled_then_enabled(job_config, rising, kraken_venue):
+    sim = kraken_venue.sim
+    sim.set_balance(kraken_venue.key, "ZEUR", "12")
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "dry_run": False})
+    summary = run_agent(cfg)
+    assert summary.budget == Decimal(12)
+    state = threads(cfg, "live")
+    assert [t.state for t in state] == [ACTIVE, ACTIVE, DISABLED, DISABLED]
+    sim.set_balance(kraken_venue.key, "ZEUR", "100")
+    run_agent(cfg)
+    assert [t.state for t in threads(cfg, "live")][2:] == [WAITING, WAITING]
+
+
+def test_not_enough_funds_buys_nothing_more(job_config, rising, kraken_venue, caplog):
+    """The balance checked before each buy, not only the budget sized at the start."""
+    from includes.agent import Agent
+    from includes.platforms import make_platform
+
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "dry_run": False})
+    store, db = open_state(cfg, "live"), open_market_db(cfg)
+    agent = Agent(cfg.trading, make_platform(cfg, live=True), store, db, mode="live", exchange="kraken",
+                  candle_interval=5)
+    store.ensure_threads(4)
+    agent.allocate(store.threads(), Decimal(1000))
+    tickers = agent.platform.get_tickers(["BTC/EUR", "ETH/EUR"])
+    trends = agent.update_trends(tickers, agent.platform.get_account_info())
+    kraken_venue.sim.set_balance(kraken_venue.key, "ZEUR", "7")   # spent elsewhere meanwhile
+    with caplog.at_level(logging.INFO):
+        agent.buy_pass(trends, tickers, agent.platform.markets())
+    assert [t.state for t in store.threads()] == [ACTIVE, WAITING, WAITING, WAITING]
+    assert "not enough funds: 2.0" in caplog.text
+    store.close()
+    db.close()
+
+
+def test_the_per_currency_cap_falls_back_to_the_next_best(job_config, rising):
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 6, "threads_per_currency": 2})
+    run_agent(cfg)
+    assert [t.currency for t in threads(cfg, "dry")] == ["BTC", "BTC", "ETH", "ETH", "", ""]
+
+
+def test_an_unavailable_market_is_never_bought(job_config, rising):
+    rising.set_pair_status("XXBTZEUR", "cancel_only")
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4})
+    run_agent(cfg)
+    assert [t.currency for t in threads(cfg, "dry")][:2] == ["ETH", ""]
+
+
+def test_a_minimum_too_high_falls_back_to_the_next_currency(job_config, rising):
+    move(rising, "ADA", "2")     # ADA rises most, but 15 ADA cost more than 5 EUR
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4})
+    summary = run_agent(cfg)
+    assert [t.currency for t in threads(cfg, "dry")][:2] == ["BTC", "ETH"]
+    assert [r["status"] for r in journal(cfg, "dry")].count("failed") == 1
