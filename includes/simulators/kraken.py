@@ -40,6 +40,26 @@ Market model
   order types and the margin, scheduling and conditional-close parameters are
   refused with `EGeneral:Invalid arguments:<field>` rather than ignored.
 
+Driving it (thread-safe; pair names may be keys, altnames or wsnames):
+- accounts: add_account(key=None, secret=None, balances=None, tier="starter",
+  nonce_window=0) -> (key, secret), set_balance(key, asset, amount),
+  balances(key) -> {asset: Decimal};
+- markets: add_pair(key, base, quote, price, ...), add_synthetic_pairs(n,
+  quote="ZEUR") -> keys, pair(name), set_pair_status(pair, status),
+  set_system_status(status);
+- prices: clock, set_time(ts), advance(seconds), load_candles(pair, rows or CSV
+  path, interval=None), set_price(pair, price), price(pair), bid_ask(pair);
+- faults: inject(method, fault, times=1, **params), method "*" for any: those of
+  includes.simulators.http (delay, http_500, http_520, malformed_json,
+  lost_reply), plus service_unavailable, busy, rate_limit and invalid_nonce (the
+  error string, the call unprocessed) and partial_fill (AddOrder only,
+  fraction=0.5: a market order fills that much and ends canceled, a limit
+  order fills that much at once and rests for the rest);
+- `calls`, a Counter of the API methods called;
+- the JSON control API: POST /_sim/time {"ts"} or {"advance"}, /_sim/price
+  {"pair", "price"}, /_sim/pair_status {"pair", "status"}, /_sim/system_status
+  {"status"}, /_sim/fault {"method", "fault", "times", ...}; GET /_sim/calls.
+
 Choices for unconfirmed details: API errors are HTTP 200; checks run key ->
 signature -> nonce -> rate limit -> arguments -> pair -> business rules; an
 unknown method is `EGeneral:Unknown method`; too many decimals is
@@ -155,6 +175,16 @@ class Pair:
     volatility: float = 0.001
     series: Series | None = None    # None until first needed, then the synthetic walk
     synthetic: bool = True          # the walk grows as the clock moves
+
+    def price_text(self, value: Decimal) -> str:
+        """A price as Kraken writes it for this pair."""
+        return _fmt(value, self.pair_decimals)
+
+    def volume_text(self, value: Decimal) -> str:
+        return _fmt(value, self.lot_decimals)
+
+    def cost_text(self, value: Decimal) -> str:
+        return _fmt(value, self.cost_decimals)
 
 
 @dataclass
@@ -284,7 +314,6 @@ class KrakenSimulator(SimulatorServer):
         self._clock = float(int(time.time()) if clock is None else clock)
         self._epoch = int(self._clock) // 3600 * 3600       # anchors the synthetic walks
         self._checked = self._clock                          # limit orders were checked up to here
-        self._rng = random.Random(f"{seed}:ids")
         self._assets: dict[str, Asset] = {}
         self._pairs: dict[str, Pair] = {}
         self._pair_names: dict[str, str] = {}               # key, altname, wsname (upper case) -> key
@@ -668,11 +697,12 @@ class KrakenSimulator(SimulatorServer):
         quiet = Candle(0, price, price, price, price, price, ZERO, 0)
         today = series.summary(now - now % 86400, now) or quiet
         day = series.summary(now - 86400, now) or quiet
-        p, lot = (lambda v: _fmt(v, pair.pair_decimals)), (lambda v: _fmt(v, pair.lot_decimals))
+        p = pair.price_text
         return {"a": [p(self._ask(pair, price)), "1", "1.000"], "b": [p(self._bid(pair, price)), "1", "1.000"],
-                "c": [p(price), lot(day.volume / day.count if day.count else ZERO)], "v": [lot(today.volume), lot(day.volume)],
-                "p": [p(today.vwap), p(day.vwap)], "t": [today.count, day.count],
-                "l": [p(today.low), p(day.low)], "h": [p(today.high), p(day.high)], "o": p(today.open)}
+                "c": [p(price), pair.volume_text(day.volume / day.count if day.count else ZERO)],
+                "v": [pair.volume_text(today.volume), pair.volume_text(day.volume)], "p": [p(today.vwap), p(day.vwap)],
+                "t": [today.count, day.count], "l": [p(today.low), p(day.low)], "h": [p(today.high), p(day.high)],
+                "o": p(today.open)}
 
     def _ohlc(self, params: dict[str, str]) -> dict:
         interval = _int(params, "interval")
@@ -681,21 +711,22 @@ class KrakenSimulator(SimulatorServer):
             raise KrakenError("EGeneral:Invalid arguments")
         since = _number(params, "since")
         pair = self._pair_arg(params.get("pair"))
-        seconds, now = interval * 60, self._clock
+        series, seconds, now = self._series(pair), interval * 60, self._clock
         current = int(now) - int(now) % seconds
-        rows = self._series(pair).candles(seconds, current - (OHLC_ROWS - 1) * seconds, now)
+        first = current - (OHLC_ROWS - 1) * seconds
+        start = first if since is None else min(max(first, (int(since) // seconds + 1) * seconds), current)
+        rows = series.candles(seconds, start, now)     # only what is sent: polling with `since` stays cheap
         committed = [row for row in rows if row.ts < current]
-        last = committed[-1].ts if committed else current - seconds
-        if since is not None:
-            committed = [row for row in committed if row.ts > since]
+        newest = series.opened_before(current)
+        last = newest - newest % seconds if newest is not None and newest >= first else current - seconds
         if rows and rows[-1].ts == current:
             still_open = rows[-1]
         else:
             price = self._mid(pair)
             still_open = Candle(current, price, price, price, price, price, ZERO, 0)
-        p = lambda v: _fmt(v, pair.pair_decimals)
+        p = pair.price_text
         return {pair.key: [[r.ts, p(r.open), p(r.high), p(r.low), p(r.close), p(r.vwap),
-                            _fmt(r.volume, pair.lot_decimals), r.count] for r in committed + [still_open]],
+                            pair.volume_text(r.volume), r.count] for r in committed + [still_open]],
                 "last": last}
 
     # --- private endpoints: account ---------------------------------------------------
@@ -709,9 +740,9 @@ class KrakenSimulator(SimulatorServer):
                      ZERO)
         unexecuted = sum((self._convert((o.vol - o.vol_exec) * o.price, o.pair.quote, target.id)
                           for o in account.orders.values() if o.status == "open"), ZERO)
-        f = lambda v: _fmt(v, target.decimals)
-        return {"eb": f(equity), "tb": f(equity), "m": f(ZERO), "n": f(ZERO), "c": f(ZERO), "v": f(ZERO),
-                "e": f(equity), "mf": f(equity), "uv": f(unexecuted)}
+        equity, unexecuted, zero = (_fmt(v, target.decimals) for v in (equity, unexecuted, ZERO))
+        return {"eb": equity, "tb": equity, "m": zero, "n": zero, "c": zero, "v": zero, "e": equity, "mf": equity,
+                "uv": unexecuted}
 
     def _convert(self, amount: Decimal, asset: str, target: str) -> Decimal:
         """`amount` of `asset` in `target`, through one intermediate asset at most; 0 when there is no route."""
@@ -899,28 +930,28 @@ class KrakenSimulator(SimulatorServer):
 
     def _new_id(self, first: str, taken: dict) -> str:
         while True:
-            chars = "".join(self._rng.choice(ID_ALPHABET) for _ in range(16))
+            chars = "".join(secrets.choice(ID_ALPHABET) for _ in range(16))     # unique across simulators too
             txid = f"{first}{chars[:5]}-{chars[5:10]}-{chars[10:]}"
             if txid not in taken:
                 return txid
 
     def _description(self, order: Order) -> str:
         pair = order.pair
-        where = "market" if order.price is None else f"limit {_fmt(order.price, pair.pair_decimals)}"
-        return f"{order.side} {_fmt(order.vol, pair.lot_decimals)} {pair.altname} @ {where}"
+        where = "market" if order.price is None else f"limit {pair.price_text(order.price)}"
+        return f"{order.side} {pair.volume_text(order.vol)} {pair.altname} @ {where}"
 
     def _order_json(self, order: Order, with_trades: bool) -> dict:
         pair = order.pair
-        p, c = (lambda v: _fmt(v, pair.pair_decimals)), (lambda v: _fmt(v, pair.cost_decimals))
         average = order.value / order.vol_exec if order.vol_exec else ZERO
         entry = {"refid": None, "userref": order.userref or 0, "cl_ord_id": order.cl_ord_id,
                  "status": order.status, "opentm": order.opentm, "starttm": 0, "expiretm": 0,
                  "descr": {"pair": pair.altname, "type": order.side, "ordertype": order.ordertype,
-                           "price": p(order.price) if order.price is not None else "0", "price2": "0",
+                           "price": pair.price_text(order.price) if order.price is not None else "0", "price2": "0",
                            "leverage": "none", "order": self._description(order), "close": ""},
-                 "vol": _fmt(order.vol, pair.lot_decimals), "vol_exec": _fmt(order.vol_exec, pair.lot_decimals),
-                 "cost": c(order.cost), "fee": c(order.fee), "price": p(average),
-                 "stopprice": "0.00000", "limitprice": "0.00000", "misc": order.misc, "oflags": order.oflags}
+                 "vol": pair.volume_text(order.vol), "vol_exec": pair.volume_text(order.vol_exec),
+                 "cost": pair.cost_text(order.cost), "fee": pair.cost_text(order.fee),
+                 "price": pair.price_text(average), "stopprice": "0.00000", "limitprice": "0.00000",
+                 "misc": order.misc, "oflags": order.oflags}
         if order.status != "open":
             entry["closetm"] = order.closetm
             entry["reason"] = order.reason
@@ -1015,11 +1046,10 @@ class KrakenSimulator(SimulatorServer):
     @staticmethod
     def _trade_json(trade: Trade) -> dict:
         pair = trade.order.pair
-        c = lambda v: _fmt(v, pair.cost_decimals)
         return {"ordertxid": trade.order.txid, "postxid": trade.postxid, "pair": pair.key, "time": trade.time,
-                "type": trade.order.side, "ordertype": trade.order.ordertype,
-                "price": _fmt(trade.price, pair.pair_decimals), "cost": c(trade.cost), "fee": c(trade.fee),
-                "vol": _fmt(trade.vol, pair.lot_decimals), "margin": c(ZERO), "misc": "",
+                "type": trade.order.side, "ordertype": trade.order.ordertype, "price": pair.price_text(trade.price),
+                "cost": pair.cost_text(trade.cost), "fee": pair.cost_text(trade.fee),
+                "vol": pair.volume_text(trade.vol), "margin": pair.cost_text(ZERO), "misc": "",
                 "trade_id": trade.trade_id, "maker": trade.maker}
 
     # --- /_sim/ control API -----------------------------------------------------------
@@ -1054,7 +1084,7 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Serve a local Kraken REST simulator until Ctrl-C.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic price paths and ids")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic price paths")
     parser.add_argument("--time", type=float, help="the simulated clock, unix seconds (default: now)")
     parser.add_argument("--csv", action="append", default=[], help="a candle CSV; give one --pair per --csv")
     parser.add_argument("--pair", action="append", default=[], help="the pair the matching --csv drives")
