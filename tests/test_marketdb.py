@@ -1,0 +1,329 @@
+"""The market DB, on SQLite and on MariaDB: schema, idempotent upserts, exact decimals, journal."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal as D
+
+import pytest
+from sqlalchemy import (BigInteger, Boolean, Column, MetaData, String, Table, create_engine, func, insert,
+                        inspect, select, update)
+
+from includes.coinmarketcap import GlobalMetrics
+from includes.errors import StorageError
+from includes.platforms.base import Candle, Market, Order, Ticker
+from includes.storage import marketdb
+from includes.storage.marketdb import (SCHEMA_VERSION, DatabaseUnreachable, MarketDB, candle_table, metadata,
+                                       metric_table, order_table, ticker_table, version_table)
+from tests.conftest import ROOT
+
+T0 = 1_700_000_040  # a minute boundary
+
+
+def candle(i: int, close: str = "34000.1", volume: str = "0.5", closed: bool = True) -> Candle:
+    c = D(close)
+    return Candle(T0 + 60 * i, c - D("0.5"), c + D("1.25"), c - D("2"), c, D(volume), closed)
+
+
+def market(symbol: str, status: str = "online", available: bool = True) -> Market:
+    base, quote = symbol.split("/")
+    return Market(symbol, base, quote, base + quote, status, available, 1, 8, D("0.0001"), D("0.5"))
+
+
+def rows(db: MarketDB, table: Table) -> list[dict]:
+    with db.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(table).order_by(*table.primary_key)).mappings()]
+
+
+def count(db: MarketDB, table: Table) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar()
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+def test_schema_is_created_on_first_use(market_db, db_url):
+    assert market_db.schema_version() is None
+    assert market_db.markets("kraken") == []
+    assert market_db.schema_version() == SCHEMA_VERSION
+    assert set(inspect(market_db.engine).get_table_names()) == set(metadata.tables)
+    assert set(inspect(market_db.engine).get_pk_constraint("candles")["constrained_columns"]) == \
+        {"exchange", "market", "interval", "ts"}
+    MarketDB(db_url).ensure_schema()  # a second job finds it ready
+    assert count(market_db, version_table) == 1
+
+
+def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
+    """v1 had no markets.status_changed; its rows must all survive the upgrade."""
+    v1 = MetaData()
+    Table("markets", v1, Column("exchange", String(32), primary_key=True),
+          Column("market", String(40), primary_key=True), Column("base", String(16), nullable=False),
+          Column("quote", String(16), nullable=False), Column("status", String(32), nullable=False),
+          Column("available", Boolean, nullable=False), Column("first_seen", BigInteger, nullable=False),
+          Column("last_seen", BigInteger, nullable=False))
+    for table in metadata.sorted_tables:
+        if table.name != "markets":
+            table.to_metadata(v1)
+    engine = create_engine(db_url)
+    v1.create_all(engine)
+    listing = [("BTC/EUR", "online", True, 100), ("ETH/EUR", "cancel_only", False, 200)]
+    with engine.begin() as conn:
+        conn.execute(insert(v1.tables["schema_version"]).values(version=1))
+        conn.execute(insert(v1.tables["markets"]), [
+            {"exchange": "kraken", "market": m, "base": m[:3], "quote": "EUR", "status": s, "available": a,
+             "first_seen": t, "last_seen": 300} for m, s, a, t in listing])
+        conn.execute(insert(v1.tables["candles"]), [
+            {"exchange": "kraken", "market": "BTC/EUR", "interval": 1, "ts": c.ts, "open": c.open, "high": c.high,
+             "low": c.low, "close": c.close, "volume": c.volume} for c in map(candle, range(5))])
+    engine.dispose()
+
+    db = MarketDB(db_url)
+    assert [(r["market"], r["status"], r["available"], r["first_seen"], r["status_changed"])
+            for r in db.markets("kraken")] == [(m, s, a, t, t) for m, s, a, t in listing]
+    assert db.schema_version() == SCHEMA_VERSION
+    assert db.candles("kraken", "BTC/EUR", 1) == [candle(i) for i in range(5)]
+    assert db.upsert_markets("kraken", [market("BTC/EUR"), market("ETH/EUR")], seen_at=400) == \
+        [("ETH/EUR", "cancel_only", "online")]
+    assert {r["market"]: r["status_changed"] for r in db.markets("kraken")} == {"BTC/EUR": 100, "ETH/EUR": 400}
+    db.close()
+
+
+def test_a_schema_newer_than_the_code_is_refused(market_db, db_url):
+    market_db.ensure_schema()
+    with market_db.engine.begin() as conn:
+        conn.execute(update(version_table).values(version=SCHEMA_VERSION + 1))
+    with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
+        MarketDB(db_url).markets("kraken")
+
+
+def test_importing_it_loads_no_orm():
+    code = ("import sys, includes.storage.marketdb; "
+            "print(sorted(m for m in sys.modules if m.startswith('sqlalchemy.orm')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --- candles ----------------------------------------------------------------------------------
+
+def test_candles_are_upserted_idempotently_and_read_back(market_db):
+    btc = [candle(i, close=str(34000 + i)) for i in range(10)]
+    for _ in range(2):
+        market_db.upsert_candles("kraken", "BTC/EUR", 1, btc)
+    market_db.upsert_candles("kraken", "ETH/EUR", 1, btc[:4])
+    market_db.upsert_candles("kraken", "BTC/EUR", 60, btc[:1])
+    market_db.upsert_candles("bittrex", "BTC/EUR", 1, btc)
+    assert count(market_db, candle_table) == 10 + 4 + 1 + 10
+    assert market_db.candles("kraken", "BTC/EUR", 1) == btc
+    assert market_db.candles("kraken", "BTC/EUR", 1, since=btc[2].ts, until=btc[5].ts) == btc[2:5]
+    assert market_db.candles("kraken", "BTC/EUR", 60) == btc[:1]
+    assert market_db.last_candle_ts("kraken", "BTC/EUR", 1) == btc[-1].ts
+    assert market_db.last_candle_ts("kraken", "DOGE/EUR", 1) is None
+    assert market_db.last_candle_ts_by_market("kraken", 1) == {"BTC/EUR": btc[-1].ts, "ETH/EUR": btc[3].ts}
+    assert market_db.last_candle_ts_by_market("kraken", 5) == {}
+
+
+def test_an_open_candle_is_overwritten_not_duplicated(market_db):
+    market_db.upsert_candles("kraken", "BTC/EUR", 1, [candle(0), candle(1, close="34000.1", closed=False)])
+    market_db.upsert_candles("kraken", "BTC/EUR", 1, [candle(1, close="34010.7", volume="2.25")])
+    assert market_db.candles("kraken", "BTC/EUR", 1) == [candle(0), candle(1, close="34010.7", volume="2.25")]
+    assert count(market_db, candle_table) == 2
+
+
+def test_decimals_round_trip_exactly(market_db):
+    values = [D("0.00000123"), D("34000.12345678"), D("0.000000000001"), D("999999999999999999.999999999999"),
+              D("1E-8"), D("3.88E+12")]
+    written = [Candle(T0 + 60 * i, v, v, v, v, v) for i, v in enumerate(values)]
+    market_db.upsert_candles("kraken", "SHIB/EUR", 1, written)
+    read = market_db.candles("kraken", "SHIB/EUR", 1)
+    assert [c.close for c in read] == values
+    assert all(isinstance(c.volume, D) for c in read)
+
+
+def test_writes_go_in_batches(market_db, monkeypatch):
+    monkeypatch.setattr(marketdb, "BATCH", 3)
+    written = [candle(i) for i in range(10)]
+    market_db.upsert_candles("kraken", "BTC/EUR", 1, iter(written))
+    market_db.upsert_candles("kraken", "BTC/EUR", 1, written)
+    assert market_db.candles("kraken", "BTC/EUR", 1) == written
+
+
+def test_a_write_that_fails_midway_leaves_no_row(market_db, monkeypatch):
+    monkeypatch.setattr(marketdb, "BATCH", 3)
+
+    def feed():
+        yield from map(candle, range(7))
+        raise RuntimeError("the exchange's reply broke off")
+
+    with pytest.raises(RuntimeError):
+        market_db.upsert_candles("kraken", "BTC/EUR", 1, feed())
+    assert market_db.candles("kraken", "BTC/EUR", 1) == []
+
+
+def test_a_value_the_server_refuses_fails_the_whole_write(mariadb_url, monkeypatch):
+    monkeypatch.setattr(marketdb, "BATCH", 3)
+    db = MarketDB(mariadb_url)
+    with pytest.raises(StorageError, match="Out of range value"):
+        db.upsert_candles("kraken", "BTC/EUR", 1, [candle(0), candle(1), candle(2), candle(3, close="1E+20")])
+    assert db.candles("kraken", "BTC/EUR", 1) == []
+    db.close()
+
+
+def test_close_at_is_the_last_close_known_at_that_time(market_db):
+    market_db.upsert_candles("kraken", "BTC/EUR", 1, [candle(i, close=str(100 + i)) for i in range(5)])
+    close_of_2 = T0 + 3 * 60
+    assert market_db.close_at("kraken", "BTC/EUR", 1, close_of_2) == D(102)
+    assert market_db.close_at("kraken", "BTC/EUR", 1, close_of_2 - 1) == D(101)
+    assert market_db.close_at("kraken", "BTC/EUR", 1, T0 + 10_000) == D(104)
+    assert market_db.close_at("kraken", "BTC/EUR", 1, T0 + 59) is None
+
+
+# --- markets, tickers, global metrics -------------------------------------------------------
+
+def test_market_status_changes_are_tracked(market_db):
+    listing = [market("BTC/EUR"), market("ETH/EUR"), market("XRP/EUR")]
+    assert market_db.upsert_markets("kraken", listing, seen_at=1000) == [
+        ("BTC/EUR", None, "online"), ("ETH/EUR", None, "online"), ("XRP/EUR", None, "online")]
+    assert market_db.upsert_markets("kraken", listing, seen_at=2000) == []
+    changes = market_db.upsert_markets("kraken", [market("BTC/EUR"), market("ETH/EUR", "cancel_only", False)],
+                                       seen_at=3000)
+    assert changes == [("ETH/EUR", "online", "cancel_only"), ("XRP/EUR", "online", "delisted")]
+    assert market_db.upsert_markets("kraken", [market("BTC/EUR"), market("ETH/EUR", "cancel_only", False)],
+                                    seen_at=4000) == []
+    got = {r["market"]: (r["status"], r["available"], r["first_seen"], r["last_seen"], r["status_changed"])
+           for r in market_db.markets("kraken")}
+    assert got == {"BTC/EUR": ("online", True, 1000, 4000, 1000),
+                   "ETH/EUR": ("cancel_only", False, 1000, 4000, 3000),
+                   "XRP/EUR": ("delisted", False, 1000, 2000, 3000)}
+    assert market_db.available_markets("kraken") == ["BTC/EUR"]
+    assert market_db.markets("bittrex") == []
+    assert market_db.upsert_markets("kraken", [market("XRP/EUR")] + listing[:1], seen_at=5000)[0] == \
+        ("XRP/EUR", "delisted", "online")
+
+
+def test_tickers_are_upserted_idempotently(market_db):
+    tickers = [Ticker("BTC/EUR", 50, D("34000.1"), D("33999.9"), D("34000.3"), D("1234.56789012"),
+                      vwap_24h=D("33950.12345678")),
+               Ticker("SHIB/EUR", 51, D("0.00000123"), D("0.00000122"), D("0.00000124"), D("98765432109.5"))]
+    for _ in range(2):
+        market_db.insert_tickers("kraken", tickers, ts=60)
+    market_db.insert_tickers("kraken", tickers)
+    got = rows(market_db, ticker_table)
+    assert [(r["market"], r["ts"]) for r in got] == [("BTC/EUR", 50), ("BTC/EUR", 60), ("SHIB/EUR", 51),
+                                                     ("SHIB/EUR", 60)]
+    assert [r["last"] for r in got] == [D("34000.1"), D("34000.1"), D("0.00000123"), D("0.00000123")]
+    assert got[0]["vwap_24h"] == D("33950.12345678") and got[2]["vwap_24h"] is None
+    assert got[3]["volume_24h"] == D("98765432109.5")
+
+
+def test_global_metrics_are_upserted_idempotently(market_db):
+    metrics = GlobalMetrics(ts=60, quote="EUR", total_market_cap=D("1265000000000.12"),
+                            total_volume_24h=D("58100000000.5"), btc_dominance=D("51.234567"),
+                            active_cryptocurrencies=8800)
+    for _ in range(2):
+        market_db.insert_global_metrics("coinmarketcap", [metrics])
+    assert rows(market_db, metric_table) == [
+        {"ts": 60, "source": "coinmarketcap", "total_market_cap": D("1265000000000.12"),
+         "total_volume_24h": D("58100000000.5"), "btc_dominance": D("51.234567"),
+         "active_cryptocurrencies": 8800, "quote": "EUR"}]
+
+
+# --- the order journal ------------------------------------------------------------------------
+
+def test_the_journal_records_intents_then_results(market_db):
+    db = market_db
+    db.journal_intent("ref-1", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1,
+                      amount_quote=D("5"), at=100)
+    db.journal_intent("ref-2", namespace="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=1,
+                      amount_quote=D("5"), at=101)
+    with pytest.raises(StorageError, match="order 'ref-1' is already journaled"):
+        db.journal_intent("ref-1", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1)
+    assert [r["ref"] for r in db.open_intents("live")] == ["ref-1"]
+
+    db.journal_result("ref-1", "sent", order_id="OQCLML-BW3P3-BUCMWZ", at=102)
+    assert [r["status"] for r in db.open_intents("live")] == ["sent"]
+    buy = Order("ref-1", "OQCLML-BW3P3-BUCMWZ", "BTC/EUR", "buy", "closed", D("0.00012345"), D("0.00012345"),
+                D("40501.3"), D("4.99988"), D("0.01299969"), opened_at=102.5, closed_at=103.9)
+    db.journal_order(buy)
+    row = db.journal_row("ref-1")
+    assert (row["status"], row["filled"], row["price"], row["cost"], row["fee"], row["intent_at"],
+            row["result_at"]) == ("closed", D("0.00012345"), D("40501.3"), D("4.99988"), D("0.01299969"), 100, 103.9)
+    assert row["amount_quote"] == D(5) and row["volume"] is None and row["namespace"] == "live"
+    assert db.open_intents("live") == []
+    assert {n: r["ref"] for n, r in db.open_positions("live").items()} == {1: "ref-1"}
+    assert db.open_positions("dry") == {}
+
+    db.journal_intent("ref-3", namespace="live", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
+                      volume=D("0.00012345"), at=200)
+    db.journal_result("ref-3", "unknown", error="no reply within 10 s", at=201)
+    assert [r["ref"] for r in db.open_intents("live")] == ["ref-3"]
+    db.journal_result("ref-3", "closed", order_id="O2", filled=D("0.00012345"), price=D("41999.95"),
+                      cost=D("5.18"), fee=D("0.0134"), at=202)
+    assert db.journal_row("ref-3")["error"] == "no reply within 10 s"
+    assert db.open_positions("live") == {}
+    assert [r["ref"] for r in db.journal("live")] == ["ref-1", "ref-3"]
+    assert [r["ref"] for r in db.journal("live", since=150)] == ["ref-3"]
+    assert db.journal_row("nope") is None
+    with pytest.raises(StorageError, match="no journaled order 'nope'"):
+        db.journal_result("nope", "failed")
+    with pytest.raises(ValueError, match="namespace 'paper'"):
+        db.journal_intent("ref-4", namespace="paper", exchange="kraken", market="BTC/EUR", side="buy")
+    with pytest.raises(ValueError, match="order status 'done'"):
+        db.journal_result("ref-3", "done")
+
+
+def test_the_journal_keeps_the_order_of_intents_made_in_the_same_second(market_db):
+    for ref in ("z-first", "a-second", "m-third"):
+        market_db.journal_intent(ref, namespace="dry", exchange="kraken", market="BTC/EUR", side="buy", thread=1)
+    assert [r["ref"] for r in market_db.journal("dry")] == ["z-first", "a-second", "m-third"]
+
+
+# --- trimming ---------------------------------------------------------------------------------
+
+def test_old_rows_are_deleted_in_batches(market_db):
+    db = market_db
+    db.upsert_candles("kraken", "BTC/EUR", 1, [candle(i) for i in range(10)])
+    db.upsert_candles("kraken", "ETH/EUR", 1, [candle(i) for i in range(10)])
+    assert db.delete_older_than("candles", T0 + 7 * 60, batch=3) == 14
+    assert db.candles("kraken", "BTC/EUR", 1) == [candle(i) for i in range(7, 10)]
+    assert db.delete_older_than("candles", T0 + 7 * 60, batch=3) == 0
+
+    db.insert_tickers("kraken", [Ticker("BTC/EUR", t, D(1), D(1), D(1), D(1)) for t in (10, 20, 30)])
+    assert db.delete_older_than("tickers", 25) == 2 and count(db, ticker_table) == 1
+
+    for ref, at in (("settled", 10), ("in-flight", 11), ("recent", 12)):
+        db.journal_intent(ref, namespace="live", exchange="kraken", market="BTC/EUR", side="buy", at=at)
+    db.journal_result("settled", "closed", at=20)
+    db.journal_result("recent", "failed", at=90)
+    assert db.delete_older_than("orders", 50) == 1
+    assert [r["ref"] for r in db.journal("live")] == ["in-flight", "recent"]
+    with pytest.raises(ValueError, match="'markets' is not one of"):
+        db.delete_older_than("markets", 50)
+
+
+# --- failures ---------------------------------------------------------------------------------
+
+def test_an_unreachable_server_is_named_without_its_password(unreachable_url, closed_port):
+    db = MarketDB(unreachable_url)
+    with pytest.raises(DatabaseUnreachable) as caught:
+        db.last_candle_ts("kraken", "BTC/EUR", 1)
+    message = str(caught.value)
+    assert f"crontrader:***@127.0.0.1:{closed_port}/market is unreachable" in message
+    assert "s3cret-pw" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("url", [
+    "mysql+pymysql//crontrader:s3cret-pw@db.example/market",       # no colon after the scheme
+    "mysql+pymysql://crontrader:s3cret-pw@db.example:port/market",  # port not a number
+    "nosuchdb://crontrader:s3cret-pw@db.example/market",            # no such dialect
+])
+def test_a_malformed_url_is_named_without_its_password(url):
+    with pytest.raises(StorageError, match="is malformed") as caught:
+        MarketDB(url)
+    assert "crontrader:***@db.example" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+
+
+def test_a_refused_login_is_named_without_its_password(mariadb_url):
+    url = mariadb_url.replace("://root@", "://ct_nobody:s3cret-pw@")
+    with pytest.raises(StorageError, match="Access denied") as caught:
+        MarketDB(url).markets("kraken")
+    assert "ct_nobody:***@127.0.0.1" in str(caught.value) and "s3cret-pw" not in str(caught.value)
