@@ -10,26 +10,7 @@ import pytest
 from includes.agent import run_agent
 from includes.storage import open_market_db, open_state
 from includes.storage.state import ACTIVE, DISABLED, WAITING
-
-CURRENCIES = ["BTC", "ETH", "LTC", "XRP", "ADA"]
-PAIRS = {"BTC": "XXBTZEUR", "ETH": "XETHZEUR", "LTC": "XLTCZEUR", "XRP": "XXRPZEUR", "ADA": "ADAEUR"}
-
-
-def move(sim, currency: str, factor: str) -> None:
-    """Multiply a pair's price by `factor` from now on: its trends follow."""
-    pair = sim.pair(PAIRS[currency])
-    price = (sim.price(PAIRS[currency]) * Decimal(factor)).quantize(Decimal(1).scaleb(-pair.pair_decimals))
-    sim.set_price(PAIRS[currency], price)
-
-
-@pytest.fixture
-def rising(kraken_venue):
-    """BTC and ETH rose over 24 h, the others fell."""
-    sim = kraken_venue.sim
-    for currency, factor in {"BTC": "1.3", "ETH": "1.2", "LTC": "0.7", "XRP": "0.7", "ADA": "0.7"}.items():
-        move(sim, currency, factor)
-    return sim
-
+from tests.plugins.agent import CURRENCIES, move
 
 def threads(cfg, mode):
     store = open_state(cfg, mode)

@@ -143,7 +143,7 @@ class KrakenPlatform(Platform):
         self.api.uri = api_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
-        self.order_visibility_delay = timeout + 5
+        self.order_visibility_delay = timeout  # the sender is dead (we hold its lock): its request is done by then
         self.sleep = sleep
         key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
         self.gate = KeyGate(state_dir / f"kraken-{key_id}.nonce", rate_tier, sleep)
