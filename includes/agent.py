@@ -220,6 +220,7 @@ class Agent:
         if self.cfg.stop_loss_percent is not None and gain <= -self.cfg.stop_loss_percent:
             return f"net loss {gain:.2f}% hit stop_loss_percent {self.cfg.stop_loss_percent}%"
         if self.cfg.max_hold_hours is not None and now - thread.updated >= self.cfg.max_hold_hours * 3600:
+            # `updated` is the buy's time on the platform's clock (activate(at=...))
             return f"held {(now - thread.updated) / 3600:.1f} h >= max_hold_hours {self.cfg.max_hold_hours}"
         return None
 
@@ -332,7 +333,7 @@ class Agent:
             return None
         if order.side == "buy":
             self.store.activate(n, order.ref, value=order.cost + order.fee, volume=order.filled,
-                                buy_price=order.price)
+                                buy_price=order.price, at=int(order.closed_at or self.platform.now()))
             self._note(f"thread {n}: bought {order.filled} {_base(order.market)} at {order.price} "
                        f"for {order.cost + order.fee} {self.cfg.quote} (order {order.ref})", bucket)
         else:

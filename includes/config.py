@@ -153,6 +153,28 @@ class StorageConfig(Section):
         return value
 
 
+class PlotsConfig(Section):
+    window_hours: int = Field(default=72, ge=1, le=24 * 366)
+    markets: list[str] | None = None
+
+
+class BackupConfig(Section):
+    retention_days: int = Field(default=31, ge=1)
+    destination: str | None = None
+    ssh_key_file: Path | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    known_hosts_file: Path | None = None
+    timeout: float = Field(default=60, gt=0, le=3600)
+    batch: int = Field(default=5000, ge=1, le=8000)   # 4 key columns a row: SQLite takes 32,766 parameters
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be USER@HOST:/PATH or a local directory, not empty")
+        return value
+
+
 class PathsConfig(Section):
     log: Path = Path("log")
     tmp: Path = Path("tmp")
@@ -165,6 +187,8 @@ class Config(Section):
     trading: TradingConfig = TradingConfig()
     market_data: MarketDataConfig = MarketDataConfig()
     storage: StorageConfig = StorageConfig()
+    plots: PlotsConfig = PlotsConfig()
+    backup: BackupConfig = BackupConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def path(self, value: Path | str) -> Path:

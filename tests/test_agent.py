@@ -81,13 +81,26 @@ def test_a_sell_comes_when_the_net_gain_reaches_sell_percent(job_config, rising,
     assert rows[2]["filled"] == rows[0]["filled"]
 
 
-def test_stop_loss_and_max_hold_free_threads_when_configured(job_config, rising):
+def test_stop_loss_frees_a_thread_when_configured(job_config, rising, caplog):
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 2, "stop_loss_percent": 5})
     run_agent(cfg)
-    move(rising, "BTC", "0.96")
+    move(rising, "BTC", "0.97")
+    assert run_agent(cfg).sold == []          # -3.6% net: held
+    move(rising, "BTC", "0.97")
+    with caplog.at_level(logging.INFO):
+        assert len(run_agent(cfg).sold) == 1  # -6.4% net: sold
+    assert "hit stop_loss_percent 5%" in caplog.text
+
+
+def test_max_hold_frees_a_thread_on_the_platform_clock(job_config, rising, caplog):
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 2, "max_hold_hours": 6})
+    run_agent(cfg)
+    rising.advance(5 * 3600)
     assert run_agent(cfg).sold == []
-    move(rising, "BTC", "0.96")
-    assert "stop_loss" not in (sold := run_agent(cfg).sold) and len(sold) == 1
+    rising.advance(3600)
+    with caplog.at_level(logging.INFO):
+        assert len(run_agent(cfg).sold) >= 1
+    assert "max_hold_hours 6" in caplog.text
 
 
 def test_the_stop_file_halts_everything(tmp_path, job_config, rising, caplog):

@@ -14,7 +14,7 @@ from includes.errors import StorageError
 from includes.platforms.base import Candle, Market, Order, Ticker
 from includes.storage import marketdb
 from includes.storage.marketdb import (SCHEMA_VERSION, DatabaseUnreachable, MarketDB, candle_table, metadata,
-                                       metric_table, order_table, ticker_table, version_table)
+                                       metric_table, ticker_table, version_table)
 from tests.conftest import ROOT
 
 T0 = 1_700_000_040  # a minute boundary
@@ -246,7 +246,8 @@ def test_the_journal_records_intents_then_results(market_db):
     db.journal_order(buy)
     row = db.journal_row("ref-1")
     assert (row["status"], row["filled"], row["price"], row["cost"], row["fee"], row["intent_at"],
-            row["result_at"]) == ("closed", D("0.00012345"), D("40501.3"), D("4.99988"), D("0.01299969"), 100, 103.9)
+            row["result_at"]) == ("closed", D("0.00012345"), D("40501.3"), D("4.99988"), D("0.01299969"),
+                                  100, 103.9)
     assert row["amount_quote"] == D(5) and row["volume"] is None and row["namespace"] == "live"
     assert db.open_intents("live") == []
     assert {n: r["ref"] for n, r in db.open_positions("live").items()} == {1: "ref-1"}

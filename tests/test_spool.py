@@ -55,7 +55,8 @@ def test_rows_spooled_while_the_db_is_down_are_replayed_exactly(tmp_path, unreac
     assert content(db) == content(reference)
     markets, candles, tickers, metrics = content(db)
     assert candles == [CANDLES[0], replace(CANDLES[1], closed=True)]  # the DB keeps no "closed" flag
-    assert tickers[0]["vwap_24h"] == D("33950.12345678") and metrics[0]["total_market_cap"] == D("1265000000000.12")
+    assert tickers[0]["vwap_24h"] == D("33950.12345678")
+    assert metrics[0]["total_market_cap"] == D("1265000000000.12")
     assert spool.replay(db) == 0
 
 
@@ -82,7 +83,8 @@ def test_replay_stops_at_a_failure_and_keeps_the_files(tmp_path, unreachable_url
     db = MarketDB(sqlite_url)
     with pytest.raises(StorageError, match="insert_tickers.jsonl is unreadable"):
         spool.replay(db)
-    assert [f.name.split("-", 2)[2] for f in spool.files()] == ["insert_tickers.jsonl", "insert_global_metrics.jsonl"]
+    assert [f.name.split("-", 2)[2] for f in spool.files()] == ["insert_tickers.jsonl",
+                                                               "insert_global_metrics.jsonl"]
     assert db.candles("kraken", "BTC/EUR", 1)[0] == CANDLES[0]
 
 

@@ -226,7 +226,8 @@ class StateStore(ABC):
 
     def ensure_threads(self, total: int) -> int:
         """Create threads 1..total that do not exist yet, as waiting; how many were created."""
-        return sum(self._step(n, MISSING, None, **Thread(n).fields()) for n in range(1, total + 1))
+        fields = {k: v for k, v in Thread(0).fields().items() if k != "updated"}
+        return sum(self._step(n, MISSING, None, **fields) for n in range(1, total + 1))
 
     def claim(self, n: int, currency: str, order_ref: str) -> bool:
         """waiting -> buying, recording the ref before the order is sent; False if taken."""
@@ -235,10 +236,10 @@ class StateStore(ABC):
                           lastbuyvalue=None, lastsellvalue=None)
 
     def activate(self, n: int, order_ref: str, value: Decimal, volume: Decimal,
-                 buy_price: Decimal) -> bool:
-        """buying -> active once the buy order `order_ref` filled."""
+                 buy_price: Decimal, at: int | None = None) -> bool:
+        """buying -> active once the buy order `order_ref` filled (at `at`, the platform's clock)."""
         return self._step(n, BUYING, _ref(order_ref), state=ACTIVE, value=value, volume=volume,
-                          lastbuyvalue=buy_price)
+                          lastbuyvalue=buy_price, updated=at)
 
     def begin_sell(self, n: int, order_ref: str) -> bool:
         """active -> selling, recording the sell order's ref before it is sent."""
@@ -265,7 +266,8 @@ class StateStore(ABC):
     def _step(self, n: int, expected: str, expected_ref: str | None, **fields: Value | None) -> bool:
         if n < 1:
             raise ValueError(f"thread numbers start at 1, not {n}")
-        fields["updated"] = int(time.time())
+        if fields.get("updated") is None:
+            fields["updated"] = int(time.time())
         return self._move(n, expected, expected_ref, {k: _text(v) for k, v in fields.items()})
 
     def _thread_key(self, n: int) -> str:
