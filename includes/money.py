@@ -1,7 +1,7 @@
 """Decimal helpers: money never touches a float."""
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal, InvalidOperation
 
 ZERO = Decimal(0)
 
@@ -35,6 +35,11 @@ def round_down(value: Decimal, decimals: int) -> Decimal:
 
 def round_half_even(value: Decimal, decimals: int) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_EVEN)
+
+
+def round_up(value: Decimal, decimals: int) -> Decimal:
+    """Away from zero: what an exchange does to the fee it charges."""
+    return value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_UP)
 
 
 def percent_change(old: Decimal, new: Decimal) -> Decimal:

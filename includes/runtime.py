@@ -44,7 +44,8 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(script: str, log_dir: Path, level: str = "INFO", verbose: bool = False) -> None:
+def setup_logging(script: str, log_dir: Path, level: str = "INFO", verbose: bool = False,
+                  stderr: bool | None = None) -> None:
     """log/<script>.log (rotating), plus stderr when run by hand or with --verbose.
 
     Under cron stderr is not a terminal and stays quiet: cron would mail it.
@@ -55,7 +56,7 @@ def setup_logging(script: str, log_dir: Path, level: str = "INFO", verbose: bool
         log_dir / f"{script}.log", maxBytes=1_000_000, backupCount=5, encoding="utf-8")
     file_handler.setFormatter(formatter)
     handlers: list[logging.Handler] = [file_handler]
-    if verbose or sys.stderr.isatty():
+    if stderr if stderr is not None else (verbose or sys.stderr.isatty()):
         stderr_handler = logging.StreamHandler(sys.stderr)
         stderr_handler.setFormatter(_RedactingFormatter("%(levelname)s %(message)s"))
         handlers.append(stderr_handler)

@@ -17,15 +17,23 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
 
     ex = cfg.exchange
     key = secret = ""
-    if ex.key_file is not None:
-        key, secret = read_key_file(cfg.path(ex.key_file), live=live)
+    if ex.key_file is not None:  # Kraken's secrets are base64, Bittrex's are not
+        key, secret = read_key_file(cfg.path(ex.key_file), live=live,
+                                    check_base64="kraken" in (ex.name, ex.ccxt_id))
         register_secret(key, secret)
     elif live:
         from includes.errors import ConfigError
         raise ConfigError("exchange.key_file: live trading needs an API key file")
+    common = dict(quote=cfg.trading.quote, fee_percent=cfg.trading.fee_percent, key=key, secret=secret,
+                  timeout=ex.timeout, retries=ex.retries)
+    if ex.name == "bittrex":
+        from includes.platforms.bittrex import API_URL, BittrexPlatform
+        return BittrexPlatform(api_url=ex.api_url or API_URL, calls_per_second=ex.public_calls_per_second,
+                               **common)
+    if ex.name == "ccxt":
+        from includes.platforms.ccxt import CcxtPlatform
+        return CcxtPlatform(exchange_id=ex.ccxt_id, api_url=ex.api_url, state_dir=cfg.path(cfg.paths.tmp),
+                            rate_tier=ex.rate_tier, calls_per_second=ex.public_calls_per_second, **common)
     from includes.platforms.kraken import KrakenPlatform
-    return KrakenPlatform(quote=cfg.trading.quote, fee_percent=cfg.trading.fee_percent,
-                          api_url=ex.api_url, key=key, secret=secret,
-                          state_dir=cfg.path(cfg.paths.tmp), rate_tier=ex.rate_tier,
-                          public_calls_per_second=ex.public_calls_per_second,
-                          timeout=ex.timeout, retries=ex.retries)
+    return KrakenPlatform(api_url=ex.api_url or "https://api.kraken.com", state_dir=cfg.path(cfg.paths.tmp),
+                          rate_tier=ex.rate_tier, public_calls_per_second=ex.public_calls_per_second, **common)

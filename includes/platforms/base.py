@@ -43,6 +43,7 @@ class Market:
     min_volume: Decimal      # in base currency
     min_cost: Decimal        # in quote currency
     notice: str = ""
+    cost_decimals: int = 8   # decimals of a cost or fee, in quote currency
 
     def order_volume(self, amount_quote: Decimal, price: Decimal) -> Decimal:
         """Volume that `amount_quote` buys at `price`, rounded down to the pair's decimals."""

@@ -254,7 +254,8 @@ class KrakenPlatform(Platform):
                       status=status, available=status == "online",
                       price_decimals=int(pair["pair_decimals"]), volume_decimals=int(pair["lot_decimals"]),
                       min_volume=to_decimal(pair.get("ordermin", "0"), "ordermin"),
-                      min_cost=to_decimal(pair.get("costmin", "0"), "costmin"))
+                      min_cost=to_decimal(pair.get("costmin", "0"), "costmin"),
+                      cost_decimals=int(pair.get("cost_decimals", 8)))
 
     def _symbol(self, kraken_name: str) -> str:
         """Our "BASE/QUOTE" for a Kraken pair key or altname."""

@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from includes.errors import InsufficientFunds
-from includes.money import round_half_even
+from includes.money import round_half_even, round_up
 from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
 from includes.runtime import write_atomic
-
-FEE_DECIMALS = 8
 
 
 class PaperPlatform(Platform):
@@ -79,8 +77,9 @@ class PaperPlatform(Platform):
         return self._fill(market, "sell", volume, price, ref)
 
     def _fill(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        cost = volume * price
-        fee = round_half_even(cost * self.fee_percent / 100, FEE_DECIMALS)
+        """Kraken's arithmetic: cost rounded half-even, the fee rounded up, both to cost_decimals."""
+        cost = round_half_even(volume * price, market.cost_decimals)
+        fee = round_up(cost * self.fee_percent / 100, market.cost_decimals)
         base, quote = self.balances.get(market.base, Decimal(0)), self.balances.get(market.quote, Decimal(0))
         if side == "buy":
             if quote < cost + fee:

@@ -1,0 +1,384 @@
+"""Bittrex v3 through bittrex-api, made safe for cron.
+
+Bittrex stopped trading on 2023-12-04 (spec 4.1).  This adapter serves venues
+that speak the Bittrex v3 API, and its tests against the simulator keep it working.
+
+bittrex-api builds the URLs, signs the requests and names the endpoints.  But
+it returns None on every failure, retries every call (orders included: it
+re-POSTs them), and waits forever on a silent server.  The client sends every
+request through the wrapper object in `client.requests`, calling only that
+object's public `request()`.  So this module gives the client a `Transport` of
+its own there.  A Transport sends each request once, through a requests.Session
+with a timeout, and raises the project's exceptions with the HTTP status and
+Bittrex's code.  No library code is patched.  On top of that: Bittrex's names
+mapped to ours and back, Decimal money, retries only where a repeat is harmless,
+and orders looked up by their clientOrderId instead of being sent again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from bittrex_api import BittrexV3
+from bittrex_api.utils.bittrex_requests import BittrexRequests, RequestMethod
+from bittrex_api.v3 import CandleInterval, OrderDirection, OrderType, TimeInForce
+
+from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, MarketUnavailable,
+                             OrderStateUnknown, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
+                             UnknownMarket)
+from includes.money import ZERO, round_half_even, to_decimal
+from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker
+
+log = logging.getLogger(__name__)
+
+NAME = "bittrex"
+API_URL = "https://api.bittrex.com/v3"
+INTERVALS = {1: CandleInterval.MINUTE_1, 5: CandleInterval.MINUTE_5, 60: CandleInterval.HOUR_1,
+             1440: CandleInterval.DAY_1}
+RECENT_DAYS = {1: 1, 5: 1, 60: 31, 1440: 366}  # how far back `recent` reaches (spec 4.3)
+VOLUME_DECIMALS = 8
+DUST_BTC = Decimal("0.0001")  # DUST_TRADE_DISALLOWED_MIN_VALUE: 10 000 satoshi, in BTC markets
+PAGE_SIZE = 200
+LOOKUP_PAGES = 5  # a reference is looked for among the 1000 most recently closed orders
+ALREADY_EXISTS = "CLIENTORDERID_ALREADY_EXISTS"
+
+_CODES: dict[str, type[ExchangeError]] = {
+    "APIKEY_INVALID": AuthenticationError, "INVALID_SIGNATURE": AuthenticationError,
+    "APISIGN_NOT_PROVIDED": AuthenticationError, "INVALID_TIMESTAMP": AuthenticationError,
+    "NOT_ALLOWED": AuthenticationError, "ACCOUNT_DISABLED": AuthenticationError,
+    "MARKET_DOES_NOT_EXIST": UnknownMarket, "MARKET_NAME_REVERSED": UnknownMarket,
+    "CURRENCY_DOES_NOT_EXIST": UnknownMarket,
+    "INSUFFICIENT_FUNDS": InsufficientFunds,
+    "MIN_TRADE_REQUIREMENT_NOT_MET": OrderTooSmall, "DUST_TRADE_DISALLOWED_MIN_VALUE": OrderTooSmall,
+    "THROTTLED": RateLimited,
+    "MARKET_OFFLINE": MarketUnavailable, "CURRENCY_OFFLINE": MarketUnavailable,
+}
+
+
+def error_class(status: int, code: str | None) -> type[ExchangeError]:
+    """The project's exception for a Bittrex error reply: by its code, else by its HTTP status."""
+    if code in _CODES:
+        return _CODES[code]
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 429:
+        return RateLimited
+    return TemporaryError if status >= 500 else PermanentError
+
+
+class Transport(BittrexRequests):
+    """bittrex-api's request wrapper: one attempt, a timeout, and failures raised, not None."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(max_request_try_count=1, debug_level=0)
+        self.sleep_time = 0
+        self.timeout = timeout
+        self.session = requests.Session()
+
+    def request(self, url: str, method: RequestMethod, params: dict | None = None, headers: dict | None = None,
+                data: dict | None = None, needed_values: dict | None = None,
+                unwanted_values: list | None = None, path: list | None = None) -> Any:
+        """The reply's JSON.  BittrexV3 builds the query into `url` and passes no params,
+        needed_values or path; a JSON object holding an `unwanted_values` key ("code") is an error."""
+        where = f"{method.value} {urlsplit(url).path}"
+        body = json.dumps(data) if data is not None else None  # the very text the client signed
+        try:
+            reply = self.session.request(method.value, url, data=body, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            raise TemporaryError(f"no reply within {self.timeout:g} s", exchange=NAME, method=where) from None
+        except requests.RequestException as exc:
+            raise TemporaryError(f"connection failed ({_first_line(exc)})", exchange=NAME, method=where) from None
+        try:
+            payload = reply.json(parse_float=Decimal)
+        except ValueError:  # an HTML error page or a cut body
+            raise TemporaryError("reply is not JSON", exchange=NAME, method=where,
+                                 status=reply.status_code) from None
+        refused = isinstance(payload, dict) and any(k in payload for k in unwanted_values or ())
+        if reply.status_code in (200, 201) and not refused:
+            return payload
+        error = payload if isinstance(payload, dict) else {}
+        code = str(error["code"]) if error.get("code") else None
+        message = _first_line(error.get("detail") or code or "error reply")
+        raise error_class(reply.status_code, code)(message, exchange=NAME, method=where,
+                                                   status=reply.status_code, code=code)
+
+
+class BittrexPlatform(Platform):
+    name = NAME
+    max_candles = None  # `historical` pages reach back to the market's creation
+
+    def __init__(self, *, quote: str = "EUR", fee_percent: Decimal = Decimal("0.26"), api_url: str = API_URL,
+                 key: str = "", secret: str = "", calls_per_second: float = 1.0, timeout: float = 15,
+                 retries: int = 3, sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(quote, fee_percent)
+        self.client = BittrexV3(key, secret, max_request_try_count=1, debug_level=0, reverse_market_names=False)
+        self.client.url_utils.base_url = api_url.rstrip("/")
+        self.client.requests = Transport(timeout)
+        self.has_key = bool(key and secret)
+        self.retries = retries
+        self.order_visibility_delay = timeout + 5
+        self.sleep = sleep
+        self._interval = 1.0 / calls_per_second
+        self._last_call = 0.0
+        self._clock_offset: float | None = None
+        self._by_id: dict[str, Market] = {}
+
+    # --- transport --------------------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
+        """One client call, repeated on temporary failures only when `retry` allows it."""
+        retries = self.retries if retry else 0
+        for attempt in range(retries + 1):
+            self._pace()
+            try:
+                return fn(*args, **kwargs)
+            except TemporaryError as exc:
+                if attempt == retries:
+                    raise
+                delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
+                log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, delay)
+                self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _private(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
+        if not self.has_key:
+            raise AuthenticationError("no API key configured (exchange.key_file)", exchange=self.name,
+                                      method=fn.__name__)
+        return self._call(fn, *args, retry=retry, **kwargs)
+
+    def _pace(self) -> None:
+        """Bittrex counts every call, about 60 a minute being safe (spec 4.5)."""
+        wait = self._last_call + self._interval - time.monotonic()
+        if wait > 0:
+            self.sleep(wait)
+        self._last_call = time.monotonic()
+
+    # --- names ------------------------------------------------------------------------
+    def list_markets(self) -> list[Market]:
+        markets = []
+        for entry in self._call(self.client.get_markets):
+            try:
+                market = _market(entry)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("Bittrex market %s skipped: malformed entry (%s)", entry.get("symbol"), exc)
+                continue
+            if market is not None:
+                markets.append(market)
+        self._by_id = {m.exchange_symbol: m for m in markets}
+        return markets
+
+    def _id(self, symbol: str) -> str:
+        try:
+            return self.markets()[symbol].exchange_symbol
+        except KeyError:
+            raise UnknownMarket(f"{self.name} has no market {symbol}") from None
+
+    def _known(self, market_id: str) -> Market:
+        """The market of a BASE-QUOTE id in a reply."""
+        self.markets()
+        market = self._by_id.get(market_id)
+        if market is None:
+            raise UnknownMarket(f"unknown market {market_id!r} in a reply", exchange=self.name)
+        return market
+
+    # --- market data ------------------------------------------------------------------
+    def now(self) -> int:
+        """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one."""
+        if self._clock_offset is None:
+            server = int(self._call(self.client.ping)["serverTime"]) / 1000
+            self._clock_offset = server - time.time()
+        return int(time.time() + self._clock_offset)
+
+    def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
+        """Two requests whatever the number of markets: every ticker, then every 24 h summary."""
+        ids = {self._id(s): s for s in markets}
+        if not ids:
+            return {}
+        rates = {t.get("symbol"): t for t in self._call(self.client.get_tickers)}
+        summaries = {s.get("symbol"): s for s in self._call(self.client.get_market_summaries)}
+        ts = self.now()
+        tickers = {}
+        for market_id, symbol in ids.items():
+            if market_id not in rates or market_id not in summaries:
+                raise TemporaryError(f"no ticker for {symbol}", exchange=self.name, method="get_tickers")
+            t, s = rates[market_id], summaries[market_id]
+            try:
+                volume, quote_volume = to_decimal(s["volume"]), to_decimal(s.get("quoteVolume") or 0)
+                vwap = quote_volume / volume if volume and quote_volume else None
+                tickers[symbol] = Ticker(
+                    market=symbol, ts=ts, last=to_decimal(t["lastTradeRate"]), bid=to_decimal(t["bidRate"]),
+                    ask=to_decimal(t["askRate"]), volume_24h=volume,
+                    vwap_24h=round_half_even(vwap, self.markets()[symbol].price_decimals) if vwap else None,
+                    high_24h=to_decimal(s["high"]) or None, low_24h=to_decimal(s["low"]) or None)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise TemporaryError(f"malformed ticker for {symbol} ({exc})", exchange=self.name,
+                                     method="get_tickers") from None
+        return tickers
+
+    def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
+        """`recent`, after one `historical` page per day (minutes), month (hours) or year (days)
+        from `since` on, for what `recent` does not reach back to."""
+        if interval not in INTERVALS:
+            raise PermanentError(f"interval {interval} min is not one of Bittrex's {tuple(INTERVALS)}",
+                                 exchange=self.name, method="get_candles")
+        market_id, kind, step = self._id(market), INTERVALS[interval], interval * 60
+        now = self.now()
+        rows: list[dict] = []
+        if since is not None:
+            recent_from = now // step * step - RECENT_DAYS[interval] * 86400 + step
+            for year, month, day in _pages(since, recent_from, interval):
+                rows += self._call(self.client.get_historical_candles, market_id, kind, year, month, day)
+        rows += self._call(self.client.get_recent_candles, market_id, kind)
+        by_ts: dict[int, Candle] = {}
+        try:
+            for r in rows:  # `recent` comes last and wins where pages overlap
+                ts = int(_timestamp(r["startsAt"]))
+                by_ts[ts] = Candle(ts=ts, open=to_decimal(r["open"]), high=to_decimal(r["high"]),
+                                   low=to_decimal(r["low"]), close=to_decimal(r["close"]),
+                                   volume=to_decimal(r["volume"]), closed=ts + step <= now)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TemporaryError(f"malformed candle for {market} ({exc})", exchange=self.name,
+                                 method="get_candles") from None
+        return [by_ts[ts] for ts in sorted(by_ts) if since is None or ts >= since]
+
+    # --- account and orders -----------------------------------------------------------
+    def get_account_info(self) -> AccountInfo:
+        return AccountInfo({b["currencySymbol"]: to_decimal(b["available"], b["currencySymbol"])
+                            for b in self._private(self.client.get_balances)})
+
+    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
+        """Market buy for at most `amount_quote`, the fee included."""
+        market = self.market(currency)
+        _, ask = self._bid_ask(market)
+        return self._post_order(market, OrderDirection.BUY, self.buy_volume(market, amount_quote, ask), ref)
+
+    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+        market = self.market(currency)
+        volume = market.order_volume(volume, Decimal(1))
+        bid, _ = self._bid_ask(market)
+        market.check_order(volume, bid)
+        return self._post_order(market, OrderDirection.SELL, volume, ref)
+
+    def _bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
+        t = self._call(self.client.get_ticker, market.exchange_symbol)
+        return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
+
+    def _post_order(self, market: Market, direction: OrderDirection, volume: Decimal, ref: str) -> Order:
+        """A MARKET order, IMMEDIATE_OR_CANCEL, of a volume checked against the market's
+        rules before sending.  POST /orders goes out once.  If the reply is lost, or
+        Bittrex says the clientOrderId is taken, `ref` is looked up first."""
+        try:
+            uuid.UUID(ref)
+        except ValueError:
+            raise PermanentError(f"order reference {ref!r} is not a UUID (Bittrex's clientOrderId)",
+                                 exchange=self.name) from None
+        quantity = f"{volume:f}"  # a string: exact, where bittrex-api's float would round
+        new = self.client.create_new_order_dict(market.exchange_symbol, direction, OrderType.MARKET,
+                                                TimeInForce.IMMEDIATE_OR_CANCEL, quantity=quantity,
+                                                client_order_id=ref)
+        log.info("order %s: %s %s %s at market", ref, direction.value, quantity, market.symbol)
+        for attempt in range(self.retries + 1):
+            try:
+                return self._order(self._private(self.client.post_order, new, retry=False))
+            except RateLimited as exc:  # refused at the door, before any matching
+                if attempt == self.retries:
+                    raise
+                log.warning("%s; order %s sent again", exc, ref)
+                self.sleep(min(0.5 * 2 ** attempt, 8.0) * 3)
+            except ExchangeError as exc:
+                if not isinstance(exc, TemporaryError) and exc.code != ALREADY_EXISTS:
+                    raise
+                log.warning("%s: looking order %s up before anything else", exc, ref)
+                order = self._find_order(ref)
+                if order is not None:
+                    return order
+                raise OrderStateUnknown(f"order {ref} for {market.symbol}: {exc}; not found by its "
+                                        f"reference yet", exchange=self.name, method="post_order") from None
+        raise AssertionError("unreachable")
+
+    def _find_order(self, ref: str) -> Order | None:
+        """Open orders, then the most recently closed ones, searched for our clientOrderId."""
+        ref = ref.lower()
+        for o in self._private(self.client.get_open_orders):
+            if str(o.get("clientOrderId", "")).lower() == ref:
+                return self._order(o)
+        token = None
+        for _ in range(LOOKUP_PAGES):
+            page = self._private(self.client.get_closed_orders, next_page_token=token, page_size=PAGE_SIZE)
+            for o in page:
+                if str(o.get("clientOrderId", "")).lower() == ref:
+                    return self._order(o)
+            if len(page) < PAGE_SIZE:
+                break
+            token = page[-1]["id"]
+        return None
+
+    def get_order(self, ref: str) -> Order | None:
+        return self._find_order(ref)
+
+    def get_order_history(self, limit: int = 50) -> list[Order]:
+        closed = self._private(self.client.get_closed_orders, page_size=min(limit, PAGE_SIZE))
+        return [self._order(o) for o in closed]
+
+    def _order(self, o: dict[str, Any]) -> Order:
+        """Bittrex has OPEN and CLOSED only: an IOC order closed short of its quantity was canceled."""
+        try:
+            market = self._known(o["marketSymbol"])
+            filled, proceeds = to_decimal(o["fillQuantity"]), to_decimal(o["proceeds"])
+            volume = to_decimal(o.get("quantity") or filled)  # a ceiling order has no quantity
+            status = "open" if o["status"] == "OPEN" else "closed" if filled >= volume else "canceled"
+            return Order(ref=o.get("clientOrderId") or "", order_id=o["id"], market=market.symbol,
+                         side=o["direction"].lower(), status=status, volume=volume, filled=filled,
+                         price=round_half_even(proceeds / filled, market.price_decimals) if filled else ZERO,
+                         cost=proceeds, fee=to_decimal(o["commission"]), opened_at=_timestamp(o["createdAt"]),
+                         closed_at=_timestamp(o["closedAt"]) if o.get("closedAt") else None)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TemporaryError(f"malformed order {o.get('id')} ({exc})", exchange=self.name) from None
+
+
+def _market(m: dict[str, Any]) -> Market | None:
+    base, quote = m["baseCurrencySymbol"], m["quoteCurrencySymbol"]
+    symbol = f"{base}/{quote}"
+    if not MARKET_RE.match(symbol):
+        return None
+    status = str(m["status"])
+    return Market(symbol=symbol, base=base, quote=quote, exchange_symbol=m["symbol"], status=status,
+                  available=status == "ONLINE", price_decimals=int(m["precision"]),
+                  volume_decimals=VOLUME_DECIMALS, min_volume=to_decimal(m["minTradeSize"], "minTradeSize"),
+                  min_cost=DUST_BTC if quote == "BTC" else ZERO, notice=str(m.get("notice") or ""))
+
+
+def _pages(since: int, until: int, interval: int) -> Iterator[tuple[int, int | None, int | None]]:
+    """(year, month, day) of each `historical` page from the one holding `since` to the
+    last one starting before `until`: days for minute candles, months for hours, years for days."""
+    start = datetime.fromtimestamp(since, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval >= 60:
+        start = start.replace(day=1)
+    if interval >= 1440:
+        start = start.replace(month=1)
+    while start.timestamp() < until:
+        if interval < 60:
+            yield start.year, start.month, start.day
+            start += timedelta(days=1)
+        elif interval < 1440:
+            yield start.year, start.month, None
+            start = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        else:
+            yield start.year, None, None
+            start = start.replace(year=start.year + 1)
+
+
+def _timestamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _first_line(value: object) -> str:
+    text = str(value)
+    return text.splitlines()[0][:200] if text else type(value).__name__

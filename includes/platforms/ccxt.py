@@ -1,0 +1,326 @@
+"""Any exchange that ccxt supports, behind the project's interface.
+
+ccxt is an optional requirement (requirements-optional.txt).  This module is
+imported only when the config says `exchange.name: ccxt`.  ccxt handles the
+venue's wire format, signing and names.  As kraken.py does for krakenex, this
+module adds what a cron job needs on top:
+
+- ccxt's exceptions mapped to the project's;
+- exact Decimal money: ccxt is told to hand numbers over as the venue's strings;
+- retries only where a repeat is harmless;
+- orders tagged with our reference, and looked up by it instead of being sent again;
+- private calls serialised across processes by kraken.py's KeyGate, so that
+  nonces keep increasing.
+
+The tests run it against the Kraken simulator, with the API URLs of ccxt's kraken
+class pointed at loopback.  For other venues we have only ccxt's word.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import ccxt
+
+from includes.errors import (AuthenticationError, ConfigError, ExchangeError, InsufficientFunds, InvalidNonce,
+                             MarketUnavailable, OrderStateUnknown, PermanentError, RateLimited,
+                             TemporaryError, UnknownMarket)
+from includes.money import ZERO, to_decimal
+from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
+                                     Ticker, split_market)
+from includes.platforms.kraken import KeyGate
+
+log = logging.getLogger(__name__)
+
+# Venues that keep only their newest candles, however old `since` is.
+MAX_CANDLES = {"kraken": 720}
+# Error strings that ccxt's own tables leave as a bare ExchangeError.
+EXACT_ERRORS: dict[str, dict[str, type[ccxt.BaseError]]] = {
+    "kraken": {"EAPI:Invalid signature": ccxt.AuthenticationError}}
+
+# First match wins: subclasses before their bases.
+_ERRORS: list[tuple[type[ccxt.BaseError], type[ExchangeError]]] = [
+    (ccxt.InvalidNonce, InvalidNonce),
+    (ccxt.RateLimitExceeded, RateLimited),
+    (ccxt.DDoSProtection, RateLimited),
+    (ccxt.OnMaintenance, MarketUnavailable),
+    (ccxt.MarketClosed, MarketUnavailable),
+    (ccxt.OperationFailed, TemporaryError),  # network trouble, timeouts, 5xx, unreadable replies
+    (ccxt.AuthenticationError, AuthenticationError),
+    (ccxt.BadSymbol, UnknownMarket),
+    (ccxt.InsufficientFunds, InsufficientFunds),
+    (ccxt.BaseError, PermanentError),
+]
+
+
+def error_class(exc: ccxt.BaseError) -> type[ExchangeError]:
+    """The project's exception for one of ccxt's."""
+    return next(ours for theirs, ours in _ERRORS if isinstance(exc, theirs))
+
+
+def _gated(cls: type[ccxt.Exchange]) -> type[ccxt.Exchange]:
+    """`cls` whose private calls take their nonce from a KeyGate, and hold its lock until answered."""
+
+    class Gated(cls):
+        gate: KeyGate
+        gate_nonce: int | None = None
+
+        def fetch2(self, path: str, api: Any = "public", *args: Any, **kwargs: Any) -> Any:
+            if (api[0] if isinstance(api, list) else api) == "public":
+                return super().fetch2(path, api, *args, **kwargs)
+            with self.gate.call(0) as nonce:  # cost 0: ccxt paces the calls itself (rateLimit)
+                self.gate_nonce = nonce
+                try:
+                    return super().fetch2(path, api, *args, **kwargs)
+                finally:
+                    self.gate_nonce = None
+
+        def nonce(self) -> int:
+            return super().nonce() if self.gate_nonce is None else self.gate_nonce
+
+    return Gated
+
+
+class CcxtPlatform(Platform):
+    """`exchange_id` is ccxt's name of the venue ("kraken", "bitvavo", ...)."""
+
+    name = "ccxt"
+
+    def __init__(self, *, exchange_id: str, quote: str = "EUR", fee_percent: Decimal = Decimal("0.26"),
+                 api_url: str | None = None, key: str = "", secret: str = "", state_dir: Path,
+                 rate_tier: str = "starter", calls_per_second: float = 1.0, timeout: float = 15,
+                 retries: int = 3, sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(quote, fee_percent)
+        if exchange_id not in ccxt.exchanges:
+            raise ConfigError(f"exchange.ccxt_id: ccxt {ccxt.__version__} has no exchange {exchange_id!r}")
+        self.exchange_id = exchange_id
+        self.exchange = _gated(getattr(ccxt, exchange_id))({
+            "apiKey": key, "secret": secret, "timeout": int(timeout * 1000),
+            "enableRateLimit": True, "rateLimit": 1000 / calls_per_second})
+        self.exchange.number = str  # ccxt's switch: numbers stay the venue's strings, Decimal stays exact
+        self.exchange.exceptions["exact"].update(EXACT_ERRORS.get(exchange_id, {}))
+        if api_url:
+            self.exchange.urls["api"] = _repointed(self.exchange.urls["api"], api_url)
+        key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.exchange.gate = KeyGate(state_dir / f"{exchange_id}-{key_id}.nonce", rate_tier, sleep)
+        self.max_candles = MAX_CANDLES.get(exchange_id)
+        self.retries = retries
+        self.order_visibility_delay = timeout + 5
+        self.sleep = sleep
+        self._clock_offset: float | None = None
+
+    # --- transport --------------------------------------------------------------------
+    def _call(self, method: str, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
+        """One ccxt call, repeated on temporary failures only when `retry` allows it."""
+        retries = self.retries if retry else 0
+        for attempt in range(retries + 1):
+            try:
+                return getattr(self.exchange, method)(*args, **kwargs)
+            except ccxt.BaseError as exc:
+                error = error_class(exc)(_first_line(exc), exchange=self.name, method=method,
+                                         code=type(exc).__name__)
+            if not isinstance(error, TemporaryError) or attempt == retries:
+                raise error
+            delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(error, RateLimited) else 1)
+            log.warning("%s; retry %d/%d in %.1f s", error, attempt + 1, retries, delay)
+            self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # --- names ------------------------------------------------------------------------
+    def canonical(self, currency: str) -> str:
+        """ccxt's common code: Kraken's XBT is BTC."""
+        return self.exchange.safe_currency_code(currency)
+
+    def list_markets(self) -> list[Market]:
+        markets = []
+        for m in self._call("load_markets").values():
+            if not m.get("spot") or not MARKET_RE.match(m.get("symbol") or ""):
+                continue  # derivatives, and symbols that are not BASE/QUOTE
+            try:
+                markets.append(self._market(m))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("%s market %s skipped: malformed entry (%s)", self.exchange_id, m["symbol"], exc)
+        return markets
+
+    def _market(self, m: dict[str, Any]) -> Market:
+        limits = m.get("limits") or {}
+        active = m.get("active") is not False
+        return Market(symbol=m["symbol"], base=m["base"], quote=m["quote"], exchange_symbol=m["id"],
+                      status="active" if active else "inactive", available=active,
+                      price_decimals=self._decimals(m["precision"]["price"]),
+                      volume_decimals=self._decimals(m["precision"]["amount"]),
+                      min_volume=to_decimal((limits.get("amount") or {}).get("min") or 0),
+                      min_cost=to_decimal((limits.get("cost") or {}).get("min") or 0))
+
+    def _decimals(self, precision: str) -> int:
+        """Decimals of a ccxt precision: a tick size ("0.001") or a count, as the venue's mode says."""
+        value = to_decimal(precision, "precision")
+        if self.exchange.precisionMode == ccxt.TICK_SIZE:
+            return max(0, -value.normalize().as_tuple().exponent)
+        return int(value)
+
+    def _known(self, symbol: str) -> Market:
+        try:
+            return self.markets()[symbol]
+        except KeyError:
+            raise UnknownMarket(f"{self.name} has no market {symbol}") from None
+
+    # --- market data ------------------------------------------------------------------
+    def now(self) -> int:
+        """The venue's clock when ccxt can read it: a Pi may boot with a wrong one."""
+        if self._clock_offset is None:
+            server = int(self._call("fetch_time")) / 1000 if self.exchange.has.get("fetchTime") else time.time()
+            self._clock_offset = server - time.time()
+        return int(time.time() + self._clock_offset)
+
+    def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
+        symbols = [self._known(s).symbol for s in markets]
+        if not symbols:
+            return {}
+        if self.exchange.has.get("fetchTickers"):
+            raw = self._call("fetch_tickers", symbols)
+        else:
+            raw = {s: self._call("fetch_ticker", s) for s in symbols}
+        ts = self.now()
+        tickers = {}
+        for symbol in symbols:
+            t = raw.get(symbol)
+            try:
+                tickers[symbol] = Ticker(market=symbol, ts=ts, last=to_decimal(t["last"]), bid=to_decimal(t["bid"]),
+                                         ask=to_decimal(t["ask"]), volume_24h=to_decimal(t["baseVolume"] or 0),
+                                         vwap_24h=_decimal(t.get("vwap")), high_24h=_decimal(t.get("high")),
+                                         low_24h=_decimal(t.get("low")))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise TemporaryError(f"no usable ticker for {symbol} ({exc})", exchange=self.name,
+                                     method="fetch_tickers") from None
+        return tickers
+
+    def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
+        timeframes = {self.exchange.parse_timeframe(tf) // 60: tf for tf in self.exchange.timeframes or {}}
+        if interval not in timeframes:
+            raise PermanentError(f"interval {interval} min is not one of {self.exchange_id}'s {tuple(timeframes)}",
+                                 exchange=self.name, method="fetch_ohlcv")
+        symbol = self._known(market).symbol
+        rows = self._call("fetch_ohlcv", symbol, timeframes[interval], None if since is None else since * 1000)
+        now, step = self.now(), interval * 60
+        try:
+            candles = [Candle(ts=int(r[0]) // 1000, open=to_decimal(r[1]), high=to_decimal(r[2]),
+                              low=to_decimal(r[3]), close=to_decimal(r[4]), volume=to_decimal(r[5]),
+                              closed=int(r[0]) // 1000 + step <= now) for r in rows]
+        except (IndexError, TypeError, ValueError) as exc:
+            raise TemporaryError(f"malformed candle for {market} ({exc})", exchange=self.name,
+                                 method="fetch_ohlcv") from None
+        return [c for c in candles if since is None or c.ts >= since]
+
+    # --- account and orders -----------------------------------------------------------
+    def get_account_info(self) -> AccountInfo:
+        free = self._call("fetch_balance").get("free") or {}
+        return AccountInfo({code: to_decimal(amount, code) for code, amount in free.items()
+                            if amount is not None and CURRENCY_RE.match(code)})
+
+    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
+        """Market buy for at most `amount_quote`, the fee included."""
+        market = self.market(currency)
+        price = self.get_tickers([market.symbol])[market.symbol].ask
+        return self._create_order(market, "buy", self.buy_volume(market, amount_quote, price), ref)
+
+    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+        market = self.market(currency)
+        volume = market.order_volume(volume, Decimal(1))
+        price = self.get_tickers([market.symbol])[market.symbol].bid
+        market.check_order(volume, price)
+        return self._create_order(market, "sell", volume, ref)
+
+    def _create_order(self, market: Market, side: str, volume: Decimal, ref: str) -> Order:
+        """Never sent blindly.  Most venues refuse a client id that is already in use
+        only while that order is open, so `ref` is looked up first.  If the reply is
+        lost, `ref` is looked up again."""
+        order = self._find_order(ref)
+        if order is not None:
+            return order
+        log.info("order %s: %s %s %s at market", ref, side, f"{volume:f}", market.symbol)
+        for attempt in range(self.retries + 1):
+            try:
+                created = self._call("create_order", market.symbol, "market", side, f"{volume:f}", None,
+                                     {"clientOrderId": ref}, retry=False)
+                break
+            except (InvalidNonce, RateLimited) as exc:  # refused at the door, before any matching
+                if attempt == self.retries:
+                    raise
+                log.warning("%s; order %s sent again", exc, ref)
+                self.sleep(min(0.5 * 2 ** attempt, 8.0))
+            except TemporaryError as exc:
+                log.warning("%s: looking order %s up before anything else", exc, ref)
+                order = self._find_order(ref)
+                if order is not None:
+                    return order
+                raise OrderStateUnknown(f"order {ref} for {market.symbol}: {exc}; not found by its "
+                                        f"reference yet", exchange=self.name, method="create_order") from None
+        if self.exchange.has.get("fetchOrder"):  # the creation reply rarely tells the fill
+            created = self._call("fetch_order", created["id"], market.symbol)
+        return self._order(created, ref)
+
+    def _find_order(self, ref: str) -> Order | None:
+        for method in ("fetch_open_orders", "fetch_closed_orders"):
+            for o in self._call(method, params={"clientOrderId": ref}):
+                if o.get("clientOrderId") == ref:
+                    return self._order(o, ref)
+        return None
+
+    def get_order(self, ref: str) -> Order | None:
+        return self._find_order(ref)
+
+    def get_order_history(self, limit: int = 50) -> list[Order]:
+        closed = [self._order(o) for o in self._call("fetch_closed_orders", limit=limit)]
+        return sorted(closed, key=lambda o: o.opened_at, reverse=True)[:limit]
+
+    def _order(self, o: dict[str, Any], ref: str = "") -> Order:
+        try:
+            filled = to_decimal(o.get("filled") or 0)
+            cost = to_decimal(o.get("cost") or 0)
+            price = _decimal(o.get("average")) or (cost / filled if filled else ZERO)
+            status = {"rejected": "canceled", None: "pending"}.get(o.get("status"), o.get("status"))
+            done = status in ("closed", "canceled", "expired")
+            closed_at = (o.get("lastTradeTimestamp") or o.get("lastUpdateTimestamp")) if done else None
+            return Order(ref=o.get("clientOrderId") or ref, order_id=str(o["id"]), market=o["symbol"],
+                         side=o["side"], status=status, volume=to_decimal(o.get("amount") or filled),
+                         filled=filled, price=price, cost=cost, fee=self._fee(o, price),
+                         opened_at=(o.get("timestamp") or 0) / 1000,
+                         closed_at=closed_at / 1000 if closed_at else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TemporaryError(f"malformed order {o.get('id')} ({exc})", exchange=self.name) from None
+
+    def _fee(self, o: dict[str, Any], price: Decimal) -> Decimal:
+        """The fees in quote currency; one taken in the base currency is valued at the fill price."""
+        base, quote = split_market(o["symbol"])
+        total = ZERO
+        for fee in o.get("fees") or ([o["fee"]] if o.get("fee") else []):
+            amount = to_decimal(fee.get("cost") or 0)
+            if fee.get("currency") == base:
+                amount *= price
+            elif fee.get("currency") not in (quote, None):
+                log.warning("order %s: a fee of %s %s is not counted", o.get("id"), amount, fee["currency"])
+                continue
+            total += amount
+        return total
+
+
+def _repointed(urls: Any, base: str) -> Any:
+    """ccxt's API URLs (one, or a dict of them) with the scheme, host and port of `base`."""
+    if isinstance(urls, dict):
+        return {name: _repointed(url, base) for name, url in urls.items()}
+    return base.rstrip("/") + urlsplit(urls).path
+
+
+def _decimal(value: object) -> Decimal | None:
+    return to_decimal(value) if value not in (None, "") else None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

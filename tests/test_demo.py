@@ -1,0 +1,39 @@
+"""The demo: the README's main-job command, and the same cycle on MariaDB + Redis."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from includes.demo import run_demo
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_cron_cycle_on_mariadb_and_redis(tmp_path, mariadb_url, redis_namespace, capsys):
+    summary = run_demo(days=0.5, home=tmp_path / "demo",
+                       storage={"market_db": mariadb_url, "state": REDIS_URL, "namespace": redis_namespace})
+    assert summary["trades"], "half a day of a seeded walk makes trades"
+    assert {t.state for t in summary["threads"]} <= {"waiting", "active", "disabled"}
+    active = [t for t in summary["threads"] if t.state == "active"]
+    assert sum(t.value for t in active) <= Decimal(50)
+    assert summary["free"] + sum(t.value for t in active) <= Decimal(100) + summary["realised"]
+    out = capsys.readouterr().out
+    assert "prices: synthetic price path (seeded random walk, seed 7" in out
+    assert "P&L: started with 100 EUR" in out
+
+
+def test_the_demo_script_on_the_embedded_default(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--days", "0.1"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "playing 14 cron cycles" in run.stdout and "threads:" in run.stdout and "P&L:" in run.stdout
+    assert (ROOT / "tmp" / "demo" / "crontrader.db").exists()
+
+
+def test_the_demo_plays_a_real_candle_csv(tmp_path, shared_data, capsys):
+    summary = run_demo(days=0.2, csv=shared_data / "unk_BTC_USD_1m_20190329.csv", home=tmp_path / "demo")
+    assert summary["start"].startswith("2019-03-29") or summary["start"].startswith("2019-04-01")
+    assert "XXBTZEUR follows unk_BTC_USD_1m_20190329.csv" in capsys.readouterr().out
