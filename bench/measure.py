@@ -1,8 +1,10 @@
 """Wall time and peak RSS of a whole process, for the bench scripts.
 
-Each command runs in a fresh process; os.wait4 gives that process's own peak
-RSS.  The figures are medians over several runs after a warm-up run (which
-also writes the bytecode cache, as a Pi's second cron run would find it).
+Each command runs in a fresh process under /usr/bin/time (Debian package
+`time`), which reports that process's own peak RSS; a child forked straight
+from a large bench process would be charged the parent's pages until its exec.
+The figures are medians over several runs after a warm-up run (which also
+writes the bytecode cache, as a Pi's second cron run would find it).
 """
 from __future__ import annotations
 
@@ -31,18 +33,14 @@ def measure(cmd: list[str], runs: int = 7, env: dict[str, str] | None = None,
     walls, rss = [], []
     for i in range(runs + 1):
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - start
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        proc.stderr.close()
-        code = os.waitstatus_to_exitcode(status)
-        if check and code != 0:
-            raise SystemExit(f"{' '.join(cmd)} exited {code}: {err.strip()[-500:]}")
+        if check and proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         if i:  # the first run warms the caches
             walls.append(wall)
-            rss.append(usage.ru_maxrss / 1024)
+            rss.append(int(proc.stderr.strip().splitlines()[-1]) / 1024)
     return statistics.median(walls), max(rss)
 
 
