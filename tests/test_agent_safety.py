@@ -101,8 +101,9 @@ def test_a_kill_during_a_sell_neither_duplicates_nor_loses_an_order(live, kraken
 
 def test_twenty_overlapping_runs_place_the_orders_of_exactly_one(live, kraken_venue, tmp_path):
     """Twenty runs as if on twenty hosts (own tmp/ and log/, one Redis, one MariaDB):
-    the Redis lock lets one through; its first exchange call is slowed so that all
-    the others start while it holds the lock."""
+    the Redis lock lets one through.  Its first exchange call is held by the
+    simulator until the nineteen others have tried and exited, so all of them
+    overlap it, however loaded the machine is."""
     base = yaml.safe_load((tmp_path / "config.yaml").read_text())
     configs = []
     for i in range(20):
@@ -112,10 +113,15 @@ def test_twenty_overlapping_runs_place_the_orders_of_exactly_one(live, kraken_ve
         host.mkdir()
         path.write_text(yaml.safe_dump(base))
         configs.append(path)
-    kraken_venue.sim.inject("AssetPairs", "delay", seconds=8)
+    kraken_venue.sim.inject("AssetPairs", "delay", seconds=300)
     env = dict(os.environ, CRONTRADER_CRASH_AT="")
     procs = [subprocess.Popen([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(c)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in configs]
+    deadline = time.monotonic() + 240
+    while sum(p.poll() is not None for p in procs) < 19:
+        assert time.monotonic() < deadline, "the losing runs did not exit"
+        time.sleep(0.1)
+    kraken_venue.sim.release_delays()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 20, errors
     logs = [(tmp_path / f"host{i}" / "log" / "trade_agent.log").read_text() for i in range(20)]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -107,6 +108,7 @@ class SimulatorServer:
         }
         self._faults: list[Fault] = []
         self._stopping = threading.Event()
+        self._released = threading.Event()     # release_delays() cuts injected delays short
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -155,8 +157,18 @@ class SimulatorServer:
         self.stop()
 
     def wait(self, seconds: float) -> None:
-        """Sleep that stop() cuts short."""
-        self._stopping.wait(max(0.0, seconds))
+        """Sleep that stop() or release_delays() cuts short."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not (self._stopping.is_set() or self._released.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._released.wait(min(left, 0.05))
+
+    def release_delays(self) -> None:
+        """Let every call held by a `delay` fault go on now (a test's way to hold a
+        client exactly as long as it needs, whatever the machine's load)."""
+        self._released.set()
 
     # --- faults ---------------------------------------------------------------------
     def inject(self, method: str, fault: str, times: int | None = 1, **params: object) -> None:
