@@ -39,8 +39,9 @@ class Section(BaseModel):
 
 
 class ExchangeConfig(Section):
-    name: Literal["kraken"] = "kraken"
-    api_url: str = "https://api.kraken.com"
+    name: Literal["kraken", "bittrex", "ccxt"] = "kraken"
+    ccxt_id: Annotated[str, Field(pattern=r"^[a-z0-9_]{1,32}$")] | None = None  # ccxt's exchange name
+    api_url: str | None = None  # None: the venue's own
     key_file: Path | None = None
     rate_tier: Literal["starter", "intermediate", "pro"] = "starter"
     public_calls_per_second: float = Field(default=1.0, gt=0)
@@ -49,10 +50,16 @@ class ExchangeConfig(Section):
 
     @field_validator("api_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _ccxt_id(self) -> ExchangeConfig:
+        if self.name == "ccxt" and self.ccxt_id is None:
+            raise ValueError("name ccxt needs ccxt_id, ccxt's name of the exchange (e.g. kraken)")
+        return self
 
 
 class TradingConfig(Section):

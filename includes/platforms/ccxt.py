@@ -149,14 +149,15 @@ class CcxtPlatform(Platform):
         return markets
 
     def _market(self, m: dict[str, Any]) -> Market:
-        limits = m.get("limits") or {}
+        limits, precision = m.get("limits") or {}, m["precision"]
         active = m.get("active") is not False
         return Market(symbol=m["symbol"], base=m["base"], quote=m["quote"], exchange_symbol=m["id"],
                       status="active" if active else "inactive", available=active,
-                      price_decimals=self._decimals(m["precision"]["price"]),
-                      volume_decimals=self._decimals(m["precision"]["amount"]),
+                      price_decimals=self._decimals(precision["price"]),
+                      volume_decimals=self._decimals(precision["amount"]),
                       min_volume=to_decimal((limits.get("amount") or {}).get("min") or 0),
-                      min_cost=to_decimal((limits.get("cost") or {}).get("min") or 0))
+                      min_cost=to_decimal((limits.get("cost") or {}).get("min") or 0),
+                      cost_decimals=self._decimals(precision["cost"]) if precision.get("cost") else 8)
 
     def _decimals(self, precision: str) -> int:
         """Decimals of a ccxt precision: a tick size ("0.001") or a count, as the venue's mode says."""
@@ -192,10 +193,10 @@ class CcxtPlatform(Platform):
         for symbol in symbols:
             t = raw.get(symbol)
             try:
-                tickers[symbol] = Ticker(market=symbol, ts=ts, last=to_decimal(t["last"]), bid=to_decimal(t["bid"]),
-                                         ask=to_decimal(t["ask"]), volume_24h=to_decimal(t["baseVolume"] or 0),
-                                         vwap_24h=_decimal(t.get("vwap")), high_24h=_decimal(t.get("high")),
-                                         low_24h=_decimal(t.get("low")))
+                tickers[symbol] = Ticker(
+                    market=symbol, ts=ts, last=to_decimal(t["last"]), bid=to_decimal(t["bid"]),
+                    ask=to_decimal(t["ask"]), volume_24h=to_decimal(t["baseVolume"] or 0),
+                    vwap_24h=_decimal(t.get("vwap")), high_24h=_decimal(t.get("high")), low_24h=_decimal(t.get("low")))
             except (KeyError, TypeError, ValueError) as exc:
                 raise TemporaryError(f"no usable ticker for {symbol} ({exc})", exchange=self.name,
                                      method="fetch_tickers") from None
