@@ -168,8 +168,7 @@ class Agent:
             ticker = tickers.get(symbol)
             if ticker is None:
                 continue
-            candles = self.db.candles(self.exchange, symbol, self.interval, since=start)
-            found = compute_trends(candles, now, self.cfg.trend_windows, self.interval, current=ticker.last)
+            found = self.trends_from_db(symbol, now, start, ticker.last)
             if len(found) < len(self.cfg.trend_windows):
                 try:
                     hourly = self.platform.get_candles(symbol, 60, since=start)
@@ -185,6 +184,11 @@ class Agent:
         if values:
             self.store.set_many(values)
         return result
+
+    def trends_from_db(self, symbol: str, now: int, since: int, current: Decimal) -> dict[int, Decimal]:
+        """Trends over the market DB's candles opening at or after `since` (the backtest reads its arrays)."""
+        candles = self.db.candles(self.exchange, symbol, self.interval, since=since)
+        return compute_trends(candles, now, self.cfg.trend_windows, self.interval, current=current)
 
     # --- selling ----------------------------------------------------------------------
     def gain(self, thread: Thread, bid: Decimal) -> Decimal:
@@ -380,6 +384,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
         return None
     mode = "dry" if force_dry_run or dry_run_requested(cfg) else "live"
     platform = make_platform(cfg, live=mode == "live")
+    exchange = platform.name  # the venue's name, under which get_api_data stored its candles
     if mode == "dry":
         ledger = cfg.path(cfg.paths.tmp) / f"paper-{cfg.storage.namespace}.json"
         platform = PaperPlatform(platform, ledger, cfg.trading.dry_run_balance)
@@ -391,7 +396,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
             log.info("another agent run holds the %s lock of %s: exiting", mode, store.where)
             return None
         try:
-            agent = Agent(cfg.trading, platform, store, db, mode=mode, exchange=cfg.exchange.name,
+            agent = Agent(cfg.trading, platform, store, db, mode=mode, exchange=exchange,
                           candle_interval=cfg.market_data.candle_interval,
                           stop_requested=lambda: stop_requested(cfg))
             summary = agent.run()

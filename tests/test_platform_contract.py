@@ -73,10 +73,7 @@ def test_candles_come_oldest_first_the_last_one_open(venue):
         platform.get_candles("BTC/EUR", 7)
 
 
-def test_old_candles_are_paged_or_capped_as_the_platform_says(venue, request):
-    if venue.name == "paper":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "PaperPlatform does not pass its source's max_candles on (it keeps the base's None)")))
+def test_old_candles_are_paged_or_capped_as_the_platform_says(venue):
     platform = venue.platform()
     since = START - 3 * 86400
     candles = platform.get_candles("BTC/EUR", 5, since=since)
@@ -166,11 +163,7 @@ def test_a_wrong_key_is_refused_where_private_calls_are_made(venue):
         assert platform.get_account_info().balance("EUR") == EUR
 
 
-def test_the_same_ref_twice_never_fills_twice(venue, request):
-    if venue.name == "kraken":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "KrakenPlatform sends AddOrder without looking the ref up first, and Kraken refuses "
-            "a duplicate cl_ord_id only while the first order is open")))
+def test_the_same_ref_twice_never_fills_twice(venue):
     ref = new_ref()
     first = venue.platform().buy(Decimal(5), "BTC", ref)
     again = venue.platform().buy(Decimal(5), "BTC", ref)

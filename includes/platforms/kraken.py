@@ -360,6 +360,10 @@ class KrakenPlatform(Platform):
         """AddOrder is never re-sent blindly: a doubt is settled by asking for `ref`."""
         if not CL_ORD_ID.match(ref):
             raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name)
+        existing = self._find_order(ref)
+        if existing is not None:  # Kraken refuses a reused cl_ord_id only while the first is open
+            log.warning("order %s already exists (%s): not sent again", ref, existing.status)
+            return existing
         params = {"pair": market.exchange_symbol, "type": side, "ordertype": "market",
                   "volume": f"{volume:f}", "cl_ord_id": ref}
         log.info("order %s: %s %s %s at market", ref, side, params["volume"], market.symbol)

@@ -27,6 +27,7 @@ class PaperPlatform(Platform):
     def __init__(self, source: Platform, ledger: Path, start_balance: Decimal) -> None:
         super().__init__(source.quote, source.fee_percent)
         self.source = source
+        self.max_candles = source.max_candles
         self.ledger = ledger
         if ledger.exists():
             data = json.loads(ledger.read_text())
