@@ -82,7 +82,7 @@ def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
     report = CycleReport()
     replayed = _replay(db, spool)
     if replayed:
-        log.info("%d spooled writes replayed into the market DB", replayed)
+        log.info("%d spooled rows replayed into the market DB", replayed)
     now = platform.now()
     record_markets(db, spool, platform, now)
     markets = tracked_markets(cfg, platform)

@@ -5,6 +5,10 @@ set -euo pipefail
 
 need_apt=()
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+# The backup's remote (a real sshd on loopback), its copy tool, and the browser that renders img/index.html.
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)"
   apt-get update -qq

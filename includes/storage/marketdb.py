@@ -152,8 +152,10 @@ def _v2_status_changed(conn: Connection) -> None:
 MIGRATIONS = [_v2_status_changed]
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
-# Time column of the tables the backup job trims.
-AGED = {"candles": "ts", "tickers": "ts", "global_metrics": "ts", "orders": "result_at"}
+# Time column of the tables the backup job trims; never the order journal (orders).
+AGED = {"candles": "ts", "tickers": "ts", "global_metrics": "ts"}
+# What the backup job archives, with the time that dates a row; markets last, after their rows.
+ARCHIVED = {**AGED, "markets": "status_changed"}
 
 
 class MarketDB:
@@ -376,6 +378,22 @@ class MarketDB:
             t.c.exchange == exchange, t.c.market == market, t.c.interval == interval,
             t.c.ts <= at - interval * 60).order_by(t.c.ts.desc()).limit(1))
 
+    def tickers(self, exchange: str, market: str, since: int | None = None) -> list[RowMapping]:
+        """The market's ticker snapshots, oldest first."""
+        t = ticker_table
+        query = select(t).where(t.c.exchange == exchange, t.c.market == market).order_by(t.c.ts)
+        if since is not None:
+            query = query.where(t.c.ts >= since)
+        return self._all(query)
+
+    def global_metrics(self, since: int | None = None) -> list[RowMapping]:
+        """Every source's global metrics, oldest first."""
+        t = metric_table
+        query = select(t).order_by(t.c.ts, t.c.source)
+        if since is not None:
+            query = query.where(t.c.ts >= since)
+        return self._all(query)
+
     # --- the order journal -------------------------------------------------------------------
     def journal_intent(self, ref: str, *, namespace: str, exchange: str, market: str, side: str,
                        thread: int | None = None, amount_quote: Decimal | None = None,
@@ -445,16 +463,11 @@ class MarketDB:
 
     # --- trimming, for the backup job -----------------------------------------------------
     def delete_older_than(self, table: str, ts: int, batch: int = DELETE_BATCH) -> int:
-        """Delete rows older than `ts`, `batch` rows per transaction; returns how many.
-
-        Orders count from their result and are kept while unsettled.
-        """
+        """Delete rows older than `ts`, `batch` rows per transaction; returns how many."""
         if table not in AGED:
             raise ValueError(f"{table!r} is not one of {', '.join(AGED)}")
         t = metadata.tables[table]
         old = t.c[AGED[table]] < ts
-        if table == "orders":
-            old &= t.c.status.in_(FINAL)
         key = list(t.primary_key)
         deleted = 0
         while True:
@@ -465,6 +478,69 @@ class MarketDB:
             deleted += len(keys)
             if len(keys) < batch:
                 return deleted
+
+    # --- archiving, for the backup job ----------------------------------------------------
+    def _archived(self, table: str, before: int) -> Any:
+        """The rows the backup takes: older than `before`, and all rows of the markets that
+        have been unavailable since before `before`."""
+        if table not in ARCHIVED:
+            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
+        m = market_table
+        gone = m.c.available.is_(False) & (m.c.status_changed < before)
+        if table == "markets":
+            return gone
+        t = metadata.tables[table]
+        old = t.c.ts < before
+        if "market" in t.c:
+            old |= tuple_(t.c.exchange, t.c.market).in_(select(m.c.exchange, m.c.market).where(gone))
+        return old
+
+    def archived_days(self, table: str, before: int) -> dict[int, int]:
+        """Rows the backup would take from `table`, counted by UTC day (days since 1970-01-01)."""
+        t = metadata.tables[table]
+        day = (t.c[ARCHIVED[table]] // 86400).label("day")
+        return {int(r.day): r.n for r in self._all(
+            select(day, func.count().label("n")).where(self._archived(table, before)).group_by("day"))}
+
+    def archived_rows(self, table: str, before: int) -> Iterator[tuple]:
+        """Those rows, oldest first, in table column order; streamed, as a month of candles
+        may not fit in a Pi's memory."""
+        t = metadata.tables[table]
+        query = (select(t).where(self._archived(table, before))
+                 .order_by(t.c[ARCHIVED[table]], *t.primary_key))
+        with self._begin() as conn:
+            for row in conn.execution_options(yield_per=BATCH).execute(query):
+                yield tuple(row)
+
+    def delete_keys(self, table: str, keys: Iterable[Sequence[Any]], batch: int = DELETE_BATCH) -> int:
+        """Delete the rows of `table` with these primary keys, `batch` per transaction; how many went."""
+        if table not in ARCHIVED:
+            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
+        t = metadata.tables[table]
+        deleted = 0
+        for chunk in _batched(keys, batch):
+            with self._begin() as conn:
+                deleted += conn.execute(delete(t).where(tuple_(*t.primary_key).in_(chunk))).rowcount
+        return deleted
+
+    def restore_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Put archived rows back in one transaction; upserts, so restoring twice changes nothing."""
+        if table not in ARCHIVED:
+            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
+        t = metadata.tables[table]
+        unknown = [c for c in columns if c not in t.c]
+        if unknown:
+            raise StorageError(f"market DB {self.where}: table {table} has no column {', '.join(unknown)}")
+        amounts = {c for c in columns if isinstance(t.c[c].type, Amount)}
+        with self._begin() as conn:
+            self._upsert(conn, t, ({c: Decimal(v) if c in amounts and v is not None else v
+                                    for c, v in zip(columns, row)} for row in rows))
+
+
+def table_layout(table: str) -> tuple[list[str], list[str]]:
+    """(columns, primary key columns) of `table`, in the table's order."""
+    t = metadata.tables[table]
+    return [c.name for c in t.columns], [c.name for c in t.primary_key]
 
 
 def _batched(rows: Iterable[Any], n: int) -> Iterator[list[Any]]:

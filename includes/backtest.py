@@ -1,0 +1,781 @@
+"""Backtest: the live agent replayed over historical candles.
+
+Each decision is the live agent's own (includes/agent.py): its orders fill
+on the paper platform, so fees, rounding and minimums are those of dry-run
+live, against a replay platform whose clock the loop moves.  The state store
+and the market DB live in memory, and the DB hands the agent's trends only
+the candles they use (ReplayAgent).
+
+Speed comes from not calling the agent when it provably would do nothing.
+Between two runs that trade, its threads, balances and budget stand still and
+only prices move; so a run is needed only when a price crosses a held thread's
+sell threshold, when a hold time runs out, or when a currency it may buy
+shows a rising buy-window trend while a thread and the funds are free.  The
+Gate checks that on floats, with a margin that errs towards calling the
+agent, which then decides exactly, in Decimal.  `every_step=True` calls it at
+every decision instead; a test checks that both trade alike.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from itertools import accumulate, compress, count, islice, product, repeat
+from operator import add, lt, mul
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from includes.agent import BUSY, Agent
+from includes.config import TradingConfig
+from includes.errors import ConfigError
+from includes.money import ZERO
+from includes.platforms.paper import PaperPlatform
+from includes.platforms.replay import ReplayPlatform, Series
+from includes.runtime import progress
+from includes.storage.memory import FINAL, MemoryMarketDB, MemoryStateStore
+from includes.storage.state import ACTIVE, DISABLED, WAITING, Thread
+from includes.trends import trends as compute_trends
+
+if TYPE_CHECKING:
+    import argparse
+
+    from includes.config import Config
+    from includes.platforms.base import Platform
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "replay"                 # the agent's exchange name for replayed markets
+MARGIN = 1e-9                       # relative: the Gate's floats call the agent a little early
+HEADER = "timestamp,open,high,low,close,volume"
+CHUNK = 1 << 20                     # characters of CSV parsed at a time
+NAME_RE = re.compile(r"^([A-Za-z0-9]+)_([A-Z0-9]{1,16})_([A-Z0-9]{1,16})_(\d+)([mhdwM])(?:_.*)?$")
+UNITS = {"m": 1, "h": 60, "d": 1440, "w": 10080}
+SWEEP_RE = re.compile(r"^([a-z_]+)=([^:]+)(?::([^:]+):([^:]+))?$")
+MAX_GRID = 10_000
+BLOCK = 4096                        # decisions per step of the progress bar
+
+
+class InputError(ConfigError):
+    """A candle file, the market DB's candles or an argument cannot be used (exit status 2)."""
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+def read_csv(path: Path, quote: str) -> Series:
+    """A candle file named <exchange>_<BASE>_<QUOTE>_<timeframe>[_<note>].csv, as a series of BASE/`quote`.
+
+    The file's own quote is kept only when BASE is `quote` itself (EUR/USD
+    replayed for a EUR account).  Parsing goes a megabyte at a time, a column
+    at a time, in C: str.split and float() over a whole column; a line is
+    looked at alone only to name it in an error.
+    """
+    match = NAME_RE.match(path.stem)
+    if not match:
+        raise InputError(f"{path}: the name is not <exchange>_<BASE>_<QUOTE>_<timeframe>.csv "
+                         f"(e.g. kraken_BTC_EUR_5m.csv)")
+    _, base, own_quote, length, unit = match.groups()
+    if unit == "M":
+        raise InputError(f"{path}: calendar-month candles ({length}M) have no fixed length and cannot be replayed")
+    interval = int(length) * UNITS[unit]
+    if interval < 1:
+        raise InputError(f"{path}: a timeframe of {length}{unit} is not a length of time")
+    columns = [array("q"), *(array("d") for _ in range(5))]
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = f.readline()
+            if header.strip().replace(" ", "") != HEADER:
+                raise InputError(f"{path}:1: the header is {header.strip()[:60]!r}, not {HEADER!r}")
+            for line, chunk in _chunks(f, first_line=2):
+                _parse_chunk(chunk, columns, path, line)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: is not a text file ({exc.reason})") from None
+    if not columns[0]:
+        raise InputError(f"{path}: no candles after the header")
+    _check_columns(path, columns)
+    return Series(f"{base}/{own_quote if base == quote else quote}", interval, *columns, label=path.stem)
+
+
+def _chunks(f: IO[str], first_line: int) -> Iterator[tuple[int, str]]:
+    """(number of its first line, text) of about CHUNK characters of whole lines; trailing blanks dropped."""
+    def read() -> str:
+        text = f.read(CHUNK)
+        return text + f.readline() if text else ""
+
+    line, chunk = first_line, read()
+    while chunk:
+        following = read()
+        if not following:
+            chunk = chunk.rstrip()
+        if chunk:
+            chunk = chunk if chunk.endswith("\n") else chunk + "\n"
+            yield line, chunk
+            line += chunk.count("\n")
+        chunk = following
+
+
+def _parse_chunk(chunk: str, columns: list[array], path: Path, line: int) -> None:
+    """Append the chunk's candles to the columns; a bad line raises InputError naming it."""
+    n = chunk.count("\n")
+    if chunk.count(",") == 5 * n:
+        cells = chunk[:-1].replace("\n", ",").split(",")
+        try:
+            ts = array("q", map(int, cells[0::6]))
+            values = [array("d", map(float, cells[k::6])) for k in range(1, 6)]
+        except ValueError:
+            pass
+        else:
+            columns[0].extend(ts)
+            for column, new in zip(columns[1:], values):
+                column.extend(new)
+            return
+    for i, text in enumerate(chunk[:-1].split("\n")):
+        _check_line(text, path, line + i)
+    raise AssertionError(f"{path}: no bad line found in a chunk that failed to parse")
+
+
+def _check_line(text: str, path: Path, line: int) -> None:
+    cells = text.split(",")
+    if len(cells) != 6:
+        raise InputError(f"{path}:{line}: {len(cells)} fields, not 6 ({HEADER}): {text[:80]!r}")
+    try:
+        int(cells[0]), [float(c) for c in cells[1:]]
+    except ValueError:
+        raise InputError(f"{path}:{line}: not a number in {text[:80]!r}") from None
+
+
+def _check_columns(path: Path, columns: list[array]) -> None:
+    """Times strictly increasing, prices finite and positive, volumes finite and not negative."""
+    ts = columns[0]
+    if not all(map(lt, ts, islice(ts, 1, None))):
+        i = next(i for i in range(1, len(ts)) if ts[i] <= ts[i - 1])
+        raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} does not follow {ts[i - 1]}: "
+                         f"the rows must be in strictly increasing time")
+    for name, column in zip(HEADER.split(",")[1:], columns[1:]):
+        lowest = 0.0 if name == "volume" else math.ulp(0)
+        if not math.isfinite(sum(column)) or min(column) < lowest:
+            i = next(i for i, v in enumerate(column) if not math.isfinite(v) or v < lowest)
+            raise InputError(f"{path}:{i + 2}: {name} {column[i]} is not a "
+                             f"{'finite number >= 0' if name == 'volume' else 'positive price'}")
+
+
+def read_market_db(cfg: Config, start: int | None, end: int | None) -> list[Series]:
+    """The configured markets' candles in the market DB, as of now: a still-open candle is left out."""
+    from includes.storage import open_market_db
+
+    interval, quote = cfg.market_data.candle_interval, cfg.trading.quote
+    now = int(time.time())
+    db = open_market_db(cfg)
+    series = []
+    try:
+        for currency in cfg.trading.currencies:
+            market = f"{currency}/{quote}"
+            candles = [c for c in db.candles(cfg.exchange.name, market, interval, since=start, until=end)
+                       if c.ts + interval * 60 <= now]
+            if not candles:
+                log.warning("%s: no %d-minute candles of %s in the market DB", market, interval,
+                            cfg.exchange.name)
+                continue
+            columns = [array("q", (c.ts for c in candles)),
+                       *(array("d", (float(getattr(c, name)) for c in candles))
+                         for name in ("open", "high", "low", "close", "volume"))]
+            series.append(Series(market, interval, *columns, label=f"{cfg.exchange.name}_{currency}_{quote}"))
+    finally:
+        db.close()
+    if not series:
+        raise InputError(f"market DB {db.where}: no {interval}-minute candles of "
+                         f"{', '.join(cfg.trading.currencies)} against {quote} on {cfg.exchange.name}")
+    return series
+
+
+# --- one replay --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Trade:
+    """One thread's round trip; an open one is valued at the last bid, fee deducted."""
+    market: str
+    thread: int
+    entry_at: int
+    entry_price: Decimal
+    volume: Decimal
+    cost: Decimal                # quote spent, fee included
+    exit_at: int | None          # None: still held at the end
+    exit_price: Decimal
+    proceeds: Decimal            # quote received, fee deducted
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.proceeds - self.cost
+
+    @property
+    def gain_pct(self) -> float:
+        return float(self.pnl / self.cost * 100)
+
+
+@dataclass
+class Result:
+    """One replay: what the agent did, and the equity at each decision time."""
+    label: str
+    series: list[Series]
+    trading: TradingConfig
+    step: int                    # seconds between decisions
+    first: int                   # the first decision time
+    equity: array                # at each decision, valued at the bid net of the sell fee
+    exposed: int                 # decisions at which something was held
+    agent_runs: int
+    start_balance: Decimal
+    free: Decimal                # quote held at the end
+    trades: list[Trade]
+    buy_hold_pct: float
+
+    @property
+    def decisions(self) -> int:
+        return len(self.equity)
+
+    @property
+    def last(self) -> int:
+        return self.first + (self.decisions - 1) * self.step
+
+    @property
+    def final_equity(self) -> Decimal:
+        return self.free + sum((t.proceeds for t in self.trades if t.exit_at is None), ZERO)
+
+    @property
+    def pnl(self) -> Decimal:
+        return self.final_equity - self.start_balance
+
+    def pnl_by_currency(self) -> dict[str, Decimal]:
+        by: dict[str, Decimal] = {s.base: ZERO for s in self.series}
+        for t in self.trades:
+            by[t.market.split("/")[0]] += t.pnl
+        return by
+
+    def max_drawdown_pct(self) -> float:
+        """The deepest fall of the equity from a previous peak, in percent of that peak."""
+        return max(((peak - v) / peak * 100 for peak, v in zip(accumulate(self.equity, max), self.equity)),
+                   default=0.0)
+
+
+class ReplayAgent(Agent):
+    """The live agent; only its DB trends are read from the replay's arrays.
+
+    The live agent fetches every candle of the last 74 hours and lets
+    trends.price_at pick one per window; here the DB hands over just the
+    candles it would pick, and the same trends() computes the same figures.
+    """
+
+    def trends_from_db(self, symbol: str, now: int, since: int, current: Decimal) -> dict[int, Decimal]:
+        windows = self.cfg.trend_windows
+        candles = self.db.last_closed(self.exchange, symbol, self.interval,
+                                      [now - hours * 3600 for hours in windows], since)
+        return compute_trends(candles, now, windows, self.interval, current=current)
+
+
+class BacktestPaper(PaperPlatform):
+    """Paper fills whose account lives in memory: a replay writes no ledger file.
+
+    (PaperPlatform saves its JSON ledger, fsync included, on every fill.)
+    """
+
+    def __init__(self, source: Platform, start_balance: Decimal) -> None:
+        super().__init__(source, Path(os.devnull) / "ledger.json", start_balance)   # never exists: nothing read
+
+    def _save(self) -> None:
+        """Nothing outlives a replay."""
+
+
+class Gate:
+    """From which decision on the agent could act, found on floats; when in doubt, sooner.
+
+    Each market's price at every decision time, and whether its buy-window
+    trend rises then, are computed once; what the threads allow is rebuilt
+    after every agent run (until the next one only prices move).  The next
+    decision that may need the agent is then found by C-level scans over
+    those lists (itertools), and the equity of the quiet decisions before it
+    is filled in the same way.
+    """
+
+    def __init__(self, trading: TradingConfig, series: Sequence[Series], times: range,
+                 half_spread: Decimal) -> None:
+        self.cfg = trading
+        self.times = times
+        self.bid = 1 - float(half_spread)
+        self.net = 1 - float(trading.fee_percent) / 100
+        window, history = trading.buy_trend_window * 3600, (max(trading.trend_windows) + 2) * 3600
+        self.prices = {s.base: s.prices_at(times) for s in series}
+        self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
+        self.buyable: list[list[bool]] = []
+        self.sells: list[tuple[list[float], float, float, float]] = []
+        self.holdings: list[tuple[list[float], float]] = []
+        self.free = float(trading.dry_run_balance)
+        self.exposed = 0            # decisions at which something was held
+
+    def update(self, threads: list[Thread], balances: dict[str, Decimal]) -> None:
+        cfg = self.cfg
+        threads = threads[: cfg.max_threads]
+        busy = [t for t in threads if t.state in BUSY]
+        invested = sum((t.value for t in busy), ZERO)
+        free = balances.get(cfg.quote, ZERO)
+        budget = min(cfg.budget, invested + free)
+        can_buy = (any(t.state in (WAITING, DISABLED) for t in threads) and free >= cfg.max_per_trade
+                   and budget - invested >= cfg.max_per_trade)
+        held = Counter(t.currency for t in busy)
+        self.buyable = [rising for c, rising in self.rising.items() if held[c] < cfg.currency_cap] if can_buy else []
+        # Per currency held: the lowest price that sells a thread at a gain, the highest that
+        # stops a loss, the earliest time a hold runs out.
+        sells: dict[str, list[float]] = {}
+        for t in threads:
+            if t.state == ACTIVE and t.currency in self.prices:
+                even = float(t.value) / (float(t.volume) * self.net * self.bid)    # the price of a zero net gain
+                high = even * (1 + float(cfg.sell_percent) / 100) * (1 - MARGIN)
+                low = even * (1 - float(cfg.stop_loss_percent) / 100) * (1 + MARGIN) \
+                    if cfg.stop_loss_percent else 0.0
+                deadline = t.updated + cfg.max_hold_hours * 3600 if cfg.max_hold_hours else math.inf
+                seen = sells.setdefault(t.currency, [high, low, deadline])
+                seen[:] = min(seen[0], high), max(seen[1], low), min(seen[2], deadline)
+        self.sells = [(self.prices[c], *limits) for c, limits in sells.items()]
+        self.holdings = [(prices, float(balances[c]) * self.bid * self.net)
+                         for c, prices in self.prices.items() if balances.get(c)]
+        self.free = float(free)
+
+    def quiet_until(self, k: int, stop: int) -> int:
+        """The first decision in [k, stop) at which the agent may act; `stop` if none."""
+        for rising in self.buyable:
+            stop = next(compress(count(k), islice(rising, k, stop)), stop)
+        for prices, high, low, deadline in self.sells:
+            stop = next(compress(count(k), map(high.__le__, islice(prices, k, stop))), stop)
+            if low > 0:
+                stop = next(compress(count(k), map(low.__ge__, islice(prices, k, stop))), stop)
+            if stop > k and deadline <= self.times[stop - 1]:
+                stop = max(k, bisect_left(self.times, deadline))
+        return stop
+
+    def record(self, equity: array, k: int, stop: int) -> None:
+        """Append the equity at decisions k..stop-1: quote held, plus holdings sold at the bid, fee paid."""
+        values: Iterator[float] = repeat(self.free, stop - k)
+        for prices, weight in self.holdings:
+            values = map(add, values, map(mul, repeat(weight), islice(prices, k, stop)))
+        equity.extend(values)
+        if self.holdings:
+            self.exposed += stop - k
+
+
+def _rising(s: Series, times: range, prices: list[float], window: int, history: int) -> list[bool]:
+    """At each time: is the price above the close `window` seconds earlier, as the agent's trend sees it?
+
+    That close is of the last candle closed by then, among those opening
+    within the agent's `history` (trends.price_at over the DB's candles).
+    """
+    ts, close, floor, shift = s.ts, s.close, 1 - MARGIN, window + s.seconds
+    counts = map(bisect_right, repeat(ts), range(times.start - shift, times.stop - shift, times.step))
+    return [n > 0 and ts[n - 1] >= t - history and price > close[n - 1] * floor
+            for n, t, price in zip(counts, times, prices)]
+
+
+def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: int = 10,
+           start: int | None = None, end: int | None = None, spread_percent: Decimal = Decimal("0.1"),
+           every_step: bool = False, label: str = "", show_progress: bool = True) -> Result:
+    """The agent deciding every max(step_minutes, candle interval) minutes over the series.
+
+    Decisions fall on multiples of the step, as cron's do, from the first
+    candle's close (or `start`) until a series ends (or `end`): a market
+    whose data has ended would trade on at its last price.
+    """
+    interval = series[0].interval
+    step = max(step_minutes, interval) * 60
+    first = max(min(s.first_close() for s in series), start or 0)
+    first += -first % step
+    last = min(min(s.last_close() for s in series), end if end is not None else sys.maxsize)
+    if last < first:
+        raise InputError(f"{label or series[0].label}: no decision time between "
+                         f"{iso(first)} and {iso(last)}")
+    platform = ReplayPlatform(series, trading.quote, trading.fee_percent, spread_percent=spread_percent)
+    paper = BacktestPaper(platform, trading.dry_run_balance)
+    store = MemoryStateStore("backtest", "dry", clock=platform.now)
+    db = MemoryMarketDB({(EXCHANGE, s.market, s.interval): s for s in series}, clock=platform.now)
+    times = range(first, last + 1, step)
+    gate = Gate(trading, series, times, platform.half_spread)
+    equity = array("d")
+    runs = k = 0
+    blocks = range(min(BLOCK, len(times)), len(times) + BLOCK, BLOCK)
+    for stop in progress(blocks, total=len(blocks), desc=label) if show_progress else blocks:
+        stop = min(stop, len(times))
+        while k < stop:
+            act = k if every_step or not runs else gate.quiet_until(k, stop)
+            gate.record(equity, k, act)
+            k = act
+            if act < stop:
+                platform.clock = times[act]
+                ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE,
+                            candle_interval=interval).run()
+                gate.update(store.threads(), paper.balances)
+                runs += 1
+                gate.record(equity, act, act + 1)
+                k = act + 1
+    platform.clock = times[-1]
+    trades = trades_of(db.journal("dry"), platform, paper.fee_percent)
+    return Result(label or series[0].label, list(series), trading, step, first, equity, gate.exposed, runs,
+                  trading.dry_run_balance, paper.balances.get(trading.quote, ZERO), trades,
+                  buy_hold_pct(series, first, last, platform.half_spread, trading.fee_percent))
+
+
+def trades_of(rows: Iterable[dict[str, Any]], platform: ReplayPlatform, fee_percent: Decimal) -> list[Trade]:
+    """Round trips from the journal: each thread's filled buy, then its filled sell."""
+    held: dict[int, dict[str, Any]] = {}
+    trades = []
+    for row in rows:
+        if row["status"] not in FINAL or not row["filled"]:
+            continue
+        if row["side"] == "buy":
+            held[row["thread"]] = row
+            continue
+        buy = held.pop(row["thread"])
+        trades.append(Trade(buy["market"], buy["thread"], int(buy["result_at"]), buy["price"], buy["filled"],
+                            buy["cost"] + buy["fee"], int(row["result_at"]), row["price"],
+                            row["cost"] - row["fee"]))
+    bids = {m: t.bid for m, t in platform.get_tickers({b["market"] for b in held.values()}).items()}
+    for n, buy in held.items():
+        bid = bids[buy["market"]]
+        trades.append(Trade(buy["market"], n, int(buy["result_at"]), buy["price"], buy["filled"],
+                            buy["cost"] + buy["fee"], None, bid,
+                            buy["filled"] * bid * (1 - fee_percent / 100)))
+    return sorted(trades, key=lambda t: (t.entry_at, t.thread))
+
+
+def buy_hold_pct(series: Sequence[Series], first: int, last: int, half_spread: Decimal,
+                 fee_percent: Decimal) -> float:
+    """Every market bought in equal parts at the first decision's ask (or its first open, if later)
+    and sold at the last decision's bid, fees paid: the percent change of the money."""
+    fee, spread = float(fee_percent) / 100, float(half_spread)
+    changes = [s.last(last) * (1 - spread) * (1 - fee) / ((s.last(first) or s.open[0]) * (1 + spread) * (1 + fee))
+               for s in series if s.last(last)]
+    return (sum(changes) / len(changes) - 1) * 100 if changes else 0.0
+
+
+# --- the report --------------------------------------------------------------------------------
+
+def summary(r: Result) -> dict[str, Any]:
+    """One replay's figures, JSON-ready: money as decimal strings, ratios as percent floats."""
+    closed = [t for t in r.trades if t.exit_at is not None]
+    return {
+        "label": r.label, "markets": [s.market for s in r.series], "interval_minutes": r.series[0].interval,
+        "step_minutes": r.step // 60, "start": iso(r.first), "end": iso(r.last), "decisions": r.decisions,
+        "agent_runs": r.agent_runs, "quote": r.trading.quote, "start_balance": str(r.start_balance),
+        "final_equity": str(r.final_equity), "pnl": str(r.pnl),
+        "return_pct": round(float(r.pnl / r.start_balance * 100), 4),
+        "pnl_by_currency": {c: str(v) for c, v in r.pnl_by_currency().items()},
+        "closed_trades": len(closed), "open_trades": len(r.trades) - len(closed),
+        "win_rate_pct": round(sum(t.pnl > 0 for t in closed) / len(closed) * 100, 2) if closed else None,
+        "max_drawdown_pct": round(r.max_drawdown_pct(), 4),
+        "exposure_pct": round(r.exposed / r.decisions * 100, 2),
+        "buy_hold_pct": round(r.buy_hold_pct, 4),
+        "trades": [{
+            "market": t.market, "thread": t.thread, "entry_at": iso(t.entry_at), "entry_price": str(t.entry_price),
+            "volume": str(t.volume), "cost": str(t.cost),
+            "exit_at": iso(t.exit_at) if t.exit_at is not None else None, "exit_price": str(t.exit_price),
+            "proceeds": str(t.proceeds), "pnl": str(t.pnl), "gain_pct": round(t.gain_pct, 4),
+        } for t in r.trades],
+    }
+
+
+def totals(results: Sequence[Result]) -> dict[str, Any]:
+    """All replays together; money is summed as quote units, whatever each replay's quote."""
+    start = sum((r.start_balance for r in results), ZERO)
+    pnl = sum((r.pnl for r in results), ZERO)
+    by: dict[str, Decimal] = {}
+    for r in results:
+        for currency, value in r.pnl_by_currency().items():
+            by[currency] = by.get(currency, ZERO) + value
+    closed = [t for r in results for t in r.trades if t.exit_at is not None]
+    return {
+        "runs": len(results), "start_balance": str(start), "pnl": str(pnl),
+        "return_pct": round(float(pnl / start * 100), 4), "pnl_by_currency": {c: str(v) for c, v in by.items()},
+        "closed_trades": len(closed), "open_trades": sum(len(r.trades) for r in results) - len(closed),
+        "win_rate_pct": round(sum(t.pnl > 0 for t in closed) / len(closed) * 100, 2) if closed else None,
+        "max_drawdown_pct": round(max(r.max_drawdown_pct() for r in results), 4),
+        "buy_hold_pct": round(sum(r.buy_hold_pct for r in results) / len(results), 4),
+        "decisions": sum(r.decisions for r in results), "agent_runs": sum(r.agent_runs for r in results),
+    }
+
+
+def report(results: Sequence[Result], settings: dict[str, Any]) -> dict[str, Any]:
+    return {"settings": settings, "runs": [summary(r) for r in results], "total": totals(results)}
+
+
+def print_report(rep: dict[str, Any], out: IO[str]) -> None:
+    s = rep["settings"]
+    print(f"backtest: {len(rep['runs'])} replay(s), a decision every >= {s['step_minutes']} min, "
+          f"fee {s['fee_percent']}%, spread {s['spread_percent']}%, sell at +{s['sell_percent']}% net, "
+          f"{s['max_threads']} threads x {s['max_per_trade']}", file=out)
+    head = (f"{'replay':34} {'tf':>5} {'step':>5} {'decisions':>9} {'runs':>5} {'trades':>7} {'win%':>6} "
+            f"{'P&L':>12} {'return%':>8} {'B&H%':>8} {'maxDD%':>7} {'exposed%':>8}")
+    print(head, file=out)
+    for r in [*rep["runs"], {**rep["total"], "label": "total"}]:
+        trades = f"{r['closed_trades']}+{r['open_trades']}" if r["open_trades"] else str(r["closed_trades"])
+        win = "-" if r["win_rate_pct"] is None else f"{r['win_rate_pct']:.1f}"
+        tf = _minutes(r["interval_minutes"]) if "interval_minutes" in r else ""
+        step = _minutes(r["step_minutes"]) if "step_minutes" in r else ""
+        exposed = f"{r['exposure_pct']:.1f}" if "exposure_pct" in r else ""
+        print(f"{r['label'][:34]:34} {tf:>5} {step:>5} {r['decisions']:>9} {r['agent_runs']:>5} {trades:>7} "
+              f"{win:>6} {Decimal(r['pnl']):>12.4f} {r['return_pct']:>8.2f} {r['buy_hold_pct']:>8.2f} "
+              f"{r['max_drawdown_pct']:>7.2f} {exposed:>8}", file=out)
+    by = rep["total"]["pnl_by_currency"]
+    print("P&L by currency: " + ", ".join(f"{c} {Decimal(v):+.4f}" for c, v in by.items()), file=out)
+    for r in rep["runs"]:
+        if r["trades"]:
+            print(f"\n{r['label']}: {len(r['trades'])} trade(s), prices in {r['quote']}; "
+                  f"threads trading alike share a line", file=out)
+            _print_trades(r["trades"], out)
+
+
+def _print_trades(trades: list[dict[str, Any]], out: IO[str]) -> None:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for t in trades:
+        groups.setdefault((t["market"], t["entry_at"], t["entry_price"], t["exit_at"] or "open",
+                           t["exit_price"]), []).append(t)
+    print(f"{'market':12} {'threads':>7} {'entry (UTC)':16} {'entry price':>16} {'exit (UTC)':16} "
+          f"{'exit price':>16} {'gain%':>8} {'P&L':>10}", file=out)
+    for (market, entry_at, entry_price, exit_at, exit_price), group in groups.items():
+        pnl = sum((Decimal(t["pnl"]) for t in group), ZERO)
+        gain = pnl / sum((Decimal(t["cost"]) for t in group), ZERO) * 100
+        print(f"{market:12} {len(group):>7} {entry_at:16} {Decimal(entry_price):>16.8g} {exit_at:16} "
+              f"{Decimal(exit_price):>16.8g} {gain:>8.2f} {pnl:>10.4f}", file=out)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    from includes.runtime import write_atomic
+
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_charts(results: Sequence[Result], img_dir: Path) -> list[Path]:
+    """img/backtest-<label>.png: each market's closes with the trades on them, then the equity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in results:
+        fig, axes = plt.subplots(len(r.series) + 1, 1, sharex=True, figsize=(12, 3 + 2.5 * len(r.series)),
+                                 squeeze=False)
+        for ax, s in zip(axes[:, 0], r.series):
+            ax.plot([_date(t + s.seconds) for t in s.ts], s.close, lw=0.7, color="0.35", label=s.market)
+            trades = [t for t in r.trades if t.market == s.market]
+            ax.scatter([_date(t.entry_at) for t in trades], [float(t.entry_price) for t in trades],
+                       marker="^", color="tab:green", zorder=3, label="buy")
+            ax.scatter([_date(t.exit_at) for t in trades if t.exit_at is not None],
+                       [float(t.exit_price) for t in trades if t.exit_at is not None],
+                       marker="v", color="tab:red", zorder=3, label="sell")
+            ax.set_ylabel(s.market)
+            ax.legend(loc="upper left", fontsize="small")
+        equity = axes[-1, 0]
+        equity.plot([_date(r.first + i * r.step) for i in range(r.decisions)], r.equity, lw=0.8)
+        equity.set_ylabel(f"equity ({r.trading.quote})")
+        axes[0, 0].set_title(f"{r.label}: P&L {r.pnl:+.2f} {r.trading.quote}, buy & hold {r.buy_hold_pct:+.2f}%")
+        fig.autofmt_xdate()
+        path = img_dir / f"backtest-{r.label}.png"
+        fig.savefig(path, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _date(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _minutes(minutes: int) -> str:
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
+
+
+# --- parameters and sweeps -----------------------------------------------------------------------
+
+def trading_for(base: TradingConfig, series: Sequence[Series], overrides: dict[str, str]) -> TradingConfig:
+    """The config's trading section, playing the replayed currencies, with `overrides`, validated."""
+    data = base.model_dump() | {"quote": series[0].market.split("/")[1],
+                                "currencies": [s.base for s in series]} | overrides
+    try:
+        return TradingConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        given = ", ".join(f"{k}={v}" for k, v in overrides.items())
+        where = f"{' '.join(s.label for s in series)}{f' with {given}' if given else ''}"
+        raise InputError(f"{where}: trading.{'.'.join(map(str, err['loc']))}: "
+                         f"{err['msg'].removeprefix('Value error, ')}") from None
+
+
+def parse_sweep(specs: Sequence[str]) -> list[dict[str, str]]:
+    """The grid of `key=start:stop:step` (stop included) or `key=value` specs, every combination."""
+    axes, keys = [], set()
+    for spec in specs:
+        match = SWEEP_RE.match(spec)
+        if not match:
+            raise InputError(f"--sweep {spec}: expected key=start:stop:step (e.g. sell_percent=1:5:0.5)")
+        key, first, stop, step = match.groups()
+        if key not in TradingConfig.model_fields:
+            raise InputError(f"--sweep {spec}: {key} is not a key of the trading section")
+        if key in keys:
+            raise InputError(f"--sweep {spec}: {key} is swept twice")
+        keys.add(key)
+        axes.append([(key, v) for v in ([first] if stop is None else _values(spec, first, stop, step))])
+    grid = [dict(point) for point in product(*axes)]
+    if len(grid) > MAX_GRID:
+        raise InputError(f"--sweep: {len(grid)} combinations; at most {MAX_GRID}")
+    return grid
+
+
+def _values(spec: str, first: str, stop: str, step: str) -> list[str]:
+    try:
+        a, b, d = Decimal(first), Decimal(stop), Decimal(step)
+    except InvalidOperation:
+        raise InputError(f"--sweep {spec}: start, stop and step must be numbers") from None
+    if d <= 0 or a > b:
+        raise InputError(f"--sweep {spec}: needs start <= stop and a positive step")
+    count = int((b - a) / d) + 1
+    if count > MAX_GRID:
+        raise InputError(f"--sweep {spec}: {count} values; at most {MAX_GRID}")
+    return [format((a + i * d).normalize(), "f") for i in range(count)]
+
+
+def evaluate(runs: Sequence[Sequence[Series]], base: TradingConfig, overrides: dict[str, str],
+             options: dict[str, Any]) -> dict[str, Any]:
+    """One point of a sweep: every replay with `overrides`, totalled.  Any executor's workers run this."""
+    results = [replay(series, trading_for(base, series, overrides), show_progress=False, **options)
+               for series in runs]
+    return {"params": overrides, **totals(results)}
+
+
+def ranked(points: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Best P&L first, the smaller drawdown first among equals; numbered from 1."""
+    order = sorted(points, key=lambda p: (-Decimal(p["pnl"]), p["max_drawdown_pct"]))
+    return [{"rank": i, **p} for i, p in enumerate(order, 1)]
+
+
+_JOBS: tuple[Any, ...] = ()        # (runs, base, options) of this worker process
+
+
+def _init_worker(jobs: tuple[Any, ...]) -> None:
+    global _JOBS
+    _JOBS = jobs
+    logging.getLogger("includes.agent").setLevel(logging.WARNING)
+
+
+def _sweep_point(overrides: dict[str, str]) -> dict[str, Any]:
+    runs, base, options = _JOBS
+    return evaluate(runs, base, overrides, options)
+
+
+def sweep(runs: Sequence[Sequence[Series]], base: TradingConfig, grid: Sequence[dict[str, str]], workers: int,
+          options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every grid point over every replay, in `workers` processes, ranked.
+
+    The candles reach the workers once, when the pool starts (copied by fork,
+    or pickled where processes are spawned), not once per point.
+    """
+    import multiprocessing
+
+    for overrides in grid:          # a bad point fails here, in one line, before any work starts
+        for series in runs:
+            trading_for(base, series, overrides)
+    jobs = (runs, base, options)
+    if workers <= 1:
+        _init_worker(jobs)
+        return ranked(_sweep_point(o) for o in progress(grid, total=len(grid), desc="sweep"))
+    with multiprocessing.Pool(min(workers, len(grid)), initializer=_init_worker, initargs=(jobs,)) as pool:
+        return ranked(progress(pool.imap_unordered(_sweep_point, grid), total=len(grid), desc="sweep"))
+
+
+def print_sweep(points: Sequence[dict[str, Any]], out: IO[str]) -> None:
+    keys = list(points[0]["params"]) if points else []
+    print(f"sweep: {len(points)} combination(s), best P&L first", file=out)
+    print(f"{'rank':>4} " + " ".join(f"{k:>18}" for k in keys) +
+          f" {'P&L':>12} {'return%':>8} {'trades':>7} {'win%':>6} {'maxDD%':>7} {'B&H%':>8}", file=out)
+    for p in points:
+        win = "-" if p["win_rate_pct"] is None else f"{p['win_rate_pct']:.1f}"
+        print(f"{p['rank']:>4} " + " ".join(f"{p['params'][k]:>18}" for k in keys) +
+              f" {Decimal(p['pnl']):>12.4f} {p['return_pct']:>8.2f} {p['closed_trades']:>7} {win:>6} "
+              f"{p['max_drawdown_pct']:>7.2f} {p['buy_hold_pct']:>8.2f}", file=out)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def parse_time(text: str | None, option: str) -> int | None:
+    """Unix seconds, or an ISO date or date-time (UTC unless it says otherwise)."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} {text}: expected unix seconds or a date like 2019-03-29 or "
+                         f"2019-03-29T12:00") from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    if not args.verbose:      # the agent's per-run lines would drown the report
+        logging.getLogger("includes.agent").setLevel(logging.WARNING)
+    start, end = parse_time(args.start, "--start"), parse_time(args.end, "--end")
+    if args.from_db:
+        runs = [read_market_db(cfg, start, end)]
+    else:
+        series = [read_csv(Path(p), cfg.trading.quote) for p in args.csv]
+        runs = [series] if args.portfolio else [[s] for s in series]
+    for run in runs:
+        if len({s.interval for s in run}) > 1:
+            raise InputError("--portfolio: the series must share one timeframe, not "
+                             + ", ".join(f"{s.label} {_minutes(s.interval)}" for s in run))
+    if args.spread < 0 or args.step < 1:
+        raise InputError("--step must be at least 1 minute and --spread not negative")
+    options = {"step_minutes": args.step, "start": start, "end": end, "spread_percent": args.spread,
+               "every_step": args.every_step}
+    if args.sweep:
+        points = sweep(runs, cfg.trading, parse_sweep(args.sweep), args.workers or os.cpu_count() or 1, options)
+        print_sweep(points, sys.stdout)
+        if args.json:
+            write_json(args.json, {"settings": _settings(cfg.trading, options), "sweep": points})
+        return 0
+    results = []
+    for run in runs:
+        label = run[0].label if len(run) == 1 else ("market_db" if args.from_db else "portfolio")
+        results.append(replay(run, trading_for(cfg.trading, run, {}), label=label, **options))
+    rep = report(results, _settings(results[0].trading, options))
+    print_report(rep, sys.stdout)
+    if args.json:
+        write_json(args.json, rep)
+    if args.charts:
+        for path in write_charts(results, cfg.path(cfg.paths.img)):
+            log.info("chart written: %s", path)
+    return 0
+
+
+def _settings(trading: TradingConfig, options: dict[str, Any]) -> dict[str, Any]:
+    return {**trading.model_dump(mode="json", include={"sell_percent", "fee_percent", "max_threads", "max_per_trade",
+                                                        "stop_loss_percent", "max_hold_hours", "buy_trend_window",
+                                                        "trend_windows", "dry_run_balance", "quote"}),
+            "step_minutes": options["step_minutes"], "spread_percent": str(options["spread_percent"]),
+            "start": options["start"], "end": options["end"]}

@@ -1,0 +1,395 @@
+"""The charts of plot_graphs.py and img/index.html, the static page that shows them.
+
+One PNG per market (close, trends, the journal's buys and sells), one per
+journal namespace for the portfolio, one for the global market when
+CoinMarketCap data is there, and the thread table in the page itself.
+matplotlib (Agg, no pyplot: nothing global, no display) is imported only here,
+only when drawing; the numbers are computed first, in plain Python, from Decimals.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import logging
+import re
+import time
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from includes.errors import StorageError
+from includes.money import ZERO, percent_change
+from includes.runtime import write_atomic
+from includes.storage.state import ACTIVE, SELLING
+from includes.trends import trends as compute_trends
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from includes.config import Config
+    from includes.platforms.base import Candle
+    from includes.storage.marketdb import MarketDB
+    from includes.storage.state import Thread
+
+log = logging.getLogger(__name__)
+logging.getLogger("matplotlib").setLevel(logging.WARNING)   # its DEBUG font search would flood --verbose
+
+NAMESPACES = ("live", "dry")
+FILLED = ("closed", "canceled", "expired")           # final statuses that may carry a fill
+PLAIN_MARKET = re.compile(r"[A-Za-z0-9]{1,16}/[A-Za-z0-9]{1,16}")
+UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+SIZE = (9, 4.2)                                       # inches at 100 dpi: 900 x 420 pixels
+
+
+def chart_stem(market: str) -> str:
+    """A file name for a market's chart that stays inside img/, whatever the name.
+
+    BTC/EUR gives BTC-EUR.  Any other name gives market_<sanitized>_<hash>: only
+    [A-Za-z0-9_], never empty, never a dot, and the hash keeps two names that
+    sanitize alike apart.  The page's own charts (portfolio_live, global_market)
+    have an underscore and no such prefix, so no market name can take their file.
+    """
+    if PLAIN_MARKET.fullmatch(market):
+        return market.replace("/", "-")
+    digest = hashlib.sha256(market.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"market_{UNSAFE.sub('_', market)[:40]}_{digest}"
+
+
+def chart_path(img: Path, stem: str) -> Path:
+    path = img / f"{stem}.png"
+    if path.parent != img or not re.fullmatch(r"[A-Za-z0-9_-]+", stem):
+        raise ValueError(f"chart name {stem!r} would leave {img}")
+    return path
+
+
+# --- the numbers --------------------------------------------------------------------------
+
+def filled_orders(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Journal rows that moved money, in the order they filled."""
+    done = [r for r in rows if r["status"] in FILLED and r["filled"] and r["price"]]
+    return sorted(done, key=order_time)
+
+
+def order_time(row: Mapping[str, Any]) -> float:
+    return float(row["result_at"] or row["intent_at"])
+
+
+@dataclass(frozen=True)
+class PortfolioPoint:
+    ts: int
+    quote: Decimal          # quote currency balance
+    positions: Decimal      # what the held volumes were worth then
+    realised: Decimal       # profit and loss of the closed trades so far, fees included
+
+
+def portfolio(orders: Sequence[Mapping[str, Any]], prices: Mapping[str, Sequence[tuple[int, Decimal]]],
+              times: Sequence[int], start: Decimal = ZERO) -> list[PortfolioPoint]:
+    """The portfolio at each of `times` from the filled orders (oldest first).
+
+    A buy spends cost + fee, a sell brings cost - fee; a sell realises its
+    proceeds less what its thread's buy spent.  Held volumes are valued at the
+    last known price (`prices`: per market, (ts, price) oldest first), else at
+    the last fill price.
+    """
+    quote, realised = start, ZERO
+    held: dict[str, Decimal] = {}
+    spent: dict[Any, Decimal] = {}
+    last_fill: dict[str, Decimal] = {}
+    points, i = [], 0
+    for t in times:
+        while i < len(orders) and order_time(orders[i]) <= t:
+            o = orders[i]
+            i += 1
+            last_fill[o["market"]] = o["price"]
+            fee = o["fee"] or ZERO
+            if o["side"] == "buy":
+                quote -= o["cost"] + fee
+                held[o["market"]] = held.get(o["market"], ZERO) + o["filled"]
+                spent[o["thread"]] = o["cost"] + fee
+            else:
+                quote += o["cost"] - fee
+                held[o["market"]] = held.get(o["market"], ZERO) - o["filled"]
+                if o["thread"] in spent:
+                    realised += o["cost"] - fee - spent.pop(o["thread"])
+        value = sum((volume * _price_at(prices.get(m, ()), t, last_fill[m]) for m, volume in held.items()), ZERO)
+        points.append(PortfolioPoint(t, quote, value, realised))
+    return points
+
+
+def _price_at(series: Sequence[tuple[int, Decimal]], t: int, fallback: Decimal) -> Decimal:
+    i = bisect_right(series, t, key=lambda p: p[0])
+    return series[i - 1][1] if i else fallback
+
+
+def time_grid(start: int, end: int, orders: Sequence[Mapping[str, Any]], points: int = 400) -> list[int]:
+    """Evenly spaced times from start to end (at most an hour apart), plus each fill time."""
+    step = max(3600, (end - start) // points)
+    grid = set(range(start, end, step)) | {end}
+    grid |= {int(order_time(o)) for o in orders if start <= order_time(o) <= end}
+    return sorted(grid)
+
+
+def gain(thread: Thread, price: Decimal, fee_percent: Decimal) -> Decimal | None:
+    """Net gain of an active thread sold at `price`, as the agent reckons it."""
+    if thread.value <= 0:
+        return None
+    return percent_change(thread.value, thread.volume * price * (1 - fee_percent / 100))
+
+
+# --- drawing ------------------------------------------------------------------------------
+
+def label(name: str, width: int = 60) -> str:
+    """A name as a chart can print it: printable, and short enough for the layout."""
+    shown = "".join(c if c.isprintable() else "?" for c in name)
+    return shown if len(shown) <= width else shown[:width - 1] + "…"
+
+
+def _figure(rows: int = 1) -> tuple[Figure, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(SIZE[0], SIZE[1] * (1 if rows == 1 else 1.5)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """Rendered in memory, then written under a temporary name in img/ and renamed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
+
+
+def _dates(ts: Iterable[float]) -> list[datetime]:
+    return [datetime.fromtimestamp(t, UTC) for t in ts]
+
+
+def _time_axis(ax: Any) -> None:
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(tz=UTC)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))
+    ax.grid(True, alpha=0.3)
+
+
+def draw_no_data(path: Path, title: str, reason: str) -> None:
+    fig, (ax,) = _figure()
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=14, color="#666666", wrap=True)
+    _save(fig, path)
+
+
+def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapping[int, Decimal],
+                orders: Sequence[Mapping[str, Any]], hours: int) -> None:
+    """Close over the window, the trends in the title, a marker per fill (hollow: dry-run)."""
+    fig, (ax,) = _figure()
+    ax.plot(_dates(c.ts for c in candles), [float(c.close) for c in candles], color="#1f5fa8", lw=1.2,
+            label="close")
+    for side, marker, color in (("buy", "^", "#1a9641"), ("sell", "v", "#d7191c")):
+        for ns in NAMESPACES:
+            mine = [o for o in orders if o["side"] == side and o["namespace"] == ns]
+            if mine:
+                ax.scatter(_dates(order_time(o) for o in mine), [float(o["price"]) for o in mine], s=70,
+                           marker=marker, edgecolors=color, facecolors=color if ns == "live" else "none",
+                           linewidths=1.5, zorder=3, label=f"{side} ({ns})")
+    shown = "   ".join(f"{h} h {t:+.2f}%" for h, t in sorted(trends.items())) or "no trend yet"
+    ax.set_title(f"{market}: close over the last {hours} h (UTC), last {candles[-1].close}\n"
+                 f"trends  {shown}", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    _time_axis(ax)
+    _save(fig, path)
+
+
+def draw_portfolio(path: Path, namespace: str, points: Sequence[PortfolioPoint], quote: str,
+                   start_known: bool) -> None:
+    fig, (top, bottom) = _figure(rows=2)
+    when = _dates(p.ts for p in points)
+    balance = [float(p.quote) for p in points]
+    positions = [float(p.positions) for p in points]
+    top.stackplot(when, balance, positions, labels=[f"{quote} balance", "positions at market price"],
+                  colors=["#9ecae1", "#fdae6b"], alpha=0.8)
+    top.plot(when, [b + v for b, v in zip(balance, positions)], color="#333333", lw=1, label="total")
+    basis = "" if start_known else f" ({quote} balance counted from 0 before the first order)"
+    top.set_title(f"{namespace} portfolio in {quote}{basis}", fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.step(when, [float(p.realised) for p in points], where="post", color="#6a3d9a")
+    bottom.axhline(0, color="#999999", lw=0.8)
+    bottom.set_title(f"realised P&L, {quote}: {points[-1].realised:+.2f}", fontsize=10)
+    _time_axis(top)
+    _time_axis(bottom)
+    _save(fig, path)
+
+
+def draw_global(path: Path, rows: Sequence[Mapping[str, Any]], hours: int) -> None:
+    fig, (ax,) = _figure()
+    when = _dates(r["ts"] for r in rows)
+    ax.plot(when, [float(r["total_market_cap"]) / 1e9 for r in rows], color="#1f5fa8")
+    ax.set_ylabel(f"total market cap, billion {rows[-1]['quote']}", color="#1f5fa8")
+    right = ax.twinx()
+    right.plot(when, [float(r["btc_dominance"]) for r in rows], color="#e6550d")
+    right.set_ylabel("BTC dominance, %", color="#e6550d")
+    ax.set_title(f"global market over the last {hours} h (UTC), {rows[-1]['source']}", fontsize=10)
+    _time_axis(ax)
+    _save(fig, path)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+@dataclass
+class Page:
+    charts: list[tuple[str, str, str]] = field(default_factory=list)     # (section, file name, caption)
+    threads: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def tracked_markets(cfg: Config) -> list[str]:
+    return cfg.plots.markets if cfg.plots.markets is not None else \
+        [f"{c}/{cfg.trading.quote}" for c in cfg.trading.currencies]
+
+
+def plot_all(cfg: Config, now: int | None = None) -> Page:
+    """Every chart, then index.html; a market without data gets a chart that says so."""
+    from includes.storage import open_market_db
+
+    now = int(time.time()) if now is None else now
+    img = cfg.path(cfg.paths.img)
+    img.mkdir(parents=True, exist_ok=True)
+    page = Page()
+    db = open_market_db(cfg)
+    try:
+        journal = {ns: filled_orders(db.journal(ns)) for ns in NAMESPACES}
+        prices = {}
+        for market in tracked_markets(cfg):
+            prices[market] = plot_market(cfg, db, page, img, market, journal, now)
+        for ns in NAMESPACES:
+            if journal[ns]:
+                plot_portfolio(cfg, db, page, img, ns, journal[ns], now)
+        if not any(journal.values()):
+            name = "portfolio_dry" if cfg.trading.dry_run else "portfolio_live"
+            draw_no_data(chart_path(img, name), "portfolio", "no order has been filled yet")
+            page.charts.append(("Portfolio", f"{name}.png", "portfolio: no order yet"))
+        metrics = db.global_metrics(since=now - cfg.plots.window_hours * 3600)
+        if metrics:
+            draw_global(chart_path(img, "global_market"), metrics, cfg.plots.window_hours)
+            page.charts.append(("Global market", "global_market.png", "total market cap and BTC dominance"))
+        thread_tables(cfg, page, prices)
+    finally:
+        db.close()
+    write_atomic(img / "index.html", index_html(page, now, cfg.plots.window_hours))
+    return page
+
+
+def plot_market(cfg: Config, db: MarketDB, page: Page, img: Path, market: str,
+                journal: Mapping[str, Sequence[Mapping[str, Any]]], now: int) -> Decimal | None:
+    """The market's chart; returns its last price for the thread table."""
+    interval, hours = cfg.market_data.candle_interval, cfg.plots.window_hours
+    since = now - hours * 3600
+    history = db.candles(cfg.exchange.name, market, interval,
+                         since=now - (max(max(cfg.trading.trend_windows), hours) + 1) * 3600)
+    shown = [c for c in history if c.ts >= since]
+    path = chart_path(img, chart_stem(market))
+    if not shown:
+        draw_no_data(path, label(market), f"no price data for {label(market, 30)} in the last {hours} h")
+        page.charts.append(("Markets", path.name, f"{market}: no data"))
+        log.info("%r: no candles in the last %d h; chart says so", market, hours)
+        return None
+    trends = compute_trends(history, now, cfg.trading.trend_windows, interval)
+    orders = [o for ns in NAMESPACES for o in journal[ns] if o["market"] == market and order_time(o) >= since]
+    draw_market(path, label(market), shown, trends, orders, hours)
+    page.charts.append(("Markets", path.name, market))
+    return shown[-1].close
+
+
+def plot_portfolio(cfg: Config, db: MarketDB, page: Page, img: Path, ns: str,
+                   orders: Sequence[Mapping[str, Any]], now: int) -> None:
+    start_at = int(order_time(orders[0]))
+    prices = {}
+    for market in {o["market"] for o in orders}:
+        tickers = db.tickers(cfg.exchange.name, market, since=start_at)
+        if tickers:
+            prices[market] = [(t["ts"], t["last"]) for t in tickers]
+        else:
+            interval = cfg.market_data.candle_interval
+            prices[market] = [(c.ts + interval * 60, c.close)
+                              for c in db.candles(cfg.exchange.name, market, interval, since=start_at)]
+    start = cfg.trading.dry_run_balance if ns == "dry" else ZERO
+    points = portfolio(orders, prices, time_grid(start_at, now, orders), start)
+    name = f"portfolio_{ns}"
+    draw_portfolio(chart_path(img, name), ns, points, cfg.trading.quote, start_known=ns == "dry")
+    page.charts.append(("Portfolio", f"{name}.png", f"{ns} portfolio"))
+
+
+def thread_tables(cfg: Config, page: Page, prices: Mapping[str, Decimal | None]) -> None:
+    """Both namespaces' threads; a state store that cannot be read is noted, not fatal."""
+    from includes.storage import open_state
+
+    for ns in NAMESPACES:
+        try:
+            store = open_state(cfg, ns)
+            try:
+                threads = store.threads()
+            finally:
+                store.close()
+        except StorageError as exc:
+            page.notes.append(f"{ns} threads: {exc}")
+            log.warning("%s threads not shown: %s", ns, exc)
+            continue
+        if threads:
+            page.threads[ns] = [thread_row(t, prices.get(f"{t.currency}/{cfg.trading.quote}"),
+                                           cfg.trading.fee_percent) for t in threads]
+
+
+def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[str, str]:
+    held = t.state in (ACTIVE, SELLING) and price is not None
+    g = gain(t, price, fee_percent) if held else None
+    return {"thread": str(t.n), "state": t.state, "currency": t.currency or "",
+            "invested": f"{t.value:f}" if t.value else "", "volume": f"{t.volume:f}" if t.volume else "",
+            "buy price": f"{t.lastbuyvalue:f}" if t.lastbuyvalue is not None else "",
+            "last sell": f"{t.lastsellvalue:f}" if t.lastsellvalue is not None else "",
+            "price now": f"{price:f}" if held else "", "net gain": f"{g:+.2f}%" if g is not None else "",
+            "updated": _utc(t.updated) if t.updated else "", "order": t.order_ref}
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+STYLE = """body{font-family:sans-serif;margin:1em 2em;color:#222;background:#fff}
+h2{border-bottom:1px solid #ccc;padding-bottom:.2em}figure{display:inline-block;margin:.5em}
+img{max-width:100%;height:auto;border:1px solid #ddd}table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.note{color:#a00}"""
+
+
+def index_html(page: Page, now: int, hours: int) -> str:
+    """The page: every value escaped, every chart by a name chart_path made safe."""
+    e = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           '<meta http-equiv="refresh" content="600">', "<title>crontrader</title>",
+           f"<style>{STYLE}</style></head><body>", "<h1>crontrader</h1>",
+           f'<p>Last update: <time datetime="{e(datetime.fromtimestamp(now, UTC).isoformat())}">'
+           f"{e(_utc(now))}</time>; charts cover the last {hours} h.</p>"]
+    out += [f'<p class="note">{e(note)}</p>' for note in page.notes]
+    out.append("<h2>Threads</h2>")
+    if not page.threads:
+        out.append("<p>No thread yet.</p>")
+    for ns, rows in page.threads.items():
+        out.append(f"<h3>{e(ns)}</h3><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in rows[0]) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row.values()) + "</tr>" for row in rows]
+        out.append("</table>")
+    section = None
+    for title, name, caption in page.charts:
+        if title != section:
+            out.append(f"<h2>{e(title)}</h2>")
+            section = title
+        out.append(f'<figure><img src="{e(name)}?v={now}" alt="{e(caption)}" width="{SIZE[0] * 100:.0f}">'
+                   f"<figcaption>{e(caption)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
