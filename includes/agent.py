@@ -36,9 +36,12 @@ OPEN_STATUSES = ("intent", "sent", "unknown")  # journal rows whose result is no
 LOCK_TTL = 900  # seconds; a run takes seconds, and a dead local holder is taken over at once
 
 
+CRASH_AT = os.environ.get("CRONTRADER_CRASH_AT")
+
+
 def crash_point(name: str) -> None:
     """Test hook: die here, as kill -9 would, when CRONTRADER_CRASH_AT names this step."""
-    if os.environ.get("CRONTRADER_CRASH_AT") == name:
+    if CRASH_AT == name:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

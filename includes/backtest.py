@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     import argparse
 
     from includes.config import Config
-    from includes.platforms.base import Platform
 
 log = logging.getLogger(__name__)
 
@@ -285,19 +284,6 @@ class ReplayAgent(Agent):
         return compute_trends(candles, now, windows, self.interval, current=current)
 
 
-class BacktestPaper(PaperPlatform):
-    """Paper fills whose account lives in memory: a replay writes no ledger file.
-
-    (PaperPlatform saves its JSON ledger, fsync included, on every fill.)
-    """
-
-    def __init__(self, source: Platform, start_balance: Decimal) -> None:
-        super().__init__(source, Path(os.devnull) / "ledger.json", start_balance)   # never exists: nothing read
-
-    def _save(self) -> None:
-        """Nothing outlives a replay."""
-
-
 class Gate:
     """From which decision on the agent could act, found on floats; when in doubt, sooner.
 
@@ -404,7 +390,7 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
         raise InputError(f"{label or series[0].label}: no decision time between "
                          f"{iso(first)} and {iso(last)}")
     platform = ReplayPlatform(series, trading.quote, trading.fee_percent, spread_percent=spread_percent)
-    paper = BacktestPaper(platform, trading.dry_run_balance)
+    paper = PaperPlatform(platform, None, trading.dry_run_balance)
     store = MemoryStateStore("backtest", "dry", clock=platform.now)
     db = MemoryMarketDB({(EXCHANGE, s.market, s.interval): s for s in series}, clock=platform.now)
     times = range(first, last + 1, step)

@@ -194,6 +194,6 @@ def test_an_unavailable_market_is_never_bought(job_config, rising):
 def test_a_minimum_too_high_falls_back_to_the_next_currency(job_config, rising):
     move(rising, "ADA", "2")     # ADA rises most, but 15 ADA cost more than 5 EUR
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4})
-    summary = run_agent(cfg)
+    run_agent(cfg)
     assert [t.currency for t in threads(cfg, "dry")][:2] == ["BTC", "ETH"]
     assert [r["status"] for r in journal(cfg, "dry")].count("failed") == 1

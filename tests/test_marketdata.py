@@ -6,7 +6,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from includes.marketdata import AVAILABLE_FILE, available_markets, get_api_data

@@ -231,6 +231,8 @@ def _hold_lock_and_die(url: str, prefix: str) -> None:
 
 
 def test_a_lock_whose_holder_died_on_this_host_is_taken_over(state_store, state_store_target):
+    if state_store_target[0] == "memory":
+        pytest.skip("a memory store lives in one process")
     worker = multiprocessing.get_context("fork").Process(target=_hold_lock_and_die,
                                                          args=state_store_target)
     worker.start()
@@ -287,6 +289,8 @@ def race(kind: str, fn, *args, workers: int = 8) -> dict[int, object]:
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
 def test_concurrent_claimers_take_each_thread_exactly_once(state_store, state_store_target, kind):
+    if state_store_target[0] == "memory":
+        pytest.skip("a memory store lives in one process")
     total = 40
     state_store.ensure_threads(total)
     won = race(kind, claim_every_thread, *state_store_target, total)
@@ -298,6 +302,8 @@ def test_concurrent_claimers_take_each_thread_exactly_once(state_store, state_st
 
 
 def test_concurrent_lockers_have_one_winner_each(state_store_target):
+    if state_store_target[0] == "memory":
+        pytest.skip("a memory store lives in one process")
     won = race("processes", take_every_lock, *state_store_target, 20)
     assert sorted(i for locks in won.values() for i in locks) == list(range(20))
 

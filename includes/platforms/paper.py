@@ -24,12 +24,13 @@ from includes.runtime import write_atomic
 class PaperPlatform(Platform):
     name = "paper"
 
-    def __init__(self, source: Platform, ledger: Path, start_balance: Decimal) -> None:
+    def __init__(self, source: Platform, ledger: Path | None, start_balance: Decimal) -> None:
+        """`ledger` None keeps the account in memory (a backtest: nothing outlives it)."""
         super().__init__(source.quote, source.fee_percent)
         self.source = source
         self.max_candles = source.max_candles
         self.ledger = ledger
-        if ledger.exists():
+        if ledger is not None and ledger.exists():
             data = json.loads(ledger.read_text())
             self.balances = {k: Decimal(v) for k, v in data["balances"].items()}
             self.orders = {ref: _order_from_json(o) for ref, o in data["orders"].items()}
@@ -108,6 +109,8 @@ class PaperPlatform(Platform):
         return sorted(self.orders.values(), key=lambda o: o.opened_at, reverse=True)
 
     def _save(self) -> None:
+        if self.ledger is None:
+            return
         data = {"saved_at": time.time(), "balances": {k: str(v) for k, v in self.balances.items()},
                 "orders": {ref: _order_to_json(o) for ref, o in self.orders.items()}}
         write_atomic(self.ledger, json.dumps(data, indent=1))

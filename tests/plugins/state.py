@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from includes.storage.memory import MemoryStateStore
 from includes.storage.state import StateStore, open_state_store
 from tests.conftest import REDIS_URL
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "memory"])
 def state_store_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """(url, prefix) of an empty state store of each kind."""
+    """(url, prefix) of an empty state store of each kind ("memory": the backtest's)."""
+    if request.param == "memory":
+        return "memory", "crontrader"
     if request.param == "redis":
         return REDIS_URL, request.getfixturevalue("redis_namespace")
     return f"sqlite:///{tmp_path / 'state.db'}", "crontrader"
@@ -22,9 +25,12 @@ def state_store_target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[
 def open_store(state_store_target: tuple[str, str]) -> Iterator[Callable[..., StateStore]]:
     """Opens more stores on the same target (another mode, another agent); closes them after."""
     opened: list[StateStore] = []
+    shared: dict = {}  # memory stores of one test share their data, like clients of one server
 
     def open_(mode: str = "live") -> StateStore:
-        opened.append(open_state_store(*state_store_target, mode=mode))
+        url, prefix = state_store_target
+        opened.append(MemoryStateStore(prefix, mode, data=shared) if url == "memory"
+                      else open_state_store(url, prefix, mode=mode))
         return opened[-1]
 
     yield open_
