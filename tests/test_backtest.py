@@ -408,10 +408,10 @@ def test_the_memory_state_store_moves_threads_on_the_replay_clock():
 
 def test_the_replay_fills_nothing_itself_paper_fills_at_its_prices(tmp_path, hand_csv):
     platform = ReplayPlatform([read_csv(hand_csv, "EUR")], "EUR", D("0.26"), spread_percent=D(0))
+    platform.clock = T0 + 35 * H
     with pytest.raises(PermanentError, match="wrap it in PaperPlatform"):
         platform.buy(D(5), "ABC", "r1")
     paper = PaperPlatform(platform, tmp_path / "ledger.json", D(100))
-    platform.clock = T0 + 35 * H
     order = paper.buy(D(5), "ABC", "r1")
     assert (order.market, order.price, order.closed_at) == ("ABC/EUR", 110, T0 + 35 * H)
     assert paper.get_account_info().balance("ABC") == order.filled

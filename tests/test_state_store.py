@@ -264,6 +264,7 @@ def _run(fn, args: tuple, worker: int, barrier, results) -> None:
         results.put((worker, fn(*args, worker)))
     except Exception as exc:                  # reported to the test, which fails with it
         results.put((worker, exc))
+    barrier.wait(30)  # nobody exits before all have tried: a dead holder's lock may be taken over
 
 
 def race(kind: str, fn, *args, workers: int = 8) -> dict[int, object]:

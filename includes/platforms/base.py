@@ -6,16 +6,37 @@ names (Kraken's XXBTZEUR, Bittrex's BTC-EUR) and back.  Money is Decimal.
 """
 from __future__ import annotations
 
+import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
-from includes.errors import MarketUnavailable, OrderTooSmall, UnknownMarket
+from includes.errors import MarketUnavailable, OrderTooSmall, RateLimited, TemporaryError, UnknownMarket
 from includes.money import ZERO, round_down
 from includes.trends import price_at, trends
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def retrying(call: Callable[[], T], retries: int, sleep: Callable[[float], None]) -> T:
+    """`call`, repeated after a temporary failure with exponential backoff (three
+    times longer after a rate limit).  Only for calls that are safe to repeat."""
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except TemporaryError as exc:
+            if attempt == retries:
+                raise
+            delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
+            log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
+
 
 MARKET_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 CURRENCY_RE = re.compile(r"^[A-Z0-9]{1,16}$")
@@ -153,12 +174,9 @@ class Platform(ABC):
         """
 
     @abstractmethod
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        """Market-buy `currency` for at most `amount_quote`, tagged with our `ref`."""
-
-    @abstractmethod
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
-        """Market-sell `volume` of `currency`, tagged with our `ref`."""
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """Send a market order of `volume`, already rounded and checked, tagged with our
+        `ref` and never sent twice for it; `price` is the fill expected (ask or bid)."""
 
     @abstractmethod
     def get_order(self, ref: str) -> Order | None:
@@ -176,6 +194,24 @@ class Platform(ABC):
     def canonical(self, currency: str) -> str:
         """Our name for a venue's spelling of a currency (Kraken's XBT is BTC)."""
         return currency
+
+    def bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
+        ticker = self.get_tickers([market.symbol])[market.symbol]
+        return ticker.bid, ticker.ask
+
+    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
+        """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`."""
+        market = self.market(currency)
+        _, ask = self.bid_ask(market)
+        return self.place_order(market, "buy", self.buy_volume(market, amount_quote, ask), ask, ref)
+
+    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+        """Market-sell `volume` of `currency`, rounded down to the pair's decimals, tagged with our `ref`."""
+        market = self.market(currency)
+        volume = market.order_volume(volume, Decimal(1))
+        bid, _ = self.bid_ask(market)
+        market.check_order(volume, bid)
+        return self.place_order(market, "sell", volume, bid, ref)
 
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The volume a market buy of at most `amount_quote`, fee included, may ask for."""

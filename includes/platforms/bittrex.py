@@ -35,7 +35,7 @@ from includes.errors import (AuthenticationError, ExchangeError, InsufficientFun
                              OrderStateUnknown, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
                              UnknownMarket)
 from includes.money import ZERO, round_half_even, to_decimal
-from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker
+from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
 
 log = logging.getLogger(__name__)
 
@@ -134,18 +134,10 @@ class BittrexPlatform(Platform):
     # --- transport --------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         """One client call, repeated on temporary failures only when `retry` allows it."""
-        retries = self.retries if retry else 0
-        for attempt in range(retries + 1):
+        def paced() -> Any:
             self._pace()
-            try:
-                return fn(*args, **kwargs)
-            except TemporaryError as exc:
-                if attempt == retries:
-                    raise
-                delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
-                log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, delay)
-                self.sleep(delay)
-        raise AssertionError("unreachable")
+            return fn(*args, **kwargs)
+        return retrying(paced, self.retries if retry else 0, self.sleep)
 
     def _private(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         if not self.has_key:
@@ -253,24 +245,12 @@ class BittrexPlatform(Platform):
         return AccountInfo({b["currencySymbol"]: to_decimal(b["available"], b["currencySymbol"])
                             for b in self._private(self.client.get_balances)})
 
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        """Market buy for at most `amount_quote`, the fee included."""
-        market = self.market(currency)
-        _, ask = self._bid_ask(market)
-        return self._post_order(market, OrderDirection.BUY, self.buy_volume(market, amount_quote, ask), ref)
-
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
-        market = self.market(currency)
-        volume = market.order_volume(volume, Decimal(1))
-        bid, _ = self._bid_ask(market)
-        market.check_order(volume, bid)
-        return self._post_order(market, OrderDirection.SELL, volume, ref)
-
-    def _bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
+    def bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
+        """One market's ticker: Bittrex has a call for it."""
         t = self._call(self.client.get_ticker, market.exchange_symbol)
         return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
 
-    def _post_order(self, market: Market, direction: OrderDirection, volume: Decimal, ref: str) -> Order:
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """A MARKET order, IMMEDIATE_OR_CANCEL, of a volume checked against the market's
         rules before sending.  POST /orders goes out once.  If the reply is lost, or
         Bittrex says the clientOrderId is taken, `ref` is looked up first."""
@@ -280,6 +260,7 @@ class BittrexPlatform(Platform):
             raise PermanentError(f"order reference {ref!r} is not a UUID (Bittrex's clientOrderId)",
                                  exchange=self.name) from None
         quantity = f"{volume:f}"  # a string: exact, where bittrex-api's float would round
+        direction = OrderDirection.BUY if side == "buy" else OrderDirection.SELL
         new = self.client.create_new_order_dict(market.exchange_symbol, direction, OrderType.MARKET,
                                                 TimeInForce.IMMEDIATE_OR_CANCEL, quantity=quantity,
                                                 client_order_id=ref)

@@ -225,20 +225,7 @@ class CcxtPlatform(Platform):
         return AccountInfo({code: to_decimal(amount, code) for code, amount in free.items()
                             if amount is not None and CURRENCY_RE.match(code)})
 
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        """Market buy for at most `amount_quote`, the fee included."""
-        market = self.market(currency)
-        price = self.get_tickers([market.symbol])[market.symbol].ask
-        return self._create_order(market, "buy", self.buy_volume(market, amount_quote, price), ref)
-
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
-        market = self.market(currency)
-        volume = market.order_volume(volume, Decimal(1))
-        price = self.get_tickers([market.symbol])[market.symbol].bid
-        market.check_order(volume, price)
-        return self._create_order(market, "sell", volume, ref)
-
-    def _create_order(self, market: Market, side: str, volume: Decimal, ref: str) -> Order:
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """Never sent blindly.  Most venues refuse a client id that is already in use
         only while that order is open, so `ref` is looked up first.  If the reply is
         lost, `ref` is looked up again."""

@@ -29,7 +29,7 @@ from includes.errors import (AuthenticationError, ExchangeError, InsufficientFun
                              MarketUnavailable, OrderStateUnknown, OrderTooSmall, PermanentError,
                              RateLimited, TemporaryError, UnknownMarket)
 from includes.money import to_decimal
-from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
+from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +161,7 @@ class KrakenPlatform(Platform):
         return self._call(method, params or {}, private=True, retries=self.retries if retry else 0)
 
     def _call(self, method: str, params: dict[str, Any], *, private: bool, retries: int) -> Any:
-        """One API call, repeated on temporary failures only when `retries` allows it."""
-        for attempt in range(retries + 1):
-            try:
-                return self._once(method, params, private)
-            except TemporaryError as exc:
-                if attempt == retries:
-                    raise
-                delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
-                log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, delay)
-                self.sleep(delay)
-        raise AssertionError("unreachable")
+        return retrying(lambda: self._once(method, params, private), retries, self.sleep)
 
     def _once(self, method: str, params: dict[str, Any], private: bool) -> Any:
         try:
@@ -343,20 +333,7 @@ class KrakenPlatform(Platform):
             balances[name] = balances.get(name, Decimal(0)) + to_decimal(amount, asset)
         return AccountInfo(balances)
 
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        """Market buy for at most `amount_quote`, the taker fee included."""
-        market = self.market(currency)
-        price = self.get_tickers([market.symbol])[market.symbol].ask
-        return self._add_order(market, "buy", self.buy_volume(market, amount_quote, price), ref)
-
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
-        market = self.market(currency)
-        volume = market.order_volume(volume, Decimal(1))
-        price = self.get_tickers([market.symbol])[market.symbol].bid
-        market.check_order(volume, price)
-        return self._add_order(market, "sell", volume, ref)
-
-    def _add_order(self, market: Market, side: str, volume: Decimal, ref: str) -> Order:
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """AddOrder is never re-sent blindly: a doubt is settled by asking for `ref`."""
         if not CL_ORD_ID.match(ref):
             raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name)

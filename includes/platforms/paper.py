@@ -61,25 +61,11 @@ class PaperPlatform(Platform):
     def get_account_info(self) -> AccountInfo:
         return AccountInfo(dict(self.balances))
 
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        if ref in self.orders:  # the same reference never fills twice, as on a real venue
-            return self.orders[ref]
-        market = self.market(currency)
-        price = self.get_tickers([market.symbol])[market.symbol].ask
-        volume = self.buy_volume(market, amount_quote, price)
-        return self._fill(market, "buy", volume, price, ref)
-
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """Filled at once at `price`, with Kraken's arithmetic: cost rounded half-even,
+        the fee rounded up, both to cost_decimals.  A ref never fills twice."""
         if ref in self.orders:
             return self.orders[ref]
-        market = self.market(currency)
-        volume = market.order_volume(volume, Decimal(1))
-        price = self.get_tickers([market.symbol])[market.symbol].bid
-        market.check_order(volume, price)
-        return self._fill(market, "sell", volume, price, ref)
-
-    def _fill(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """Kraken's arithmetic: cost rounded half-even, the fee rounded up, both to cost_decimals."""
         cost = round_half_even(volume * price, market.cost_decimals)
         fee = round_up(cost * self.fee_percent / 100, market.cost_decimals)
         base, quote = self.balances.get(market.base, Decimal(0)), self.balances.get(market.quote, Decimal(0))

@@ -141,10 +141,7 @@ class ReplayPlatform(Platform):
             raise UnknownMarket(f"the replay has no market {market}", exchange=self.name) from None
 
     # The replay is prices only: PaperPlatform wrapped around it fills the orders.
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        raise self._no_orders()
-
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         raise self._no_orders()
 
     def get_order(self, ref: str) -> Order | None:

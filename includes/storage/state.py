@@ -385,10 +385,23 @@ class SQLiteStateStore(StateStore):
 
     @_translated
     def _open(self) -> None:
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT NOT NULL, field TEXT NOT NULL,"
-                        " value TEXT NOT NULL, PRIMARY KEY (key, field)) WITHOUT ROWID")
+        """Retried a little: while the last connection of another process closes, SQLite
+        checkpoints and drops the WAL, and an opener can then be told "locked" at once,
+        without its busy timeout."""
+        for attempt in range(50):
+            try:
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    # Persistent in the file; switching needs the database to itself.
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT NOT NULL, field TEXT NOT NULL,"
+                                " value TEXT NOT NULL, PRIMARY KEY (key, field)) WITHOUT ROWID")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                self.db.close()
+                time.sleep(0.1)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
