@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import (ExchangeError, InsufficientFunds, MarketUnavailable, OrderStateUnknown,
                              OrderTooSmall, UnknownMarket)
 from includes.money import ZERO, percent_change
+from includes.storage import OPEN
 from includes.storage.state import ACTIVE, BUYING, DISABLED, SELLING, WAITING, StateStore, Thread
 from includes.trends import trends as compute_trends
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUSY = (BUYING, ACTIVE, SELLING)
-OPEN_STATUSES = ("intent", "sent", "unknown")  # journal rows whose result is not known yet
 LOCK_TTL = 900  # seconds; a run takes seconds, and a dead local holder is taken over at once
 
 
@@ -122,7 +122,7 @@ class Agent:
                 self.store.abort(thread.n, thread.order_ref)
                 self._note(f"thread {thread.n}: claim {thread.order_ref} had no journal row; undone",
                            self.summary.recovered)
-            elif row["status"] not in OPEN_STATUSES:
+            elif row["status"] not in OPEN:
                 self._move(thread.n, _order_from_row(row), self.summary.recovered)
         self.rebuild_if_lost()
 

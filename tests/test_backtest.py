@@ -20,7 +20,6 @@ from includes.errors import PermanentError, StorageError
 from includes.platforms.base import Candle, Order
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
-from includes.storage import marketdb, memory
 from includes.storage.marketdb import MarketDB
 from includes.storage.memory import MemoryMarketDB, MemoryStateStore
 from includes.storage.state import ACTIVE, WAITING
@@ -348,8 +347,6 @@ def test_the_script_exits_2_with_one_line_on_bad_input(tmp_path, hand_csv):
 # --- the memory stores ------------------------------------------------------------------------------------
 
 def test_the_memory_journal_keeps_the_market_db_semantics(tmp_path):
-    assert (marketdb.NAMESPACES, marketdb.SIDES, marketdb.OPEN, marketdb.FINAL) == (
-        memory.NAMESPACES, memory.SIDES, memory.OPEN, memory.FINAL)
     real = MarketDB(f"sqlite:///{tmp_path / 'm.db'}")
 
     def story(db):

@@ -5,6 +5,13 @@ from typing import TYPE_CHECKING
 
 from includes.runtime import register_secret
 
+# The order journal's vocabulary, shared by the market DB, the backtest's memory
+# journal and the agent (here, where importing it costs nothing).
+NAMESPACES = ("live", "dry")
+SIDES = ("buy", "sell")
+OPEN = ("intent", "sent", "unknown", "pending", "open")   # the exchange must be asked about these
+FINAL = ("closed", "canceled", "expired", "failed")
+
 if TYPE_CHECKING:
     from includes.config import Config
     from includes.storage.marketdb import MarketDB

@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from includes.errors import StorageError
+from includes.storage import FINAL, NAMESPACES, OPEN, SIDES
 from includes.platforms.base import Candle
 
 if TYPE_CHECKING:
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
 
 BATCH = 10_000                      # rows per statement: ~1.2 MB of SQL, below any max_allowed_packet
 DELETE_BATCH = 5_000                # 4 parameters a row: SQLite takes at most 32,766
-NAMESPACES = ("live", "dry")
-SIDES = ("buy", "sell")
-OPEN = ("intent", "sent", "unknown", "pending", "open")     # the exchange must be asked about these
-FINAL = ("closed", "canceled", "expired", "failed")
 DELISTED = "delisted"               # status of a market missing from the venue's listing
 
 

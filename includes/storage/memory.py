@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
+from includes.storage import FINAL, NAMESPACES, OPEN, SIDES
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
 
 if TYPE_CHECKING:
@@ -27,10 +28,6 @@ Clock = Callable[[], float]
 
 # MarketDB's vocabulary, copied rather than imported: importing marketdb loads
 # SQLAlchemy, a tenth of a second a backtest cannot spare.  A test keeps them equal.
-NAMESPACES = ("live", "dry")
-SIDES = ("buy", "sell")
-OPEN = ("intent", "sent", "unknown", "pending", "open")
-FINAL = ("closed", "canceled", "expired", "failed")
 
 
 class MemoryStateStore(StateStore):
