@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
-from includes.errors import MarketUnavailable, OrderTooSmall, RateLimited, TemporaryError, UnknownMarket
+from includes.errors import (ExchangeError, InvalidNonce, MarketUnavailable, OrderStateUnknown, OrderTooSmall,
+                             RateLimited, TemporaryError, UnknownMarket)
 from includes.money import ZERO, round_down
 from includes.trends import price_at, trends
 
@@ -212,6 +213,38 @@ class Platform(ABC):
         bid, _ = self.bid_ask(market)
         market.check_order(volume, bid)
         return self.place_order(market, "sell", volume, bid, ref)
+
+    retries: int = 0
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def send_once(self, ref: str, symbol: str, method: str, send: Callable[[], T],
+                  doubtful: Callable[[ExchangeError], bool] = lambda exc: isinstance(exc, TemporaryError)
+                  ) -> T | Order:
+        """`send()` an order, never blindly twice.
+
+        Refused at the door (a stale nonce, a rate limit), nothing reached the
+        book: it is sent again.  Any other doubt (a timeout, a 5xx, a lost reply)
+        is settled by looking `ref` up: the Order found is returned, else
+        OrderStateUnknown leaves it to the next run.
+        """
+        for attempt in range(self.retries + 1):
+            try:
+                return send()
+            except (InvalidNonce, RateLimited) as exc:
+                if attempt == self.retries:
+                    raise
+                log.warning("%s; order %s sent again", exc, ref)
+                self.sleep(min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1))
+            except ExchangeError as exc:
+                if not doubtful(exc):
+                    raise
+                log.warning("%s: looking order %s up before anything else", exc, ref)
+                order = self.get_order(ref)
+                if order is not None:
+                    return order
+                raise OrderStateUnknown(f"order {ref} for {symbol}: {exc}; not found by its reference yet",
+                                        exchange=self.name, method=method) from None
+        raise AssertionError("unreachable")
 
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The volume a market buy of at most `amount_quote`, fee included, may ask for."""

@@ -32,8 +32,7 @@ from bittrex_api.utils.bittrex_requests import BittrexRequests, RequestMethod
 from bittrex_api.v3 import CandleInterval, OrderDirection, OrderType, TimeInForce
 
 from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, MarketUnavailable,
-                             OrderStateUnknown, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
-                             UnknownMarket)
+                             OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket)
 from includes.money import ZERO, round_half_even, to_decimal
 from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
 
@@ -265,24 +264,9 @@ class BittrexPlatform(Platform):
                                                 TimeInForce.IMMEDIATE_OR_CANCEL, quantity=quantity,
                                                 client_order_id=ref)
         log.info("order %s: %s %s %s at market", ref, direction.value, quantity, market.symbol)
-        for attempt in range(self.retries + 1):
-            try:
-                return self._order(self._private(self.client.post_order, new, retry=False))
-            except RateLimited as exc:  # refused at the door, before any matching
-                if attempt == self.retries:
-                    raise
-                log.warning("%s; order %s sent again", exc, ref)
-                self.sleep(min(0.5 * 2 ** attempt, 8.0) * 3)
-            except ExchangeError as exc:
-                if not isinstance(exc, TemporaryError) and exc.code != ALREADY_EXISTS:
-                    raise
-                log.warning("%s: looking order %s up before anything else", exc, ref)
-                order = self._find_order(ref)
-                if order is not None:
-                    return order
-                raise OrderStateUnknown(f"order {ref} for {market.symbol}: {exc}; not found by its "
-                                        f"reference yet", exchange=self.name, method="post_order") from None
-        raise AssertionError("unreachable")
+        return self.send_once(ref, market.symbol, "post_order",
+                              lambda: self._order(self._private(self.client.post_order, new, retry=False)),
+                              doubtful=lambda exc: isinstance(exc, TemporaryError) or exc.code == ALREADY_EXISTS)
 
     def _find_order(self, ref: str) -> Order | None:
         """Open orders, then the most recently closed ones, searched for our clientOrderId."""

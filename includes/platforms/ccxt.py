@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 
 import ccxt
 
-from includes.errors import (AuthenticationError, ConfigError, ExchangeError, InsufficientFunds, InvalidNonce,
-                             MarketUnavailable, OrderStateUnknown, PermanentError, RateLimited,
-                             TemporaryError, UnknownMarket)
+from includes.errors import (AuthenticationError, ConfigError, ExchangeError, InsufficientFunds,
+                             InvalidNonce, MarketUnavailable, PermanentError, RateLimited, TemporaryError,
+                             UnknownMarket)
 from includes.money import ZERO, to_decimal
 from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
                                      Ticker, split_market)
@@ -233,23 +233,10 @@ class CcxtPlatform(Platform):
         if order is not None:
             return order
         log.info("order %s: %s %s %s at market", ref, side, f"{volume:f}", market.symbol)
-        for attempt in range(self.retries + 1):
-            try:
-                created = self._call("create_order", market.symbol, "market", side, f"{volume:f}", None,
-                                     {"clientOrderId": ref}, retry=False)
-                break
-            except (InvalidNonce, RateLimited) as exc:  # refused at the door, before any matching
-                if attempt == self.retries:
-                    raise
-                log.warning("%s; order %s sent again", exc, ref)
-                self.sleep(min(0.5 * 2 ** attempt, 8.0))
-            except TemporaryError as exc:
-                log.warning("%s: looking order %s up before anything else", exc, ref)
-                order = self._find_order(ref)
-                if order is not None:
-                    return order
-                raise OrderStateUnknown(f"order {ref} for {market.symbol}: {exc}; not found by its "
-                                        f"reference yet", exchange=self.name, method="create_order") from None
+        created = self.send_once(ref, market.symbol, "create_order", lambda: self._call(
+            "create_order", market.symbol, "market", side, f"{volume:f}", None, {"clientOrderId": ref}, retry=False))
+        if isinstance(created, Order):
+            return created
         if self.exchange.has.get("fetchOrder"):  # the creation reply rarely tells the fill
             created = self._call("fetch_order", created["id"], market.symbol)
         return self._order(created, ref)

@@ -26,8 +26,8 @@ import krakenex
 import requests
 
 from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, InvalidNonce,
-                             MarketUnavailable, OrderStateUnknown, OrderTooSmall, PermanentError,
-                             RateLimited, TemporaryError, UnknownMarket)
+                             MarketUnavailable, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
+                             UnknownMarket)
 from includes.money import to_decimal
 from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
 
@@ -344,23 +344,10 @@ class KrakenPlatform(Platform):
         params = {"pair": market.exchange_symbol, "type": side, "ordertype": "market",
                   "volume": f"{volume:f}", "cl_ord_id": ref}
         log.info("order %s: %s %s %s at market", ref, side, params["volume"], market.symbol)
-        for attempt in range(self.retries + 1):
-            try:
-                result = self._private("AddOrder", params, retry=False)
-                break
-            except (InvalidNonce, RateLimited) as exc:
-                # Refused at the door, before any matching: sending again is safe.
-                if attempt == self.retries:
-                    raise
-                log.warning("%s; order %s sent again", exc, ref)
-                self.sleep(min(0.5 * 2 ** attempt, 8.0))
-            except TemporaryError as exc:
-                log.warning("%s: looking order %s up before anything else", exc, ref)
-                order = self._find_order(ref)
-                if order is not None:
-                    return order
-                raise OrderStateUnknown(f"order {ref} for {market.symbol}: {exc}; not found by its "
-                                        f"reference yet", exchange=self.name, method="AddOrder") from None
+        result = self.send_once(ref, market.symbol, "AddOrder",
+                                lambda: self._private("AddOrder", params, retry=False))
+        if isinstance(result, Order):
+            return result
         txids = result.get("txid") or []
         if not txids:
             raise PermanentError(f"AddOrder for {ref} returned no txid", exchange=self.name, method="AddOrder")
