@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RSYNC_EXITS = {11: " (error in file I/O: is the destination full or read-only?)",
+               12: " (error in the protocol data stream)", 23: " (partial transfer)",
+               30: " (timeout)", 255: " (ssh failed)"}
+
 FORMAT = "crontrader-archive"
 VERSION = 1
 SUFFIX = ".jsonl.gz"
@@ -205,13 +209,16 @@ class SSHDestination:
             self.ssh += ["-o", f"UserKnownHostsFile={known_hosts}"]
 
     def _run(self, command: list[str], what: str) -> str:
+        """The command's first error line, or its exit status: rsync relays the remote
+        side's message over the link, which a failing receiver can close first."""
         try:
             done = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise BackupError(f"backup {what} {self.where} failed: {command[0]}: {exc.strerror}") from None
         if done.returncode != 0:
             lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-            reason = lines[0] if lines else f"{command[0]} exited with status {done.returncode}"
+            meaning = RSYNC_EXITS.get(done.returncode, "") if command[0] == "rsync" else ""
+            reason = lines[0] if lines else f"{command[0]} exited with status {done.returncode}{meaning}"
             raise BackupError(f"backup {what} {self.where} failed: {reason}")
         return done.stdout
 

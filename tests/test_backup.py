@@ -217,7 +217,8 @@ def test_a_full_destination_disk_deletes_nothing(filled_sqlite, sqlite_url, tmp_
     before = snapshot(filled_sqlite)
     backup = sshd.backup_config(full_disk) if remote == "ssh" else {"destination": str(full_disk)}
     line = one_line_failure(script(config(tmp_path, sqlite_url, **backup)))
-    assert "No space left on device" in line and "backup copy to" in line
+    assert "backup copy to" in line
+    assert "No space left on device" in line or "rsync exited with status 11 (error in file I/O" in line
     assert snapshot(filled_sqlite) == before
     for path in full_disk.iterdir():                  # the archives that fitted are whole; no half one is left
         assert path.name.endswith(SUFFIX) and verify_archive(path).rows > 0
