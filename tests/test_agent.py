@@ -197,3 +197,30 @@ def test_a_minimum_too_high_falls_back_to_the_next_currency(job_config, rising):
     run_agent(cfg)
     assert [t.currency for t in threads(cfg, "dry")][:2] == ["BTC", "ETH"]
     assert [r["status"] for r in journal(cfg, "dry")].count("failed") == 1
+
+
+def test_no_secret_reaches_log_tmp_or_img(tmp_path, job_config, rising, kraken_venue):
+    """Live runs of the jobs at DEBUG level, with a time-series token and a failing
+    call on the way; then every file they wrote is searched for the secrets."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "ts.token").write_text("T0KEN-never-logged\n")
+    job_config(trading={"currencies": CURRENCIES, "max_threads": 2, "dry_run": False},
+               storage={"timeseries": {"url": "http://127.0.0.1:9", "token_file": str(tmp_path / "ts.token"),
+                                       "timeout": 1}})
+    kraken_venue.sim.inject("Balance", "service_unavailable")
+    for script in ("get_api_data.py", "available_markets.py", "trade_agent.py", "plot_graphs.py"):
+        run = subprocess.run([sys.executable, str(ROOT / script), "--config", str(tmp_path / "config.yaml"),
+                              "--verbose"], capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert kraken_venue.secret not in run.stderr and "T0KEN" not in run.stderr
+    assert kraken_venue.sim.calls["AddOrder"] == 2
+    written = [p for d in ("log", "tmp", "img") for p in (tmp_path / d).rglob("*") if p.is_file()]
+    assert any(p.suffix == ".log" for p in written) and any(p.suffix == ".png" for p in written)
+    for path in written:
+        data = path.read_bytes()
+        for secret in (kraken_venue.secret, kraken_venue.key, "T0KEN-never-logged"):
+            assert secret.encode() not in data, f"{secret[:6]}... found in {path}"
