@@ -39,7 +39,7 @@ t6 = time.perf_counter()
 rep = bt.report(results, bt._settings(results[0].trading, {"step_minutes": 10, "spread_percent": "0.1",
                                                            "start": None, "end": None}))
 t7 = time.perf_counter()
-print(json.dumps({"import runtime (argparse, logging)": t1 - t0, "import config (pydantic, yaml)": t2 - t1,
+print(json.dumps({"import runtime (argparse, logging)": t1 - t0, "import config (dataclasses, yaml)": t2 - t1,
                   "validate the config": t3 - t2, "import backtest (agent, stores, platforms)": t4 - t3,
                   "parse the CSV files": t5 - t4, "replay": t6 - t5, "report": t7 - t6,
                   "candles": sum(len(s) for s in series), "decisions": rep["total"]["decisions"],

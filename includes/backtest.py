@@ -36,10 +36,8 @@ from operator import add, lt, mul
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from includes.agent import BUSY, Agent
-from includes.config import TradingConfig
+from includes.config import InvalidConfig, TradingConfig
 from includes.errors import ConfigError
 from includes.money import ZERO
 from includes.platforms.paper import PaperPlatform
@@ -601,16 +599,14 @@ def _minutes(minutes: int) -> str:
 
 def trading_for(base: TradingConfig, series: Sequence[Series], overrides: dict[str, str]) -> TradingConfig:
     """The config's trading section, playing the replayed currencies, with `overrides`, validated."""
-    data = base.model_dump() | {"quote": series[0].market.split("/")[1],
-                                "currencies": [s.base for s in series]} | overrides
+    data = base.as_dict() | {"quote": series[0].market.split("/")[1],
+                             "currencies": [s.base for s in series]} | overrides
     try:
-        return TradingConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
+        return TradingConfig.from_dict(data, where="trading")
+    except InvalidConfig as exc:
         given = ", ".join(f"{k}={v}" for k, v in overrides.items())
         where = f"{' '.join(s.label for s in series)}{f' with {given}' if given else ''}"
-        raise InputError(f"{where}: trading.{'.'.join(map(str, err['loc']))}: "
-                         f"{err['msg'].removeprefix('Value error, ')}") from None
+        raise InputError(f"{where}: {exc.problems[0]}") from None
 
 
 def parse_sweep(specs: Sequence[str]) -> list[dict[str, str]]:
@@ -621,7 +617,7 @@ def parse_sweep(specs: Sequence[str]) -> list[dict[str, str]]:
         if not match:
             raise InputError(f"--sweep {spec}: expected key=start:stop:step (e.g. sell_percent=1:5:0.5)")
         key, first, stop, step = match.groups()
-        if key not in TradingConfig.model_fields:
+        if key not in TradingConfig.field_names():
             raise InputError(f"--sweep {spec}: {key} is not a key of the trading section")
         if key in keys:
             raise InputError(f"--sweep {spec}: {key} is swept twice")
@@ -760,8 +756,8 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _settings(trading: TradingConfig, options: dict[str, Any]) -> dict[str, Any]:
-    return {**trading.model_dump(mode="json", include={"sell_percent", "fee_percent", "max_threads", "max_per_trade",
-                                                        "stop_loss_percent", "max_hold_hours", "buy_trend_window",
-                                                        "trend_windows", "dry_run_balance", "quote"}),
+    shown = {"sell_percent", "fee_percent", "max_threads", "max_per_trade", "stop_loss_percent", "max_hold_hours",
+             "buy_trend_window", "trend_windows", "dry_run_balance", "quote"}
+    return {**{k: v for k, v in trading.as_dict(json=True).items() if k in shown},
             "step_minutes": options["step_minutes"], "spread_percent": str(options["spread_percent"]),
             "start": options["start"], "end": options["end"]}

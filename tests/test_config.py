@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import os
+import dataclasses
 import subprocess
 import sys
+import typing
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from includes.config import EXAMPLE_CONFIG, Config, load_config, read_key_file, write_private
+from includes.config import (EXAMPLE_CONFIG, Config, InvalidConfig, TradingConfig, load_config, read_key_file,
+                              write_private)
 from includes.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,11 +38,11 @@ def test_example_is_valid_and_equals_the_defaults():
     assert load_config(EXAMPLE_CONFIG) == Config()
 
 
-def _leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
-    keys = set()
-    for name, field in model.model_fields.items():
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            keys |= _leaf_keys(field.annotation, f"{prefix}{name}.")
+def _leaf_keys(section: type, prefix: str = "") -> set[str]:
+    keys, hints = set(), typing.get_type_hints(section)
+    for name in section.field_names():
+        if dataclasses.is_dataclass(hints[name]):
+            keys |= _leaf_keys(hints[name], f"{prefix}{name}.")
         else:
             keys.add(prefix + name)
     return keys
@@ -91,25 +93,60 @@ def test_empty_file_means_defaults(tmp_path):
 @pytest.mark.parametrize("text, expected", [
     ("trading:\n  max_thread: 4\n", "unknown key trading.max_thread (did you mean trading.max_threads?)"),
     ("tradng:\n  max_threads: 4\n", "unknown key tradng (did you mean trading?)"),
-    ("trading:\n  max_threads: ten\n", "key trading.max_threads: Input should be a valid integer"),
-    ("trading:\n  max_threads: 0\n", "key trading.max_threads: Input should be greater than or equal to 1"),
-    ("trading:\n  max_per_trade: -5\n", "key trading.max_per_trade: Input should be greater than 0"),
-    ("trading:\n  currencies: BTC\n", "key trading.currencies: Input should be a valid list"),
-    ("trading:\n  currencies: [btc]\n", "key trading.currencies.0: String should match pattern"),
+    ("trading:\n  max_threads: ten\n", "key trading.max_threads: must be a whole number (got 'ten')"),
+    ("trading:\n  max_threads: 2.5\n", "key trading.max_threads: must be a whole number (got 2.5)"),
+    ("trading:\n  max_threads: true\n", "key trading.max_threads: must be a whole number (got True)"),
+    ("trading:\n  max_threads: 0\n", "key trading.max_threads: must be at least 1 (got 0)"),
+    ("trading:\n  max_threads:\n", "key trading.max_threads: must be a whole number (got None)"),
+    ("trading:\n  max_per_trade: -5\n", "key trading.max_per_trade: must be greater than 0 (got -5)"),
+    ("trading:\n  max_per_trade: .nan\n", "key trading.max_per_trade: must be a finite number (got nan)"),
+    ("trading:\n  sell_percent: 1000\n", "key trading.sell_percent: must be less than 1000 (got 1000)"),
+    ("trading:\n  dry_run: 1\n", "key trading.dry_run: must be true or false (got 1)"),
+    ("trading:\n  stop_file: 5\n", "key trading.stop_file: must be a path (a string) (got 5)"),
+    ("trading:\n  currencies: BTC\n", "key trading.currencies: must be a list (got 'BTC')"),
+    ("trading:\n  currencies: []\n", "key trading.currencies: must have at least 1 item (got [])"),
+    ("trading:\n  currencies: [btc]\n",
+     "key trading.currencies.0: must match the pattern ^[A-Z0-9]{1,16}$ (got 'btc')"),
+    ("trading:\n  trend_windows: [0, 24]\n", "key trading.trend_windows: trend windows are hours between 1 and 720"),
+    ("exchange:\n  timeout: 301\n", "key exchange.timeout: must be at most 300 (got 301)"),
+    ("exchange:\n  name: ccxt\n", "key exchange: name ccxt needs ccxt_id"),
+    ("market_data:\n  candle_interval: 7\n",
+     "key market_data.candle_interval: must be one of 1, 5, 15, 30, 60, 240, 1440 (got 7)"),
+    ("market_data:\n  coinmarketcap:\n    keyfile: x\n",
+     "unknown key market_data.coinmarketcap.keyfile (did you mean market_data.coinmarketcap.key_file?)"),
+    ("plots:\n  zzz: 1\n", "unknown key plots.zzz (known keys here: markets, window_hours)"),
+    ("storage:\n  org: x\n", "unknown key storage.org (known keys here: market_db, namespace, state, timeseries)"),
     ("trading:\n  currencies: [BTC, BTC]\n", "lists a currency twice"),
     ("trading:\n  currencies: [EUR]\n", "EUR is the quote currency"),
     ("trading:\n  buy_trend_window: 5\n", "buy_trend_window: 5 is not one of trend_windows"),
-    ("exchange:\n  name: binance\n", "key exchange.name: Input should be 'kraken'"),
+    ("exchange:\n  name: binance\n", "key exchange.name: must be one of 'kraken', 'bittrex', 'ccxt' (got 'binance')"),
     ("exchange:\n  api_url: ftp://x\n", "key exchange.api_url: must start with http://"),
     ("storage:\n  market_db: postgres://x\n", "key storage.market_db: must be sqlite:///PATH"),
     ("storage: 5\n", "key storage: must be a mapping of keys (got 5)"),
     ("- a\n- b\n", "the top level must be a mapping"),
     ("trading:\n  max_threads: [1\n", "not valid YAML at line"),
     ("trading: {a: 1, b: 2}\n", "(and 1 more problem)"),
+    ("trading: {a: 1, b: 2, c: 3}\n", "(and 2 more problems)"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, expected):
     message = error_of(write(tmp_path, text))
     assert expected in message
+
+
+def test_from_dict_and_as_dict_round_trip():
+    assert Config.from_dict(Config().as_dict()) == Config()
+    assert Config.from_dict(Config().as_dict(json=True)) == Config()
+    assert Config().as_dict(json=True)["trading"]["fee_percent"] == "0.26"
+    trading = TradingConfig.from_dict({"max_threads": "5", "sell_percent": "2.5", "max_hold_hours": "5",
+                                       "trend_windows": [24, 2, 2]})
+    assert (trading.max_threads, trading.sell_percent, trading.max_hold_hours) == (5, Decimal("2.5"), 5.0)
+    assert trading.trend_windows == [2, 24]
+    with pytest.raises(InvalidConfig) as info:
+        TradingConfig.from_dict({"quote": "eur", "max_threads": 0}, where="trading")
+    assert isinstance(info.value, ValueError)
+    assert info.value.problems == ["key trading.quote: must match the pattern ^[A-Z0-9]{1,16}$ (got 'eur')",
+                                   "key trading.max_threads: must be at least 1 (got 0)"]
+    assert str(info.value).endswith("(and 1 more problem)")
 
 
 def test_missing_default_config_says_to_copy_the_example(monkeypatch):
@@ -150,4 +187,4 @@ def test_script_exits_2_with_one_line(tmp_path):
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert "config.yaml: key trading.sell_percent: Input should be a valid decimal" in lines[0]
+    assert "config.yaml: key trading.sell_percent: must be a number (got 'lots')" in lines[0]

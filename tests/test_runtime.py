@@ -61,8 +61,8 @@ def test_secrets_are_redacted_in_log_files(tmp_path):
 
 
 def test_stop_and_dry_run_files(tmp_path):
-    cfg = Config.model_validate({"trading": {"dry_run": False, "stop_file": str(tmp_path / "stop"),
-                                             "dry_run_file": str(tmp_path / "dry")}})
+    cfg = Config.from_dict({"trading": {"dry_run": False, "stop_file": str(tmp_path / "stop"),
+                                        "dry_run_file": str(tmp_path / "dry")}})
     assert not stop_requested(cfg)
     assert not dry_run_requested(cfg)
     (tmp_path / "stop").touch()
