@@ -13,10 +13,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The Pi's install, requirements.txt only (`make bench` builds it): cron runs are timed there.
+RUNTIME_PYTHON = str(ROOT / ".venv-runtime" / "bin" / "python")
 
 
 def bench_env() -> dict[str, str]:
@@ -27,11 +30,12 @@ def bench_env() -> dict[str, str]:
 
 
 def measure(cmd: list[str], runs: int = 7, env: dict[str, str] | None = None,
-            check: bool = True) -> tuple[float, float]:
-    """(median wall seconds, peak RSS MiB) of `cmd`."""
+            check: bool = True, before: Callable[[], None] = lambda: None) -> tuple[float, float]:
+    """(median wall seconds, peak RSS MiB) of `cmd`; `before` runs untimed before each run."""
     env = env or bench_env()
     walls, rss = [], []
     for i in range(runs + 1):
+        before()
         start = time.perf_counter()
         proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -83,7 +83,9 @@ class Agent:
         tickers = self.platform.get_tickers(symbols) if symbols else {}
         trends = self.update_trends(tickers, account)
         self.sell_pass(tickers)
-        self.buy_pass(trends, tickers, markets)
+        if self.summary.sold:  # the proceeds, to the cent the exchange credited
+            free = self.platform.get_account_info().balance(self.cfg.quote)
+        self.buy_pass(trends, tickers, markets, free)
         return self.summary
 
     def currencies(self) -> list[str]:
@@ -247,11 +249,11 @@ class Agent:
 
     # --- buying -----------------------------------------------------------------------
     def buy_pass(self, trends: dict[str, dict[int, Decimal]], tickers: dict[str, Ticker],
-                 markets: dict[str, Any]) -> None:
+                 markets: dict[str, Any], free: Decimal) -> None:
+        """`free`: the quote balance now."""
         threads = self.store.threads()[: self.cfg.max_threads]
         held = Counter(t.currency for t in threads if t.state in BUSY)
         committed = sum((t.value for t in threads if t.state in BUSY), ZERO)
-        free = self.platform.get_account_info().balance(self.cfg.quote)
         window = self.cfg.buy_trend_window
         ranked = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
                         reverse=True)

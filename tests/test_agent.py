@@ -157,7 +157,8 @@ def test_threads_the_budget_cannot_cover_are_disabled_then_enabled(job_config, r
 
 
 def test_not_enough_funds_buys_nothing_more(job_config, rising, kraken_venue, caplog):
-    """The balance checked before each buy, not only the budget sized at the start."""
+    """The balance checked before each buy (the balance of the run, less what it spent),
+    not only the budget sized at the start."""
     from includes.agent import Agent
     from includes.platforms import make_platform
 
@@ -171,7 +172,7 @@ def test_not_enough_funds_buys_nothing_more(job_config, rising, kraken_venue, ca
     trends = agent.update_trends(tickers, agent.platform.get_account_info())
     kraken_venue.sim.set_balance(kraken_venue.key, "ZEUR", "7")   # spent elsewhere meanwhile
     with caplog.at_level(logging.INFO):
-        agent.buy_pass(trends, tickers, agent.platform.markets())
+        agent.buy_pass(trends, tickers, agent.platform.markets(), agent.platform.get_account_info().balance("EUR"))
     assert [t.state for t in store.threads()] == [ACTIVE, WAITING, WAITING, WAITING]
     assert "not enough funds: 2.0" in caplog.text
     store.close()

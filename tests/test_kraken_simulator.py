@@ -176,6 +176,19 @@ def test_call_counter_limits_a_starter_key(kraken_sim: KrakenSimulator) -> None:
     assert private("CancelOrder", "txid=OAAAAA-BBBBB-CCCCCC") == ["EOrder:Unknown order"]
 
 
+def test_a_test_can_let_the_counter_decay_at_once(kraken_sim: KrakenSimulator) -> None:
+    private = counted_calls(kraken_sim, "starter")
+    assert [private("Balance") for _ in range(15)] == [[]] * 15
+    key = list(kraken_sim._accounts)[-1]
+    assert kraken_sim.rest_counter(key) > 14
+    kraken_sim.decay_counters(4)                  # 4 s at -0.33/s: room for one call
+    assert 13 < kraken_sim.rest_counter(key) < 14
+    assert private("Balance") == [] and private("Balance") == ["EAPI:Rate limit exceeded"]
+    kraken_sim.decay_counters(300)               # the gap between two cron runs
+    assert kraken_sim.rest_counter(key) == 0
+    assert [private("Balance") for _ in range(15)] == [[]] * 15
+
+
 def test_trades_history_counts_two(kraken_sim: KrakenSimulator) -> None:
     private = counted_calls(kraken_sim, "starter")
     assert [private("Balance") for _ in range(14)] == [[]] * 14

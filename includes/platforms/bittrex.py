@@ -268,7 +268,7 @@ class BittrexPlatform(Platform):
                               lambda: self._order(self._private(self.client.post_order, new, retry=False)),
                               doubtful=lambda exc: isinstance(exc, TemporaryError) or exc.code == ALREADY_EXISTS)
 
-    def _find_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str) -> Order | None:
         """Open orders, then the most recently closed ones, searched for our clientOrderId."""
         ref = ref.lower()
         for o in self._private(self.client.get_open_orders):
@@ -284,9 +284,6 @@ class BittrexPlatform(Platform):
                 break
             token = page[-1]["id"]
         return None
-
-    def get_order(self, ref: str) -> Order | None:
-        return self._find_order(ref)
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
         closed = self._private(self.client.get_closed_orders, page_size=min(limit, PAGE_SIZE))

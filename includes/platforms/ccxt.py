@@ -226,12 +226,8 @@ class CcxtPlatform(Platform):
                             if amount is not None and CURRENCY_RE.match(code)})
 
     def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """Never sent blindly.  Most venues refuse a client id that is already in use
-        only while that order is open, so `ref` is looked up first.  If the reply is
-        lost, `ref` is looked up again."""
-        order = self._find_order(ref)
-        if order is not None:
-            return order
+        """Never sent blindly: if the reply is lost, `ref` is looked up.  `ref` is new
+        (the journal refuses a ref twice), so it is not looked up before sending."""
         log.info("order %s: %s %s %s at market", ref, side, f"{volume:f}", market.symbol)
         created = self.send_once(ref, market.symbol, "create_order", lambda: self._call(
             "create_order", market.symbol, "market", side, f"{volume:f}", None, {"clientOrderId": ref}, retry=False))
@@ -241,15 +237,12 @@ class CcxtPlatform(Platform):
             created = self._call("fetch_order", created["id"], market.symbol)
         return self._order(created, ref)
 
-    def _find_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str) -> Order | None:
         for method in ("fetch_open_orders", "fetch_closed_orders"):
             for o in self._call(method, params={"clientOrderId": ref}):
                 if o.get("clientOrderId") == ref:
                     return self._order(o, ref)
         return None
-
-    def get_order(self, ref: str) -> Order | None:
-        return self._find_order(ref)
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
         closed = [self._order(o) for o in self._call("fetch_closed_orders", limit=limit)]

@@ -334,13 +334,12 @@ class KrakenPlatform(Platform):
         return AccountInfo(balances)
 
     def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """AddOrder is never re-sent blindly: a doubt is settled by asking for `ref`."""
+        """AddOrder is never re-sent blindly: a doubt is settled by asking for `ref`.
+
+        `ref` is new (the journal refuses a ref twice), so it is not looked up
+        before sending: that would cost two calls of Kraken's counter per order."""
         if not CL_ORD_ID.match(ref):
             raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name)
-        existing = self._find_order(ref)
-        if existing is not None:  # Kraken refuses a reused cl_ord_id only while the first is open
-            log.warning("order %s already exists (%s): not sent again", ref, existing.status)
-            return existing
         params = {"pair": market.exchange_symbol, "type": side, "ordertype": "market",
                   "volume": f"{volume:f}", "cl_ord_id": ref}
         log.info("order %s: %s %s %s at market", ref, side, params["volume"], market.symbol)
@@ -360,16 +359,13 @@ class KrakenPlatform(Platform):
                                  method="QueryOrders")
         return self._order(txid, result[txid])
 
-    def _find_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str) -> Order | None:
         for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
             found = self._private(method, {"cl_ord_id": ref}).get(key) or {}
             for txid, order in found.items():
                 if order.get("cl_ord_id") == ref:
                     return self._order(txid, order)
         return None
-
-    def get_order(self, ref: str) -> Order | None:
-        return self._find_order(ref)
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
         orders: list[Order] = []

@@ -43,7 +43,7 @@ Market model
 Driving it (thread-safe; pair names may be keys, altnames or wsnames):
 - accounts: add_account(key=None, secret=None, balances=None, tier="starter",
   nonce_window=0) -> (key, secret), set_balance(key, asset, amount),
-  balances(key) -> {asset: Decimal};
+  balances(key) -> {asset: Decimal}, rest_counter(key), decay_counters(seconds);
 - markets: add_pair(key, base, quote, price, ...), add_synthetic_pairs(n,
   quote="ZEUR") -> keys, pair(name), set_pair_status(pair, status),
   set_system_status(status);
@@ -351,6 +351,19 @@ class KrakenSimulator(SimulatorServer):
             for asset, amount in (balances or {}).items():
                 self.set_balance(key, asset, amount)
         return key, secret
+
+    def rest_counter(self, key: str) -> float:
+        """The key's REST call counter now (spec §2.4)."""
+        with self.lock:
+            account = self._account(key)
+            decay = TIERS[account.tier][1]
+            return max(0.0, account.counter - (time.monotonic() - account.counter_at) * decay)
+
+    def decay_counters(self, seconds: float) -> None:
+        """Every key's REST call counter as `seconds` more of real time would leave it."""
+        with self.lock:
+            for account in self._accounts.values():
+                account.counter_at -= seconds
 
     def set_balance(self, key: str, asset: str, amount: object) -> None:
         with self.lock:

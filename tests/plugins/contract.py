@@ -50,6 +50,8 @@ class Venue(Protocol):
     def bid_ask(self, symbol: str) -> tuple[Decimal, Decimal]: ...
     def close_market(self, symbol: str) -> None: ...
     def order_calls(self) -> int: ...
+    def lookup_calls(self) -> int:
+        """Requests that search the account's orders (for one of ours, by its ref)."""
 
     def fail_next_order(self, fault: str, **params: Any) -> None:
         """lost_reply: the order is carried out, its reply lost; http_500: it never reaches the book."""
@@ -92,6 +94,9 @@ class KrakenSimVenue:
 
     def order_calls(self) -> int:
         return self.sim.calls["AddOrder"]
+
+    def lookup_calls(self) -> int:
+        return self.sim.calls["OpenOrders"] + self.sim.calls["ClosedOrders"]
 
     def fail_next_order(self, fault: str, **params: Any) -> None:
         self.sim.inject("AddOrder", fault, **params)
@@ -206,6 +211,9 @@ class BittrexSimVenue:
 
     def order_calls(self) -> int:
         return self.sim.calls[("POST", "/v3/orders")]
+
+    def lookup_calls(self) -> int:
+        return self.sim.calls[("GET", "/v3/orders/open")] + self.sim.calls[("GET", "/v3/orders/closed")]
 
     def fail_next_order(self, fault: str, **params: Any) -> None:
         self.sim.inject("POST /v3/orders", fault, **params)
