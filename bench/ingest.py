@@ -5,8 +5,9 @@ realistic Decimals) goes into a fresh database:
 - through the project's write path, MarketDB.upsert_candles (best of 3, empty table each time);
 - by LOAD DATA LOCAL INFILE of the same rows, the server's bulk-load speed (best of 3);
 - by one INSERT per row, each committed on its own (the old style), timed on a sample;
-- and, to show why the write path formats its own statements, by SQLAlchemy's and
-  PyMySQL's executemany of the same upsert.
+- and, to show why the write path formats its own statements, by PyMySQL's
+  executemany of the same upsert.
+All of it on PyMySQL directly, as the write path is.
 
 Targets: the write path >= 150,000 rows/s, >= 0.5x LOAD DATA, >= 20x one INSERT per row.
 Run by hand: .venv/bin/python bench/ingest.py (server: CRONTRADER_BENCH_MYSQL, default
@@ -23,16 +24,15 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pymysql
-from sqlalchemy import create_engine, make_url
-from sqlalchemy.dialects.mysql import insert
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from includes.platforms.base import Candle  # noqa: E402
-from includes.storage.marketdb import BATCH, MarketDB, candle_table  # noqa: E402
+from includes.storage.marketdb import BATCH, TABLES, MarketDB  # noqa: E402
 
 SERVER = os.environ.get("CRONTRADER_BENCH_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 ROWS = 525_600          # one year of one-minute candles
@@ -73,27 +73,27 @@ def timed(action: Callable[[], object], runs: int, before: Callable[[], object])
 def ingest_benchmark() -> bool:
     """Prints the figures; True when the write path meets its targets."""
     database = f"ct_bench_{uuid.uuid4().hex[:8]}"
-    server = make_url(SERVER)
-    admin = pymysql.connect(host=server.host, port=server.port or 3306, user=server.username,
-                            password=server.password or "", autocommit=True, local_infile=True)
+    server = urlsplit(SERVER)
+    login = {"host": server.hostname, "port": server.port or 3306, "user": server.username,
+             "password": server.password or ""}
+    admin = pymysql.connect(**login, autocommit=True, local_infile=True)
     cursor = admin.cursor()
     cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
     try:
-        return _measure(cursor, database)
+        return _measure(cursor, database, login)
     finally:
         cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()
 
 
-def _measure(cursor: pymysql.cursors.Cursor, database: str) -> bool:
+def _measure(cursor: pymysql.cursors.Cursor, database: str, login: dict[str, object]) -> bool:
     cursor.execute("SELECT VERSION(), @@GLOBAL.local_infile")
     version, local_infile = cursor.fetchone()
     if not local_infile:
         cursor.execute("SET GLOBAL local_infile = 1")
     url = f"{SERVER}/{database}"
     candles = synthetic_year()
-    rows = [{"exchange": EXCHANGE, "market": MARKET, "interval": INTERVAL, "ts": c.ts, "open": c.open,
-             "high": c.high, "low": c.low, "close": c.close, "volume": c.volume} for c in candles]
+    rows = [(EXCHANGE, MARKET, INTERVAL, c.ts, c.open, c.high, c.low, c.close, c.volume) for c in candles]
     expected = (ROWS, sum(c.close for c in candles))
     rates: dict[str, float] = {}
 
@@ -130,35 +130,33 @@ def _measure(cursor: pymysql.cursors.Cursor, database: str) -> bool:
         measure("LOAD DATA LOCAL INFILE", lambda: cursor.execute(load_data), runs=RUNS,
                 note=f" (+ {time.perf_counter() - start:.2f} s to write the file, not counted)")
 
-    engine = create_engine(url)
-    upsert = insert(candle_table)
-    upsert = upsert.on_duplicate_key_update({c: upsert.inserted[c] for c in ("open", "high", "low", "close",
-                                                                             "volume")})
+    columns = TABLES["candles"].columns
+    names = ", ".join(f"`{c}`" for c in columns)
+    values = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    upsert = (f"INSERT INTO candles ({names}) VALUES {values} ON DUPLICATE KEY UPDATE "
+              + ", ".join(f"`{c}` = VALUES(`{c}`)" for c in ("open", "high", "low", "close", "volume")))
 
-    def sqlalchemy_executemany() -> None:
-        with engine.begin() as conn:
-            for i in range(0, ROWS, BATCH):
-                conn.execute(upsert, rows[i:i + BATCH])
+    def connect(autocommit: bool) -> pymysql.connections.Connection:
+        return pymysql.connect(**login, database=database, charset="utf8mb4", autocommit=autocommit)
 
     def pymysql_executemany() -> None:
-        sql = str(upsert.compile(dialect=engine.dialect))
-        with engine.begin() as conn:
-            driver_cursor = conn.connection.cursor()
+        conn = connect(autocommit=False)
+        with conn.cursor() as driver_cursor:
             for i in range(0, ROWS, BATCH):
-                driver_cursor.executemany(sql, rows[i:i + BATCH])
+                driver_cursor.executemany(upsert, rows[i:i + BATCH])
+        conn.commit()
+        conn.close()
 
-    measure("SQLAlchemy executemany of the upsert", sqlalchemy_executemany)
     measure("PyMySQL executemany of the upsert", pymysql_executemany)
 
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-
     def row_per_insert() -> None:
-        with autocommit.connect() as conn:
+        conn = connect(autocommit=True)
+        with conn.cursor() as driver_cursor:
             for row in tqdm(rows[:SAMPLE], desc="one INSERT per row", unit=" rows", disable=not SHOW):
-                conn.execute(candle_table.insert(), row)
+                driver_cursor.execute(f"INSERT INTO candles ({names}) VALUES {values}", row)
+        conn.close()
 
     measure(f"one INSERT per row, committed ({SAMPLE:,}-row sample)", row_per_insert, n=SAMPLE)
-    engine.dispose()
 
     rate = rates["write path (MarketDB.upsert_candles)"]
     load = rates["LOAD DATA LOCAL INFILE"]

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import select
 
 from includes.backup import SUFFIX, BackupError, archive_rows, restore, run_backup, verify_archive
 from includes.config import load_config
 from includes.coinmarketcap import GlobalMetrics
 from includes.platforms.base import Candle, Market, Ticker
-from includes.storage.marketdb import ARCHIVED, MarketDB, metadata
+from includes.storage.marketdb import ARCHIVED, TABLES, MarketDB
 from tests.conftest import ROOT
 
 DAY = 86400
@@ -67,9 +66,9 @@ def fill(db: MarketDB, data: Path) -> None:
 
 
 def snapshot(db: MarketDB) -> dict[str, list[tuple]]:
-    with db.engine.connect() as conn:
-        return {name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key))]
-                for name, t in metadata.tables.items() if name != "schema_version"}
+    return {name: [tuple(r.values()) for r in db._all(f"SELECT * FROM `{name}` ORDER BY "
+                                                      + ", ".join(f"`{c}`" for c in t.key))]
+            for name, t in TABLES.items() if name != "schema_version"}
 
 
 def config(tmp_path: Path, db_url: str, **backup) -> Path:

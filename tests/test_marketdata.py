@@ -6,8 +6,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import text
-
 from includes.marketdata import AVAILABLE_FILE, available_markets, get_api_data
 from includes.storage.marketdb import MarketDB
 
@@ -22,7 +20,7 @@ def rows(db: MarketDB, exchange: str = "kraken") -> dict[str, list]:
 
 
 def stored_tickers(db: MarketDB) -> list:
-    return db._all(text("SELECT * FROM tickers"))
+    return db._all("SELECT * FROM tickers")
 
 
 def test_a_cycle_fills_the_db_and_a_second_asks_only_what_is_due(db_url, job_config, kraken_venue):
@@ -142,7 +140,7 @@ def test_global_metrics_when_a_key_is_configured(tmp_path, job_config, cmc_sim):
     cfg = job_config(market_data={"coinmarketcap": {"api_url": cmc_sim.url, "key_file": str(tmp_path / "cmc.key")}})
     assert get_api_data(cfg) == 0
     db = MarketDB(cfg.storage.market_db)
-    [row] = db._all(text("SELECT * FROM global_metrics"))
+    [row] = db._all("SELECT * FROM global_metrics")
     assert (row["source"], row["quote"], Decimal(row["btc_dominance"]), row["active_cryptocurrencies"]) == (
         "coinmarketcap", "EUR", Decimal("51.234567"), 8800)
     assert Decimal(row["total_market_cap"]) > 0

@@ -1,20 +1,23 @@
 """The market DB, on SQLite and on MariaDB: schema, idempotent upserts, exact decimals, journal."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal as D
+from typing import Any
+from urllib.parse import urlsplit
 
+import pymysql
 import pytest
-from sqlalchemy import (BigInteger, Boolean, Column, MetaData, String, Table, create_engine, func, insert,
-                        inspect, select, update)
 
 from includes.coinmarketcap import GlobalMetrics
 from includes.errors import StorageError
 from includes.platforms.base import Candle, Market, Order, Ticker
 from includes.storage import marketdb
-from includes.storage.marketdb import (SCHEMA_VERSION, DatabaseUnreachable, MarketDB, candle_table, metadata,
-                                       metric_table, ticker_table, version_table)
+from includes.storage.marketdb import SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
 from tests.conftest import ROOT
 
 T0 = 1_700_000_040  # a minute boundary
@@ -30,14 +33,34 @@ def market(symbol: str, status: str = "online", available: bool = True) -> Marke
     return Market(symbol, base, quote, base + quote, status, available, 1, 8, D("0.0001"), D("0.5"))
 
 
-def rows(db: MarketDB, table: Table) -> list[dict]:
-    with db.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(table).order_by(*table.primary_key)).mappings()]
+def rows(db: MarketDB, table: str) -> list[dict]:
+    key = ", ".join(f"`{c}`" for c in TABLES[table].key)
+    return db._all(f"SELECT * FROM `{table}` ORDER BY {key}")
 
 
-def count(db: MarketDB, table: Table) -> int:
-    with db.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(table)).scalar()
+def count(db: MarketDB, table: str) -> int:
+    return db._one(f"SELECT COUNT(*) FROM `{table}`")
+
+
+@contextmanager
+def driver(url: str) -> Iterator[Any]:
+    """A plain DB-API connection (sqlite3 or PyMySQL, autocommit) beside the code under test."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url[len("sqlite:///"):], isolation_level=None)
+    else:
+        u = urlsplit(url)
+        conn = pymysql.connect(host=u.hostname, port=u.port or 3306, user=u.username, password=u.password or "",
+                               database=u.path.lstrip("/"), autocommit=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def execute(conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    cursor = conn.cursor()
+    cursor.execute(sql.replace("%s", "?") if isinstance(conn, sqlite3.Connection) else sql, params)
+    return list(cursor.fetchall())
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -46,36 +69,53 @@ def test_schema_is_created_on_first_use(market_db, db_url):
     assert market_db.schema_version() is None
     assert market_db.markets("kraken") == []
     assert market_db.schema_version() == SCHEMA_VERSION
-    assert set(inspect(market_db.engine).get_table_names()) == set(metadata.tables)
-    assert set(inspect(market_db.engine).get_pk_constraint("candles")["constrained_columns"]) == \
-        {"exchange", "market", "interval", "ts"}
+    with driver(db_url) as conn:
+        if db_url.startswith("sqlite"):
+            tables = execute(conn, "SELECT name FROM sqlite_master WHERE type = 'table'")
+            key = [(name,) for _, name, _, _, _, pk in execute(conn, "PRAGMA table_info(candles)") if pk]
+        else:
+            tables = execute(conn, "SHOW TABLES")
+            key = execute(conn, "SELECT column_name FROM information_schema.key_column_usage WHERE table_schema "
+                                "= DATABASE() AND table_name = 'candles' AND constraint_name = 'PRIMARY'")
+    assert {name for name, in tables} == set(TABLES)
+    assert {name for name, in key} == {"exchange", "market", "interval", "ts"}
     MarketDB(db_url).ensure_schema()  # a second job finds it ready
-    assert count(market_db, version_table) == 1
+    assert count(market_db, "schema_version") == 1
+
+
+def test_mysql_types_are_those_of_the_schema(mariadb_url):
+    """Exact decimals, ASCII case-sensitive names, booleans, integer and fractional times."""
+    db = MarketDB(mariadb_url)
+    db.ensure_schema()
+    with driver(mariadb_url) as conn:
+        types = dict(execute(conn, "SELECT CONCAT(table_name, '.', column_name), CONCAT_WS(' ', column_type, "
+                                   "character_set_name, collation_name) FROM information_schema.columns "
+                                   "WHERE table_schema = DATABASE()"))
+    assert types["candles.close"] == "decimal(30,12)"
+    assert types["candles.market"] == "varchar(40) ascii ascii_bin"
+    assert types["candles.ts"] == "bigint(20)" and types["candles.interval"] == "int(11)"
+    assert types["markets.available"] == "tinyint(1)"
+    assert types["orders.intent_at"] == "double" and types["orders.error"].startswith("text")
+    assert types["orders.ref"].startswith("varchar(64) utf8mb4")
+    db.close()
 
 
 def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
     """v1 had no markets.status_changed; its rows must all survive the upgrade."""
-    v1 = MetaData()
-    Table("markets", v1, Column("exchange", String(32), primary_key=True),
-          Column("market", String(40), primary_key=True), Column("base", String(16), nullable=False),
-          Column("quote", String(16), nullable=False), Column("status", String(32), nullable=False),
-          Column("available", Boolean, nullable=False), Column("first_seen", BigInteger, nullable=False),
-          Column("last_seen", BigInteger, nullable=False))
-    for table in metadata.sorted_tables:
-        if table.name != "markets":
-            table.to_metadata(v1)
-    engine = create_engine(db_url)
-    v1.create_all(engine)
+    mysql = not db_url.startswith("sqlite")
+    current = TABLES["markets"]
+    v1_markets = Table("markets", {c: t for c, t in current.types.items() if c != "status_changed"}, current.key)
     listing = [("BTC/EUR", "online", True, 100), ("ETH/EUR", "cancel_only", False, 200)]
-    with engine.begin() as conn:
-        conn.execute(insert(v1.tables["schema_version"]).values(version=1))
-        conn.execute(insert(v1.tables["markets"]), [
-            {"exchange": "kraken", "market": m, "base": m[:3], "quote": "EUR", "status": s, "available": a,
-             "first_seen": t, "last_seen": 300} for m, s, a, t in listing])
-        conn.execute(insert(v1.tables["candles"]), [
-            {"exchange": "kraken", "market": "BTC/EUR", "interval": 1, "ts": c.ts, "open": c.open, "high": c.high,
-             "low": c.low, "close": c.close, "volume": c.volume} for c in map(candle, range(5))])
-    engine.dispose()
+    with driver(db_url) as conn:
+        for table in [v1_markets] + [t for name, t in TABLES.items() if name != "markets"]:
+            execute(conn, table.ddl(mysql))
+        execute(conn, "INSERT INTO schema_version (version) VALUES (1)")
+        for m, s, a, t in listing:
+            execute(conn, "INSERT INTO markets (exchange, market, base, quote, status, available, first_seen, "
+                          "last_seen) VALUES ('kraken', %s, %s, 'EUR', %s, %s, %s, 300)", (m, m[:3], s, a, t))
+        for c in map(candle, range(5)):
+            execute(conn, "INSERT INTO candles VALUES ('kraken', 'BTC/EUR', 1, %s, %s, %s, %s, %s, %s)",
+                    (c.ts, *(format(v, "f") for v in (c.open, c.high, c.low, c.close, c.volume))))
 
     db = MarketDB(db_url)
     assert [(r["market"], r["status"], r["available"], r["first_seen"], r["status_changed"])
@@ -90,17 +130,20 @@ def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
 
 def test_a_schema_newer_than_the_code_is_refused(market_db, db_url):
     market_db.ensure_schema()
-    with market_db.engine.begin() as conn:
-        conn.execute(update(version_table).values(version=SCHEMA_VERSION + 1))
+    with driver(db_url) as conn:
+        execute(conn, "UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(StorageError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
         MarketDB(db_url).markets("kraken")
 
 
-def test_importing_it_loads_no_orm():
-    code = ("import sys, includes.storage.marketdb; "
-            "print(sorted(m for m in sys.modules if m.startswith('sqlalchemy.orm')))")
+def test_pymysql_is_imported_only_for_a_mysql_url(tmp_path):
+    """Every cron start imports the module; SQLite users never pay for PyMySQL's import."""
+    code = ("import sys, includes.storage.marketdb as m; "
+            "print('pymysql' in sys.modules); "
+            f"m.MarketDB('sqlite:///{tmp_path / 'm.db'}').markets('kraken'); print('pymysql' in sys.modules); "
+            "m.MarketDB('mysql+pymysql://u@127.0.0.1/x'); print('pymysql' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split() == ["False", "False", "True"]
 
 
 # --- candles ----------------------------------------------------------------------------------
@@ -112,7 +155,7 @@ def test_candles_are_upserted_idempotently_and_read_back(market_db):
     market_db.upsert_candles("kraken", "ETH/EUR", 1, btc[:4])
     market_db.upsert_candles("kraken", "BTC/EUR", 60, btc[:1])
     market_db.upsert_candles("bittrex", "BTC/EUR", 1, btc)
-    assert count(market_db, candle_table) == 10 + 4 + 1 + 10
+    assert count(market_db, "candles") == 10 + 4 + 1 + 10
     assert market_db.candles("kraken", "BTC/EUR", 1) == btc
     assert market_db.candles("kraken", "BTC/EUR", 1, since=btc[2].ts, until=btc[5].ts) == btc[2:5]
     assert market_db.candles("kraken", "BTC/EUR", 60) == btc[:1]
@@ -126,7 +169,7 @@ def test_an_open_candle_is_overwritten_not_duplicated(market_db):
     market_db.upsert_candles("kraken", "BTC/EUR", 1, [candle(0), candle(1, close="34000.1", closed=False)])
     market_db.upsert_candles("kraken", "BTC/EUR", 1, [candle(1, close="34010.7", volume="2.25")])
     assert market_db.candles("kraken", "BTC/EUR", 1) == [candle(0), candle(1, close="34010.7", volume="2.25")]
-    assert count(market_db, candle_table) == 2
+    assert count(market_db, "candles") == 2
 
 
 def test_decimals_round_trip_exactly(market_db):
@@ -207,7 +250,7 @@ def test_tickers_are_upserted_idempotently(market_db):
     for _ in range(2):
         market_db.insert_tickers("kraken", tickers, ts=60)
     market_db.insert_tickers("kraken", tickers)
-    got = rows(market_db, ticker_table)
+    got = rows(market_db, "tickers")
     assert [(r["market"], r["ts"]) for r in got] == [("BTC/EUR", 50), ("BTC/EUR", 60), ("SHIB/EUR", 51),
                                                      ("SHIB/EUR", 60)]
     assert [r["last"] for r in got] == [D("34000.1"), D("34000.1"), D("0.00000123"), D("0.00000123")]
@@ -221,7 +264,7 @@ def test_global_metrics_are_upserted_idempotently(market_db):
                             active_cryptocurrencies=8800)
     for _ in range(2):
         market_db.insert_global_metrics("coinmarketcap", [metrics])
-    assert rows(market_db, metric_table) == [
+    assert rows(market_db, "global_metrics") == [
         {"ts": 60, "source": "coinmarketcap", "total_market_cap": D("1265000000000.12"),
          "total_volume_24h": D("58100000000.5"), "btc_dominance": D("51.234567"),
          "active_cryptocurrencies": 8800, "quote": "EUR"}]
@@ -259,6 +302,7 @@ def test_the_journal_records_intents_then_results(market_db):
     assert [r["ref"] for r in db.open_intents("live")] == ["ref-3"]
     db.journal_result("ref-3", "closed", order_id="O2", filled=D("0.00012345"), price=D("41999.95"),
                       cost=D("5.18"), fee=D("0.0134"), at=202)
+    db.journal_result("ref-3", "closed", at=202)  # the same report again changes nothing, and is no error
     assert db.journal_row("ref-3")["error"] == "no reply within 10 s"
     assert db.open_positions("live") == {}
     assert [r["ref"] for r in db.journal("live")] == ["ref-1", "ref-3"]
@@ -289,7 +333,7 @@ def test_old_rows_are_deleted_in_batches(market_db):
     assert db.delete_older_than("candles", T0 + 7 * 60, batch=3) == 0
 
     db.insert_tickers("kraken", [Ticker("BTC/EUR", t, D(1), D(1), D(1), D(1)) for t in (10, 20, 30)])
-    assert db.delete_older_than("tickers", 25) == 2 and count(db, ticker_table) == 1
+    assert db.delete_older_than("tickers", 25) == 2 and count(db, "tickers") == 1
 
     db.journal_intent("settled", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", at=10)
     db.journal_result("settled", "closed", at=20)
@@ -310,15 +354,70 @@ def test_an_unreachable_server_is_named_without_its_password(unreachable_url, cl
     assert "s3cret-pw" not in message and "\n" not in message
 
 
+def test_a_lost_connection_is_unreachable_then_the_next_call_reconnects(mariadb_url):
+    db = MarketDB(mariadb_url)
+    db.upsert_candles("kraken", "BTC/EUR", 1, [candle(0)])
+    with driver(mariadb_url) as conn:
+        [(mine,)] = execute(conn, "SELECT id FROM information_schema.processlist WHERE db = DATABASE() "
+                                  "AND id <> CONNECTION_ID()")
+        execute(conn, f"KILL {mine}")
+    with pytest.raises(DatabaseUnreachable, match="Lost connection|gone away") as caught:
+        db.upsert_candles("kraken", "BTC/EUR", 1, [candle(1)])
+    assert "\n" not in str(caught.value)
+    assert db.candles("kraken", "BTC/EUR", 1) == [candle(0)]
+    db.upsert_candles("kraken", "BTC/EUR", 1, [candle(1)])
+    assert db.last_candle_ts("kraken", "BTC/EUR", 1) == candle(1).ts
+    db.close()
+    db.close()  # closing twice is harmless, and a closed MarketDB opens again when used
+    assert len(db.candles("kraken", "BTC/EUR", 1)) == 2
+    db.close()
+
+
+def test_another_database_error_is_one_line_naming_the_url(market_db, db_url):
+    with pytest.raises(StorageError) as caught:
+        market_db._all("SELECT nope FROM `candles`")
+    assert not isinstance(caught.value, DatabaseUnreachable)
+    assert str(caught.value).startswith(f"market DB {db_url}: ") and "\n" not in str(caught.value)
+    assert market_db.candles("kraken", "BTC/EUR", 1) == []  # the connection is still good
+
+
+def test_a_missing_sqlite_directory_is_unreachable(tmp_path):
+    with pytest.raises(DatabaseUnreachable, match="unable to open database"):
+        MarketDB(f"sqlite:///{tmp_path / 'no' / 'such' / 'market.db'}").markets("kraken")
+
+
+def test_archived_rows_stream_while_the_db_is_used(market_db):
+    """The backup reads and writes the DB between two rows of the stream."""
+    market_db.upsert_candles("kraken", "BTC/EUR", 1, [candle(i) for i in range(5)])
+    seen = []
+    for row in market_db.archived_rows("candles", T0 + 3 * 60):
+        seen.append(row)
+        market_db.insert_tickers("kraken", [Ticker("BTC/EUR", row[3], D(1), D(1), D(1), D(1))])
+        assert market_db.last_candle_ts("kraken", "BTC/EUR", 1) == candle(4).ts
+    assert seen == [("kraken", "BTC/EUR", 1, c.ts, c.open, c.high, c.low, c.close, c.volume)
+                    for c in map(candle, range(3))]
+    assert count(market_db, "tickers") == 3
+
+
 @pytest.mark.parametrize("url", [
     "mysql+pymysql//crontrader:s3cret-pw@db.example/market",       # no colon after the scheme
     "mysql+pymysql://crontrader:s3cret-pw@db.example:port/market",  # port not a number
     "nosuchdb://crontrader:s3cret-pw@db.example/market",            # no such dialect
+    "mysql+pymysql://crontrader:s3cret-pw@db.example/market?nosuch=1",  # no such driver option
 ])
 def test_a_malformed_url_is_named_without_its_password(url):
     with pytest.raises(StorageError, match="is malformed") as caught:
         MarketDB(url)
     assert "crontrader:***@db.example" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+
+
+def test_mysql_urls_are_read_as_before():
+    """As SQLAlchemy read them: a password may hold / ? #, an @ is %40; options go to PyMySQL."""
+    args = marketdb._mysql_args("mysql+pymysql://ct:p%40ss/w?rd#@db.example:3307/market?read_timeout=30")
+    assert {k: args[k] for k in ("host", "port", "user", "password", "database", "read_timeout")} == {
+        "host": "db.example", "port": 3307, "user": "ct", "password": "p@ss/w?rd#", "database": "market",
+        "read_timeout": 30}
+    assert marketdb._mysql_args("mysql+pymysql://root@127.0.0.1/market")["port"] == 3306
 
 
 def test_a_refused_login_is_named_without_its_password(mariadb_url):

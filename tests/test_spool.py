@@ -10,7 +10,7 @@ import pytest
 from includes.coinmarketcap import GlobalMetrics
 from includes.errors import StorageError
 from includes.platforms.base import Candle, Market, Ticker
-from includes.storage.marketdb import DatabaseUnreachable, MarketDB, metric_table, ticker_table
+from includes.storage.marketdb import DatabaseUnreachable, MarketDB
 from includes.storage.spool import Spool
 
 T0 = 1_700_000_040
@@ -33,9 +33,8 @@ def write_everything(spool: Spool, db: MarketDB) -> list:
 
 
 def content(db: MarketDB) -> tuple:
-    with db.engine.connect() as conn:
-        tickers = [dict(r) for r in conn.execute(ticker_table.select()).mappings()]
-        metrics = [dict(r) for r in conn.execute(metric_table.select()).mappings()]
+    tickers = db._all("SELECT * FROM tickers ORDER BY exchange, market, ts")
+    metrics = db._all("SELECT * FROM global_metrics ORDER BY source, ts")
     return [dict(r) for r in db.markets("kraken")], db.candles("kraken", "BTC/EUR", 1), tickers, metrics
 
 

@@ -1,8 +1,13 @@
 """The market database: markets, candles, tickers, global metrics and the order journal.
 
-SQLAlchemy Core only (the ORM would add some 80 ms and 6 MB to every cron
-start), on MySQL/MariaDB in production and SQLite embedded.  One `candles` table holds
-every market, keyed by (exchange, market, interval, ts): a new market is a row
+Plain DB-API: PyMySQL on MySQL/MariaDB in production, the standard library's
+sqlite3 embedded.  Not SQLAlchemy: cron starts a job every minute on a Pi, and
+importing SQLAlchemy cost each start some 0.2 s and 10 MB before its first
+statement, and more per statement; what differs between the two dialects here
+(a few types, the upsert clause, the placeholder) is a handful of substitutions.
+PyMySQL is imported only when a MySQL URL is opened.
+
+One `candles` table holds every market, keyed by (exchange, market, interval, ts): a new market is a row
 in `markets`, never a new table.  Every write is a batched, idempotent upsert in
 one transaction, so a cycle can be written again (spool.py replays them)
 without duplicates.
@@ -10,28 +15,21 @@ without duplicates.
 Amounts are Decimal in and Decimal out: DECIMAL(30, 12) on MySQL, plain decimal
 text on SQLite, whose NUMERIC would keep 15 digits only.  So compare amounts in
 Python, not in SQL.  Times are Unix seconds (fractional in the order journal).
+SQL is written once, with %s placeholders (sqlite3 gets them as ?) and names
+quoted with backticks, which both dialects accept (`interval` is reserved in MySQL).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (BigInteger, Boolean, Column, Double, Integer, MetaData, Numeric, PrimaryKeyConstraint,
-                        String, Table, Text, create_engine, delete, event, func, insert, inspect, select,
-                        text, tuple_, update)
-from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import Connection, RowMapping
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.types import TypeDecorator
-
 from includes.errors import StorageError
-from includes.storage import FINAL, NAMESPACES, OPEN, SIDES
 from includes.platforms.base import Candle
+from includes.storage import FINAL, NAMESPACES, OPEN, SIDES
 
 if TYPE_CHECKING:
     from includes.coinmarketcap import GlobalMetrics
@@ -40,98 +38,100 @@ if TYPE_CHECKING:
 BATCH = 10_000                      # rows per statement: ~1.2 MB of SQL, below any max_allowed_packet
 DELETE_BATCH = 5_000                # 4 parameters a row: SQLite takes at most 32,766
 DELISTED = "delisted"               # status of a market missing from the venue's listing
+LOST = (2002, 2003, 2006, 2013)     # MySQL client errors: no server there, or the connection broke
 
 
 class DatabaseUnreachable(StorageError):
     """The server could not be reached or dropped the connection: the rows may be spooled."""
 
 
-class Amount(TypeDecorator):
-    """An exact decimal: 18 digits before the point (market caps), 12 after (tiny prices)."""
+class Table:
+    """A table: its columns in order with their SQL types, and its primary key.
 
-    impl = Numeric(30, 12)
-    cache_ok = True
+    Two words of the types differ by dialect: AMOUNT, an exact decimal with 18 digits
+    before the point (market caps) and 12 after (tiny prices), and ASCII, which makes
+    exchange, market and currency names ASCII and case-sensitive on MySQL, whose utf8mb4
+    keys would be larger and slower to compare.
+    """
 
-    def load_dialect_impl(self, dialect: Any) -> Any:
-        return dialect.type_descriptor(String(40) if dialect.name == "sqlite" else Numeric(30, 12))
+    def __init__(self, name: str, types: dict[str, str], key: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.types = types
+        self.key = key
 
-    def process_bind_param(self, value: Decimal | None, dialect: Any) -> Any:
-        return format(value, "f") if value is not None and dialect.name == "sqlite" else value
+    @property
+    def columns(self) -> list[str]:
+        return list(self.types)
 
-    def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
-        return None if value is None else Decimal(value)
+    @property
+    def amounts(self) -> set[str]:
+        return {c for c, sql_type in self.types.items() if sql_type.startswith("AMOUNT")}
+
+    def ddl(self, mysql: bool) -> str:
+        lines = [f"`{c}` {sql_type}" for c, sql_type in self.types.items()]
+        if self.key:
+            lines.append(f"PRIMARY KEY ({_names(self.key)})")
+        sql = f"CREATE TABLE IF NOT EXISTS `{self.name}` (\n    " + ",\n    ".join(lines) + "\n)"
+        for word, (on_mysql, on_sqlite) in DIALECT.items():
+            sql = sql.replace(word, on_mysql if mysql else on_sqlite)
+        return sql
 
 
-def _name(length: int) -> Any:
-    """Exchange, market and currency names: ASCII and case-sensitive on MySQL, whose utf8mb4
-    keys would be larger and slower to compare."""
-    return String(length).with_variant(mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"),
-                                       "mysql", "mariadb")
+DIALECT = {"AMOUNT": ("DECIMAL(30, 12)", "VARCHAR(40)"),
+           " ASCII": (" CHARACTER SET ascii COLLATE ascii_bin", "")}
 
+EXCHANGE, MARKET = "VARCHAR(32) ASCII NOT NULL", "VARCHAR(40) ASCII NOT NULL"   # market: BASE/QUOTE
 
-metadata = MetaData()
+TABLES = {t.name: t for t in (
+    Table("markets", {
+        "exchange": EXCHANGE, "market": MARKET,
+        "base": "VARCHAR(16) ASCII NOT NULL",
+        "quote": "VARCHAR(16) ASCII NOT NULL",
+        "status": "VARCHAR(32) NOT NULL",                   # the venue's own word
+        "available": "BOOLEAN NOT NULL",                    # accepts orders now
+        "first_seen": "BIGINT NOT NULL",
+        "last_seen": "BIGINT NOT NULL",
+        "status_changed": "BIGINT NOT NULL",
+    }, key=("exchange", "market")),
+    Table("candles", {
+        "exchange": EXCHANGE, "market": MARKET,
+        "interval": "INTEGER NOT NULL",                     # minutes
+        "ts": "BIGINT NOT NULL",                            # open time
+        **dict.fromkeys(("open", "high", "low", "close", "volume"), "AMOUNT NOT NULL"),
+    }, key=("exchange", "market", "interval", "ts")),
+    Table("tickers", {
+        "exchange": EXCHANGE, "market": MARKET,
+        "ts": "BIGINT NOT NULL",
+        **dict.fromkeys(("last", "bid", "ask", "volume_24h"), "AMOUNT NOT NULL"),
+        **dict.fromkeys(("vwap_24h", "high_24h", "low_24h"), "AMOUNT"),
+    }, key=("exchange", "market", "ts")),
+    Table("global_metrics", {
+        "ts": "BIGINT NOT NULL",
+        "source": "VARCHAR(32) ASCII NOT NULL",
+        **dict.fromkeys(("total_market_cap", "total_volume_24h", "btc_dominance"), "AMOUNT NOT NULL"),
+        "active_cryptocurrencies": "INTEGER NOT NULL",
+        "quote": "VARCHAR(16) ASCII NOT NULL",
+    }, key=("source", "ts")),
+    Table("orders", {
+        "ref": "VARCHAR(64) NOT NULL",                      # our unique client reference
+        "namespace": "VARCHAR(8) NOT NULL",                 # live | dry
+        "exchange": EXCHANGE, "market": MARKET,
+        "side": "VARCHAR(4) NOT NULL",
+        "thread": "INTEGER",
+        "intent_at": "DOUBLE NOT NULL",                     # fractional seconds: orders keep their order
+        "amount_quote": "AMOUNT",
+        "volume": "AMOUNT",
+        "status": "VARCHAR(16) NOT NULL",
+        "order_id": "VARCHAR(64)",
+        **dict.fromkeys(("filled", "price", "cost", "fee"), "AMOUNT"),
+        "result_at": "DOUBLE",
+        "error": "TEXT",
+    }, key=("ref",)),
+    Table("schema_version", {"version": "INTEGER NOT NULL"}),
+)}
 
-market_table = Table(
-    "markets", metadata,
-    Column("exchange", _name(32), primary_key=True),
-    Column("market", _name(40), primary_key=True),          # BASE/QUOTE
-    Column("base", _name(16), nullable=False),
-    Column("quote", _name(16), nullable=False),
-    Column("status", String(32), nullable=False),            # the venue's own word
-    Column("available", Boolean, nullable=False),            # accepts orders now
-    Column("first_seen", BigInteger, nullable=False),
-    Column("last_seen", BigInteger, nullable=False),
-    Column("status_changed", BigInteger, nullable=False),
-)
-
-candle_table = Table(
-    "candles", metadata,
-    Column("exchange", _name(32), primary_key=True),
-    Column("market", _name(40), primary_key=True),
-    Column("interval", Integer, primary_key=True, autoincrement=False),   # minutes
-    Column("ts", BigInteger, primary_key=True, autoincrement=False),      # open time
-    *(Column(name, Amount, nullable=False) for name in ("open", "high", "low", "close", "volume")),
-)
-
-ticker_table = Table(
-    "tickers", metadata,
-    Column("exchange", _name(32), primary_key=True),
-    Column("market", _name(40), primary_key=True),
-    Column("ts", BigInteger, primary_key=True, autoincrement=False),
-    *(Column(name, Amount, nullable=False) for name in ("last", "bid", "ask", "volume_24h")),
-    *(Column(name, Amount) for name in ("vwap_24h", "high_24h", "low_24h")),
-)
-
-metric_table = Table(
-    "global_metrics", metadata,
-    Column("ts", BigInteger, nullable=False),
-    Column("source", _name(32), nullable=False),
-    *(Column(name, Amount, nullable=False) for name in ("total_market_cap", "total_volume_24h",
-                                                         "btc_dominance")),
-    Column("active_cryptocurrencies", Integer, nullable=False),
-    Column("quote", _name(16), nullable=False),
-    PrimaryKeyConstraint("source", "ts"),
-)
-
-order_table = Table(
-    "orders", metadata,
-    Column("ref", String(64), primary_key=True),             # our unique client reference
-    Column("namespace", String(8), nullable=False),          # live | dry
-    Column("exchange", _name(32), nullable=False),
-    Column("market", _name(40), nullable=False),
-    Column("side", String(4), nullable=False),
-    Column("thread", Integer),
-    Column("intent_at", Double, nullable=False),             # fractional seconds: orders keep their order
-    Column("amount_quote", Amount),
-    Column("volume", Amount),
-    Column("status", String(16), nullable=False),
-    Column("order_id", String(64)),
-    *(Column(name, Amount) for name in ("filled", "price", "cost", "fee")),
-    Column("result_at", Double),
-    Column("error", Text),
-)
-
-version_table = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+# What a column's values are read as, by column name (an amount is an amount in every table).
+AMOUNTS = {c for t in TABLES.values() for c in t.amounts}
 
 
 # --- schema versions ---------------------------------------------------------------------
@@ -140,13 +140,13 @@ version_table = Table("schema_version", metadata, Column("version", Integer, nul
 # check costs one query.  MIGRATIONS[n - 1] takes a database from version n to n + 1;
 # append to the list, never edit an entry.
 
-def _v2_status_changed(conn: Connection) -> None:
+def _v2_status_changed(db: Cursor) -> None:
     """v2 dates status changes; a market's known status dates from its first sighting."""
-    conn.execute(text("ALTER TABLE markets ADD COLUMN status_changed BIGINT NOT NULL DEFAULT 0"))
-    conn.execute(update(market_table).values(status_changed=market_table.c.first_seen))
+    db.execute("ALTER TABLE `markets` ADD COLUMN `status_changed` BIGINT NOT NULL DEFAULT 0")
+    db.execute("UPDATE `markets` SET `status_changed` = `first_seen`")
 
 
-MIGRATIONS = [_v2_status_changed]
+MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed]
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 # Time column of the tables the backup job trims; never the order journal (orders).
@@ -155,97 +155,217 @@ AGED = {"candles": "ts", "tickers": "ts", "global_metrics": "ts"}
 ARCHIVED = {**AGED, "markets": "status_changed"}
 
 
+class Cursor:
+    """A DB-API cursor taking the SQL written once, with %s placeholders, on either driver;
+    rows come back with amounts as Decimal and `available` as bool."""
+
+    def __init__(self, cursor: Any, mysql: bool) -> None:
+        self.cursor = cursor
+        self.mysql = mysql
+
+    def sql(self, sql: str) -> str:
+        return sql if self.mysql else sql.replace("%s", "?")
+
+    def params(self, params: Sequence[Any]) -> Sequence[Any]:
+        """PyMySQL writes a Decimal exactly; sqlite3 takes none, so amounts go in as decimal text."""
+        if self.mysql:
+            return params
+        return [format(v, "f") if isinstance(v, Decimal) else v for v in params]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the rows it matched (FOUND_ROWS on MySQL: not only those it changed)."""
+        self.cursor.execute(self.sql(sql), self.params(params))
+        return self.cursor.rowcount
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """PyMySQL sends an INSERT ... VALUES run this way as multi-row statements."""
+        self.cursor.executemany(self.sql(sql), rows if self.mysql else map(self.params, rows))
+
+    def fetch(self) -> Iterator[tuple]:
+        """The rows of the last query, BATCH at a time (an unbuffered cursor streams them)."""
+        decode = _decoder([d[0] for d in self.cursor.description], self.mysql)
+        while rows := self.cursor.fetchmany(BATCH):
+            yield from map(decode, rows)
+
+    def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self.execute(sql, params)
+        return list(self.fetch())
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        self.execute(sql, params)
+        names = [d[0] for d in self.cursor.description]
+        return [dict(zip(names, row)) for row in self.fetch()]
+
+    def value(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row, or None."""
+        rows = self.tuples(sql, params)
+        return rows[0][0] if rows else None
+
+
 class MarketDB:
     """The market DB at `url` (sqlite:///PATH or mysql+pymysql://USER:PASS@HOST/DB)."""
 
     def __init__(self, url: str) -> None:
         self.where = _redacted(url)
-        sqlite_options = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+        self._mysql = url.startswith("mysql+pymysql://")
         try:
-            self.engine = create_engine(url, **sqlite_options)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            if self._mysql:
+                import pymysql
+                self._driver: Any = pymysql
+                self._args = _mysql_args(url)
+            elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+                import sqlite3
+                self._driver = sqlite3
+                # isolation_level None: transactions are begun here, not by the driver; one connection,
+                # used by one thread at a time, may be used by another (as SQLAlchemy's pool allowed)
+                self._args = {"database": url[len("sqlite:///"):], "timeout": 30, "isolation_level": None,
+                              "check_same_thread": False}
+            else:
+                raise ValueError("only sqlite:///PATH and mysql+pymysql://USER:PASS@HOST/DB are supported")
+        except (ImportError, ValueError) as exc:
             raise StorageError(f"market DB URL {self.where} is malformed or unsupported: {exc}") from None
-        dialect = self.engine.dialect
-        if dialect.name not in ("mysql", "mariadb", "sqlite"):
-            raise StorageError(f"market DB {self.where}: only MySQL/MariaDB and SQLite are supported")
-        self._mysql = dialect.name != "sqlite"
-        self._fast_candles = dialect.driver == "pymysql"
-        if not self._mysql:
-            event.listen(self.engine, "connect", _sqlite_wal)
+        self._conn: Any = None
         self._schema_ready = False
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._drop()
 
     # --- connections and schema ----------------------------------------------------------
-    @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """One transaction; a database failure becomes a one-line StorageError naming the URL."""
+    def _open(self) -> Any:
+        """A new connection; DatabaseUnreachable when none can be had."""
         try:
-            conn = self.engine.connect()
-        except SQLAlchemyError as exc:
+            conn = self._driver.connect(**self._args)
+        except self._driver.Error as exc:
             raise DatabaseUnreachable(f"market DB {self.where} is unreachable: {_reason(exc)}") from exc
-        try:
-            with conn, conn.begin():
-                yield conn
-        except SQLAlchemyError as exc:
-            lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
-            kind = DatabaseUnreachable if lost else StorageError
-            raise kind(f"market DB {self.where}: {_reason(exc)}") from exc
+        if not self._mysql:
+            try:  # readers (plots, the agent) never wait for the ingestion job, nor it for them
+                conn.execute("PRAGMA journal_mode=WAL")
+            except self._driver.Error as exc:
+                conn.close()
+                raise DatabaseUnreachable(f"market DB {self.where} is unreachable: {_reason(exc)}") from exc
+        return conn
+
+    def _drop(self) -> None:
+        """Close the connection, if any, and forget it: the next call connects again."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            _close_quietly(conn)
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _transaction(self, write: bool = False) -> Iterator[Cursor]:
+        """One transaction; a database failure becomes a one-line StorageError naming the URL.
+
+        SQLite writes BEGIN IMMEDIATE: they wait (30 s) for the write lock up front,
+        rather than failing when a transaction that has read turns into a write.
+        """
+        if self._conn is None:
+            self._conn = self._open()
+        conn = self._conn
+        try:
+            if not self._mysql:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield Cursor(conn.cursor(), self._mysql)
+            conn.commit()
+        except self._driver.Error as exc:
+            self._rollback()
+            raise self._failure(exc) from exc
+        except Exception:
+            self._rollback()
+            raise
+        except BaseException:  # interrupted, perhaps mid-statement: closing rolls back as well
+            self._drop()
+            raise
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn is not None:
+                self._conn.rollback()
+        except Exception:  # noqa: BLE001 - a connection that cannot roll back is not reused
+            self._drop()
+
+    def _failure(self, exc: Exception) -> StorageError:
+        """The driver's error as ours: DatabaseUnreachable, with the connection dropped, when it is gone."""
+        if self._mysql:
+            lost = isinstance(exc, self._driver.InterfaceError) or (
+                isinstance(exc, self._driver.OperationalError) and exc.args and exc.args[0] in LOST)
+        else:
+            lost = isinstance(exc, self._driver.OperationalError) and "unable to open database" in str(exc)
+        if lost:
+            self._drop()
+            return DatabaseUnreachable(f"market DB {self.where}: {_reason(exc)}")
+        return StorageError(f"market DB {self.where}: {_reason(exc)}")
+
+    @contextmanager
+    def _begin(self, write: bool = False) -> Iterator[Cursor]:
         if not self._schema_ready:
             self.ensure_schema()
-        with self._transaction() as conn:
-            yield conn
+        with self._transaction(write) as db:
+            yield db
 
     def ensure_schema(self) -> None:
         """Create the tables on first use, or migrate an older schema to SCHEMA_VERSION."""
-        with self._transaction() as conn:
-            if self._mysql:  # two cron jobs may start on a new database at the same minute
-                conn.execute(select(func.get_lock(func.concat("crontrader:", func.database()), 60)))
-            try:
-                self._upgrade(conn)
-            finally:
-                if self._mysql:
-                    conn.execute(select(func.release_lock(func.concat("crontrader:", func.database()))))
+        if self.schema_version() != SCHEMA_VERSION:  # the usual case costs this check only, and no lock
+            with self._transaction(write=True) as db:
+                lock = "CONCAT('crontrader:', DATABASE())"
+                if self._mysql:  # two cron jobs may start on a new database at the same minute
+                    db.execute(f"SELECT GET_LOCK({lock}, 60)")
+                try:
+                    self._upgrade(db)
+                finally:
+                    if self._mysql:
+                        db.execute(f"SELECT RELEASE_LOCK({lock})")
         self._schema_ready = True
 
-    def _upgrade(self, conn: Connection) -> None:
-        version = None
-        if inspect(conn).has_table(version_table.name):
-            version = conn.execute(select(version_table.c.version)).scalar()
+    def _upgrade(self, db: Cursor) -> None:
+        version = self._version(db)
         if version is None:
-            metadata.create_all(conn)
-            conn.execute(insert(version_table).values(version=SCHEMA_VERSION))
+            for table in TABLES.values():
+                db.execute(table.ddl(self._mysql))
+            db.execute("INSERT INTO `schema_version` (`version`) VALUES (%s)", (SCHEMA_VERSION,))
             return
         if version > SCHEMA_VERSION:
             raise StorageError(f"market DB {self.where} has schema version {version}, newer than this "
                                f"code's {SCHEMA_VERSION}: update crontrader")
         for n, migrate in enumerate(MIGRATIONS[version - 1:], start=version):
-            migrate(conn)
-            conn.execute(update(version_table).values(version=n + 1))
+            migrate(db)
+            db.execute("UPDATE `schema_version` SET `version` = %s", (n + 1,))
+
+    def _version(self, db: Cursor) -> int | None:
+        if self._mysql:
+            exists = ("SELECT COUNT(*) FROM information_schema.tables "
+                      "WHERE table_schema = DATABASE() AND table_name = %s")
+        else:
+            exists = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = %s"
+        if not db.value(exists, ("schema_version",)):
+            return None
+        return db.value("SELECT `version` FROM `schema_version`")
 
     def schema_version(self) -> int | None:
-        with self._transaction() as conn:
-            if not inspect(conn).has_table(version_table.name):
-                return None
-            return conn.execute(select(version_table.c.version)).scalar()
+        with self._transaction() as db:
+            return self._version(db)
 
     # --- writes ----------------------------------------------------------------------------
-    def _upsert(self, conn: Connection, table: Table, rows: Iterable[dict], keep: Sequence[str] = ()) -> None:
-        """Insert `rows`; a row whose key exists updates every other column but those in `keep`."""
-        for batch in _batched(rows, BATCH):
-            conn.execute(self._upsert_statement(table, keep), batch)
-
-    def _upsert_statement(self, table: Table, keep: Sequence[str] = ()) -> Any:
-        stmt = (mysql.insert if self._mysql else sqlite.insert)(table)
-        new = stmt.inserted if self._mysql else stmt.excluded
-        changes = {c.name: new[c.name] for c in table.columns if not c.primary_key and c.name not in keep}
+    def _upsert_sql(self, table: Table, columns: Sequence[str], keep: Sequence[str] = ()) -> tuple[str, str, str]:
+        """The upsert of `columns` of `table` as (INSERT ... VALUES, one row's placeholders, the
+        clause that updates every other column but those in `keep` of a row whose key exists)."""
+        head = f"INSERT INTO `{table.name}` ({_names(columns)}) VALUES "
+        row = f"({_marks(len(columns))})"
+        changed = [c for c in columns if c not in table.key and c not in keep]
         if self._mysql:
-            return stmt.on_duplicate_key_update(changes)
-        return stmt.on_conflict_do_update(index_elements=list(table.primary_key), set_=changes)
+            tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"`{c}` = VALUES(`{c}`)" for c in changed)
+        else:
+            tail = (f" ON CONFLICT ({_names(table.key)}) DO UPDATE SET "
+                    + ", ".join(f"`{c}` = excluded.`{c}`" for c in changed))
+        return head, row, tail
+
+    def _upsert(self, db: Cursor, table: Table, rows: Iterable[Mapping[str, Any]],
+                columns: Sequence[str] | None = None, keep: Sequence[str] = ()) -> None:
+        """Insert `rows` (of `columns`, by default all); a row whose key exists updates every
+        other column but those in `keep`."""
+        columns = table.columns if columns is None else columns
+        head, row, tail = self._upsert_sql(table, columns, keep)
+        for batch in _batched(rows, BATCH):
+            db.executemany(head + row + tail, [tuple(r[c] for c in columns) for r in batch])
 
     def upsert_markets(self, exchange: str, markets: Iterable[Market],
                        seen_at: int) -> list[tuple[str, str | None, str]]:
@@ -254,40 +374,41 @@ class MarketDB:
         `old` is None for a market seen for the first time.  A known market missing
         from the listing becomes unavailable with status "delisted".
         """
-        t = market_table
-        with self._begin() as conn:
-            known = {r.market: r for r in conn.execute(
-                select(t.c.market, t.c.status, t.c.status_changed).where(t.c.exchange == exchange))}
+        with self._begin(write=True) as db:
+            known = {r["market"]: r for r in db.query(
+                "SELECT `market`, `status`, `status_changed` FROM `markets` WHERE `exchange` = %s", (exchange,))}
             rows, changes = [], []
             for m in markets:
                 old = known.pop(m.symbol, None)
-                changed = old is None or old.status != m.status
+                changed = old is None or old["status"] != m.status
                 if changed:
-                    changes.append((m.symbol, old.status if old else None, m.status))
+                    changes.append((m.symbol, old["status"] if old else None, m.status))
                 rows.append({"exchange": exchange, "market": m.symbol, "base": m.base, "quote": m.quote,
                              "status": m.status, "available": m.available, "first_seen": seen_at,
-                             "last_seen": seen_at, "status_changed": seen_at if changed else old.status_changed})
-            gone = [market for market, old in known.items() if old.status != DELISTED]
+                             "last_seen": seen_at,
+                             "status_changed": seen_at if changed else old["status_changed"]})
+            gone = [market for market, old in known.items() if old["status"] != DELISTED]
             if gone:
-                conn.execute(update(t).where(t.c.exchange == exchange, t.c.market.in_(gone))
-                             .values(status=DELISTED, available=False, status_changed=seen_at))
-                changes += [(market, known[market].status, DELISTED) for market in gone]
-            self._upsert(conn, t, rows, keep=("first_seen",))
+                db.execute("UPDATE `markets` SET `status` = %s, `available` = %s, `status_changed` = %s "
+                           f"WHERE `exchange` = %s AND `market` IN ({_marks(len(gone))})",
+                           (DELISTED, False, seen_at, exchange, *gone))
+                changes += [(market, known[market]["status"], DELISTED) for market in gone]
+            self._upsert(db, TABLES["markets"], rows, keep=("first_seen",))
         return changes
 
     def upsert_candles(self, exchange: str, market: str, interval: int, candles: Iterable[Candle]) -> None:
         """Write candles of `interval` minutes; a candle already stored (still open then) is overwritten."""
-        with self._begin() as conn:
-            if self._fast_candles:
-                self._pymysql_candles(conn, exchange, market, interval, candles)
+        with self._begin(write=True) as db:
+            if self._mysql:
+                self._pymysql_candles(db, exchange, market, interval, candles)
             else:
-                self._upsert(conn, candle_table, (
+                self._upsert(db, TABLES["candles"], (
                     {"exchange": exchange, "market": market, "interval": interval, "ts": c.ts, "open": c.open,
                      "high": c.high, "low": c.low, "close": c.close, "volume": c.volume} for c in candles))
 
-    def _pymysql_candles(self, conn: Connection, exchange: str, market: str, interval: int,
+    def _pymysql_candles(self, db: Cursor, exchange: str, market: str, interval: int,
                          candles: Iterable[Candle]) -> None:
-        """The ingestion hot path: multi-row statements whose numbers are written out here.
+        """The hot path of ingestion and backfills, on MySQL: the same upsert, faster.
 
         PyMySQL's executemany builds the same statements but escapes each value through
         generic code, which tops out near 60,000 rows/s on a 2-core machine.  Formatting
@@ -295,9 +416,11 @@ class MarketDB:
         while the next one is built, reaches the server's own speed (bench/ingest.py).
         The names are escaped by the driver (cursor.mogrify).
         """
-        sql = str(self._upsert_statement(candle_table).compile(dialect=conn.dialect))
-        head, _, tail = sql.partition("(" + ", ".join(f"%({c.name})s" for c in candle_table.c) + ")")
-        key = conn.connection.cursor().mogrify("(%s, %s, %s, ", (exchange, market, interval))
+        from concurrent.futures import ThreadPoolExecutor
+
+        table = TABLES["candles"]
+        head, _, tail = self._upsert_sql(table, table.columns)
+        key = db.cursor.mogrify("(%s, %s, %s, ", (exchange, market, interval))
         with ThreadPoolExecutor(1) as sender:
             sent = None
             for batch in _batched(candles, BATCH):
@@ -305,91 +428,87 @@ class MarketDB:
                                  for c in batch)
                 if sent:
                     sent.result()
-                sent = sender.submit(conn.exec_driver_sql, head + rows + tail,
-                                     execution_options={"no_parameters": True})
+                sent = sender.submit(db.cursor.execute, head + rows + tail)  # no parameters: sent as is
             if sent:
                 sent.result()
 
     def insert_tickers(self, exchange: str, tickers: Iterable[Ticker], ts: int | None = None) -> None:
         """Write a snapshot of tickers, all stamped `ts` (by default each ticker's own time)."""
-        with self._begin() as conn:
-            self._upsert(conn, ticker_table, (
+        with self._begin(write=True) as db:
+            self._upsert(db, TABLES["tickers"], (
                 {"exchange": exchange, "market": t.market, "ts": t.ts if ts is None else ts, "last": t.last,
                  "bid": t.bid, "ask": t.ask, "volume_24h": t.volume_24h, "vwap_24h": t.vwap_24h,
                  "high_24h": t.high_24h, "low_24h": t.low_24h} for t in tickers))
 
     def insert_global_metrics(self, source: str, metrics: Iterable[GlobalMetrics]) -> None:
-        with self._begin() as conn:
-            self._upsert(conn, metric_table, (
+        with self._begin(write=True) as db:
+            self._upsert(db, TABLES["global_metrics"], (
                 {"source": source, "ts": m.ts, "quote": m.quote, "total_market_cap": m.total_market_cap,
                  "total_volume_24h": m.total_volume_24h, "btc_dominance": m.btc_dominance,
                  "active_cryptocurrencies": m.active_cryptocurrencies} for m in metrics))
 
     # --- reads -----------------------------------------------------------------------------
-    def _all(self, query: Any) -> list[RowMapping]:
-        with self._begin() as conn:
-            return list(conn.execute(query).mappings())
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._begin() as db:
+            return db.query(sql, params)
 
-    def _one(self, query: Any) -> Any:
-        with self._begin() as conn:
-            return conn.execute(query).scalar()
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._begin() as db:
+            return db.value(sql, params)
 
-    def markets(self, exchange: str) -> list[RowMapping]:
-        t = market_table
-        return self._all(select(t).where(t.c.exchange == exchange).order_by(t.c.market))
+    def markets(self, exchange: str) -> list[dict[str, Any]]:
+        return self._all(f"{_select('markets')} WHERE `exchange` = %s ORDER BY `market`", (exchange,))
 
     def available_markets(self, exchange: str) -> list[str]:
-        t = market_table
         return [r["market"] for r in self._all(
-            select(t.c.market).where(t.c.exchange == exchange, t.c.available).order_by(t.c.market))]
+            "SELECT `market` FROM `markets` WHERE `exchange` = %s AND `available` ORDER BY `market`", (exchange,))]
 
     def last_candle_ts(self, exchange: str, market: str, interval: int) -> int | None:
-        t = candle_table
-        return self._one(select(func.max(t.c.ts)).where(
-            t.c.exchange == exchange, t.c.market == market, t.c.interval == interval))
+        return self._one("SELECT MAX(`ts`) FROM `candles` WHERE `exchange` = %s AND `market` = %s "
+                         "AND `interval` = %s", (exchange, market, interval))
 
     def last_candle_ts_by_market(self, exchange: str, interval: int) -> dict[str, int]:
         """The newest candle of every market of `exchange`, in one query (the primary key answers it)."""
-        t = candle_table
         return {r["market"]: r["ts"] for r in self._all(
-            select(t.c.market, func.max(t.c.ts).label("ts"))
-            .where(t.c.exchange == exchange, t.c.interval == interval).group_by(t.c.market))}
+            "SELECT `market`, MAX(`ts`) AS `ts` FROM `candles` WHERE `exchange` = %s AND `interval` = %s "
+            "GROUP BY `market`", (exchange, interval))}
 
     def candles(self, exchange: str, market: str, interval: int, since: int | None = None,
                 until: int | None = None) -> list[Candle]:
         """Candles opening in [since, until), oldest first."""
-        t = candle_table
-        query = select(t.c.ts, t.c.open, t.c.high, t.c.low, t.c.close, t.c.volume).where(
-            t.c.exchange == exchange, t.c.market == market, t.c.interval == interval).order_by(t.c.ts)
+        sql = ("SELECT `ts`, `open`, `high`, `low`, `close`, `volume` FROM `candles` "
+               "WHERE `exchange` = %s AND `market` = %s AND `interval` = %s")
+        params: list[Any] = [exchange, market, interval]
         if since is not None:
-            query = query.where(t.c.ts >= since)
+            sql += " AND `ts` >= %s"
+            params.append(since)
         if until is not None:
-            query = query.where(t.c.ts < until)
-        with self._begin() as conn:
-            return [Candle(*row) for row in conn.execute(query)]
+            sql += " AND `ts` < %s"
+            params.append(until)
+        with self._begin() as db:
+            return [Candle(*row) for row in db.tuples(sql + " ORDER BY `ts`", params)]
 
     def close_at(self, exchange: str, market: str, interval: int, at: int) -> Decimal | None:
         """Close of the last candle that had closed by `at` (as trends.price_at); None when none had."""
-        t = candle_table
-        return self._one(select(t.c.close).where(
-            t.c.exchange == exchange, t.c.market == market, t.c.interval == interval,
-            t.c.ts <= at - interval * 60).order_by(t.c.ts.desc()).limit(1))
+        return self._one("SELECT `close` FROM `candles` WHERE `exchange` = %s AND `market` = %s "
+                         "AND `interval` = %s AND `ts` <= %s ORDER BY `ts` DESC LIMIT 1",
+                         (exchange, market, interval, at - interval * 60))
 
-    def tickers(self, exchange: str, market: str, since: int | None = None) -> list[RowMapping]:
+    def tickers(self, exchange: str, market: str, since: int | None = None) -> list[dict[str, Any]]:
         """The market's ticker snapshots, oldest first."""
-        t = ticker_table
-        query = select(t).where(t.c.exchange == exchange, t.c.market == market).order_by(t.c.ts)
+        sql, params = f"{_select('tickers')} WHERE `exchange` = %s AND `market` = %s", [exchange, market]
         if since is not None:
-            query = query.where(t.c.ts >= since)
-        return self._all(query)
+            sql += " AND `ts` >= %s"
+            params.append(since)
+        return self._all(sql + " ORDER BY `ts`", params)
 
-    def global_metrics(self, since: int | None = None) -> list[RowMapping]:
+    def global_metrics(self, since: int | None = None) -> list[dict[str, Any]]:
         """Every source's global metrics, oldest first."""
-        t = metric_table
-        query = select(t).order_by(t.c.ts, t.c.source)
+        sql, params = _select("global_metrics"), []
         if since is not None:
-            query = query.where(t.c.ts >= since)
-        return self._all(query)
+            sql += " WHERE `ts` >= %s"
+            params.append(since)
+        return self._all(sql + " ORDER BY `ts`, `source`", params)
 
     # --- the order journal -------------------------------------------------------------------
     def journal_intent(self, ref: str, *, namespace: str, exchange: str, market: str, side: str,
@@ -398,13 +517,14 @@ class MarketDB:
         """Record an order before it is sent; a second intent with the same ref is refused."""
         _check(namespace, NAMESPACES, "namespace")
         _check(side, SIDES, "side")
-        with self._begin() as conn:
+        with self._begin(write=True) as db:
             try:
-                conn.execute(insert(order_table).values(
-                    ref=ref, namespace=namespace, exchange=exchange, market=market, side=side, thread=thread,
-                    intent_at=time.time() if at is None else at, amount_quote=amount_quote, volume=volume,
-                    status="intent"))
-            except IntegrityError:
+                db.execute("INSERT INTO `orders` (`ref`, `namespace`, `exchange`, `market`, `side`, `thread`, "
+                           "`intent_at`, `amount_quote`, `volume`, `status`) "
+                           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                           (ref, namespace, exchange, market, side, thread,
+                            time.time() if at is None else at, amount_quote, volume, "intent"))
+            except self._driver.IntegrityError:
                 raise StorageError(f"market DB {self.where}: order {ref!r} is already journaled") from None
 
     def journal_result(self, ref: str, status: str, *, order_id: str | None = None,
@@ -413,11 +533,11 @@ class MarketDB:
         """Record what became of the order `ref`; fields left None keep their value."""
         _check(status, OPEN + FINAL, "order status")
         given = {"order_id": order_id, "filled": filled, "price": price, "cost": cost, "fee": fee, "error": error}
-        values = {k: v for k, v in given.items() if v is not None}
-        t = order_table
-        with self._begin() as conn:
-            found = conn.execute(update(t).where(t.c.ref == ref).values(
-                status=status, result_at=time.time() if at is None else at, **values)).rowcount
+        values = {"status": status, "result_at": time.time() if at is None else at,
+                  **{k: v for k, v in given.items() if v is not None}}
+        with self._begin(write=True) as db:
+            found = db.execute(f"UPDATE `orders` SET {', '.join(f'`{c}` = %s' for c in values)} WHERE `ref` = %s",
+                               (*values.values(), ref))
         if not found:
             raise StorageError(f"market DB {self.where}: no journaled order {ref!r}")
 
@@ -427,30 +547,28 @@ class MarketDB:
                             filled=order.filled, price=order.price, cost=order.cost, fee=order.fee,
                             at=order.closed_at or None)
 
-    def journal_row(self, ref: str) -> RowMapping | None:
-        rows = self._all(select(order_table).where(order_table.c.ref == ref))
+    def journal_row(self, ref: str) -> dict[str, Any] | None:
+        rows = self._all(f"{_select('orders')} WHERE `ref` = %s", (ref,))
         return rows[0] if rows else None
 
-    def journal(self, namespace: str, since: int | None = None) -> list[RowMapping]:
+    def journal(self, namespace: str, since: int | None = None) -> list[dict[str, Any]]:
         """The namespace's orders, oldest intent first."""
-        t = order_table
-        query = select(t).where(t.c.namespace == namespace).order_by(t.c.intent_at, t.c.ref)
+        sql, params = f"{_select('orders')} WHERE `namespace` = %s", [namespace]
         if since is not None:
-            query = query.where(t.c.intent_at >= since)
-        return self._all(query)
+            sql += " AND `intent_at` >= %s"
+            params.append(since)
+        return self._all(sql + " ORDER BY `intent_at`, `ref`", params)
 
-    def open_intents(self, namespace: str) -> list[RowMapping]:
+    def open_intents(self, namespace: str) -> list[dict[str, Any]]:
         """Orders whose fate must be asked of the exchange before anything else."""
-        t = order_table
-        return self._all(select(t).where(t.c.namespace == namespace, t.c.status.in_(OPEN))
-                         .order_by(t.c.intent_at, t.c.ref))
+        return self._all(f"{_select('orders')} WHERE `namespace` = %s AND `status` IN ({_marks(len(OPEN))}) "
+                         "ORDER BY `intent_at`, `ref`", (namespace, *OPEN))
 
-    def open_positions(self, namespace: str) -> dict[int, RowMapping]:
+    def open_positions(self, namespace: str) -> dict[int, dict[str, Any]]:
         """Per thread, the filled buy not followed by a filled sell: what the thread holds."""
-        t = order_table
-        positions: dict[int, RowMapping] = {}
-        for row in self._all(select(t).where(t.c.namespace == namespace, t.c.status.in_(FINAL),
-                                             t.c.thread.is_not(None)).order_by(t.c.intent_at, t.c.ref)):
+        positions: dict[int, dict[str, Any]] = {}
+        for row in self._all(f"{_select('orders')} WHERE `namespace` = %s AND `status` IN ({_marks(len(FINAL))}) "
+                             "AND `thread` IS NOT NULL ORDER BY `intent_at`, `ref`", (namespace, *FINAL)):
             if row["filled"]:
                 if row["side"] == "buy":
                     positions[row["thread"]] = row
@@ -459,85 +577,166 @@ class MarketDB:
         return positions
 
     # --- trimming, for the backup job -----------------------------------------------------
+    def _keys_in(self, table: Table, n: int) -> str:
+        """WHERE clause matching n primary keys (SQLite wants row values as a VALUES list)."""
+        rows = ", ".join([f"({_marks(len(table.key))})"] * n)
+        return f"({_names(table.key)}) IN ({rows if self._mysql else 'VALUES ' + rows})"
+
     def delete_older_than(self, table: str, ts: int, batch: int = DELETE_BATCH) -> int:
         """Delete rows older than `ts`, `batch` rows per transaction; returns how many."""
         if table not in AGED:
             raise ValueError(f"{table!r} is not one of {', '.join(AGED)}")
-        t = metadata.tables[table]
-        old = t.c[AGED[table]] < ts
-        key = list(t.primary_key)
+        t = TABLES[table]
         deleted = 0
         while True:
-            with self._begin() as conn:
-                keys = conn.execute(select(*key).where(old).limit(batch)).all()
+            with self._begin(write=True) as db:
+                keys = db.tuples(f"SELECT {_names(t.key)} FROM `{table}` WHERE `{AGED[table]}` < %s LIMIT %s",
+                                 (ts, batch))
                 if keys:
-                    conn.execute(delete(t).where(tuple_(*key).in_(keys)))
+                    db.execute(f"DELETE FROM `{table}` WHERE {self._keys_in(t, len(keys))}",
+                               [v for key in keys for v in key])
             deleted += len(keys)
             if len(keys) < batch:
                 return deleted
 
     # --- archiving, for the backup job ----------------------------------------------------
-    def _archived(self, table: str, before: int) -> Any:
-        """The rows the backup takes: older than `before`, and all rows of the markets that
-        have been unavailable since before `before`."""
+    def _archived(self, table: str, before: int) -> tuple[str, tuple[int, ...]]:
+        """WHERE clause and parameters of the rows the backup takes: older than `before`, and
+        all rows of the markets that have been unavailable since before `before`."""
         if table not in ARCHIVED:
             raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
-        m = market_table
-        gone = m.c.available.is_(False) & (m.c.status_changed < before)
+        gone = "NOT `available` AND `status_changed` < %s"
         if table == "markets":
-            return gone
-        t = metadata.tables[table]
-        old = t.c.ts < before
-        if "market" in t.c:
-            old |= tuple_(t.c.exchange, t.c.market).in_(select(m.c.exchange, m.c.market).where(gone))
-        return old
+            return gone, (before,)
+        if "market" in TABLES[table].types:
+            return (f"`ts` < %s OR (`exchange`, `market`) IN (SELECT `exchange`, `market` FROM `markets` "
+                    f"WHERE {gone})"), (before, before)
+        return "`ts` < %s", (before,)
 
     def archived_days(self, table: str, before: int) -> dict[int, int]:
         """Rows the backup would take from `table`, counted by UTC day (days since 1970-01-01)."""
-        t = metadata.tables[table]
-        day = (t.c[ARCHIVED[table]] // 86400).label("day")
-        return {int(r.day): r.n for r in self._all(
-            select(day, func.count().label("n")).where(self._archived(table, before)).group_by("day"))}
+        where, params = self._archived(table, before)
+        day = f"`{ARCHIVED[table]}` {'DIV' if self._mysql else '/'} 86400"   # integer division
+        with self._begin() as db:
+            rows = db.tuples(f"SELECT {day} AS `day`, COUNT(*) AS `n` FROM `{table}` WHERE {where} "
+                             "GROUP BY `day`", params)
+        return {int(day): n for day, n in rows}
 
     def archived_rows(self, table: str, before: int) -> Iterator[tuple]:
         """Those rows, oldest first, in table column order; streamed, as a month of candles
-        may not fit in a Pi's memory."""
-        t = metadata.tables[table]
-        query = (select(t).where(self._archived(table, before))
-                 .order_by(t.c[ARCHIVED[table]], *t.primary_key))
-        with self._begin() as conn:
-            for row in conn.execution_options(yield_per=BATCH).execute(query):
-                yield tuple(row)
+        may not fit in a Pi's memory.
+
+        On a connection of their own: the caller may use this MarketDB while it iterates,
+        which a half-read unbuffered MySQL result would refuse.
+        """
+        where, params = self._archived(table, before)
+        sql = (f"{_select(table)} WHERE {where} "
+               f"ORDER BY `{ARCHIVED[table]}`, {_names(TABLES[table].key)}")
+        if not self._schema_ready:
+            self.ensure_schema()
+        conn = self._open()
+        try:
+            db = Cursor(conn.cursor(self._driver.cursors.SSCursor) if self._mysql else conn.cursor(), self._mysql)
+            db.execute(sql, params)
+            yield from db.fetch()
+        except self._driver.Error as exc:
+            raise self._failure(exc) from exc
+        finally:
+            _close_quietly(conn)
 
     def delete_keys(self, table: str, keys: Iterable[Sequence[Any]], batch: int = DELETE_BATCH) -> int:
         """Delete the rows of `table` with these primary keys, `batch` per transaction; how many went."""
         if table not in ARCHIVED:
             raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
-        t = metadata.tables[table]
+        t = TABLES[table]
         deleted = 0
         for chunk in _batched(keys, batch):
-            with self._begin() as conn:
-                deleted += conn.execute(delete(t).where(tuple_(*t.primary_key).in_(chunk))).rowcount
+            with self._begin(write=True) as db:
+                deleted += db.execute(f"DELETE FROM `{table}` WHERE {self._keys_in(t, len(chunk))}",
+                                      [v for key in chunk for v in key])
         return deleted
 
     def restore_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Put archived rows back in one transaction; upserts, so restoring twice changes nothing."""
         if table not in ARCHIVED:
             raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
-        t = metadata.tables[table]
-        unknown = [c for c in columns if c not in t.c]
+        t = TABLES[table]
+        unknown = [c for c in columns if c not in t.types]
         if unknown:
             raise StorageError(f"market DB {self.where}: table {table} has no column {', '.join(unknown)}")
-        amounts = {c for c in columns if isinstance(t.c[c].type, Amount)}
-        with self._begin() as conn:
-            self._upsert(conn, t, ({c: Decimal(v) if c in amounts and v is not None else v
-                                    for c, v in zip(columns, row)} for row in rows))
+        amounts = t.amounts
+        with self._begin(write=True) as db:
+            self._upsert(db, t, ({c: Decimal(v) if c in amounts and v is not None else v
+                                  for c, v in zip(columns, row)} for row in rows), columns=columns)
 
 
 def table_layout(table: str) -> tuple[list[str], list[str]]:
     """(columns, primary key columns) of `table`, in the table's order."""
-    t = metadata.tables[table]
-    return [c.name for c in t.columns], [c.name for c in t.primary_key]
+    t = TABLES[table]
+    return t.columns, list(t.key)
+
+
+def _names(columns: Iterable[str]) -> str:
+    return ", ".join(f"`{c}`" for c in columns)
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+def _select(table: str) -> str:
+    """SELECT of every column of `table`, in the table's order (as archives and callers expect)."""
+    return f"SELECT {_names(TABLES[table].columns)} FROM `{table}`"
+
+
+def _decoder(names: Sequence[str], mysql: bool) -> Callable[[Sequence[Any]], tuple]:
+    """Row -> tuple, amounts as Decimal (SQLite keeps them as text; PyMySQL gives Decimals) and
+    `available` as bool (a tinyint or integer in the database)."""
+    converters = [bool if n == "available" else Decimal if n in AMOUNTS and not mysql else None for n in names]
+    if not any(converters):
+        return tuple
+
+    def decode(row: Sequence[Any]) -> tuple:
+        return tuple(v if f is None or v is None else f(v) for f, v in zip(converters, row))
+    return decode
+
+
+def _mysql_args(url: str) -> dict[str, Any]:
+    """pymysql.connect's arguments for mysql+pymysql://USER:PASS@HOST[:PORT]/DB[?OPTION=VALUE...].
+
+    Parsed as SQLAlchemy did, so that URLs that worked keep working: the password may
+    hold / ? or #, an @ in it is written %40, and the options go to the driver as they are.
+    """
+    import re
+    from urllib.parse import parse_qsl, unquote
+
+    from pymysql import Connection
+    from pymysql.constants import CLIENT
+
+    m = re.fullmatch(r"mysql\+pymysql://(?:(?P<user>[^:/]*)(?::(?P<password>[^@]*))?@)?"
+                     r"(?:\[(?P<ipv6>[^/?]+)\]|(?P<host>[^/:?]*))(?::(?P<port>[^/?]*))?"
+                     r"/(?P<database>[^?]+)(?:\?(?P<options>.*))?", url, re.DOTALL)
+    if not m:
+        raise ValueError("expected mysql+pymysql://USER:PASS@HOST[:PORT]/DB")
+    if m["port"] is not None and not m["port"].isdigit():
+        raise ValueError(f"port {m['port']!r} is not a number")
+    options = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(m["options"] or "")}
+    accepted = Connection.__init__.__code__
+    unknown = set(options) - set(accepted.co_varnames[:accepted.co_argcount + accepted.co_kwonlyargcount])
+    if unknown:
+        raise ValueError(f"PyMySQL takes no option {', '.join(sorted(unknown))}")
+    return {"host": m["ipv6"] or m["host"] or "localhost", "port": int(m["port"] or 3306),
+            "user": unquote(m["user"] or ""), "password": unquote(m["password"] or ""),
+            "database": m["database"], "charset": "utf8mb4", "autocommit": False, "connect_timeout": 10,
+            # an UPDATE counts the rows it matched, as SQLite does, not only those it changed
+            "client_flag": CLIENT.FOUND_ROWS, **options}
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a broken connection may fail too; it is gone either way
+        pass
 
 
 def _batched(rows: Iterable[Any], n: int) -> Iterator[list[Any]]:
@@ -551,9 +750,9 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
         raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
 
 
-def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's own message on one line (SQLAlchemy's adds the statement and its rows)."""
-    return " ".join(str(getattr(exc, "orig", None) or exc).split())
+def _reason(exc: Exception) -> str:
+    """The driver's own message, on one line."""
+    return " ".join(str(exc).split())
 
 
 def _redacted(url: str) -> str:
@@ -563,8 +762,3 @@ def _redacted(url: str) -> str:
     if not at or not slashes or ":" not in credentials:
         return url
     return f"{scheme}//{credentials.partition(':')[0]}:***@{rest}"
-
-
-def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
-    """Readers (plots, the agent) never wait for the ingestion job, nor it for them."""
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
