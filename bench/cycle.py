@@ -4,7 +4,8 @@ Kraken simulator) against `python -c pass`, in one run.
 Targets (issue 4): <= 0.3 s wall and <= 50 MiB peak RSS on this machine, for
 the Pi's install (requirements.txt only, `.venv-runtime`, built by `make bench`).
 Two kinds of run are timed: one that buys (a new namespace each time: four
-threads bought) and one that holds those four threads and finds nothing to do.  Cron runs the agent every 10 minutes, so before each run
+threads bought) and one that holds those four threads and finds nothing to do,
+with 6 days of 5-minute candles in the market DB, as a few days of cron leave it.  Cron runs the agent every 10 minutes, so before each run
 Kraken's call counter is set as a 5-minute gap would leave it (empty); without
 that, runs back to back would wait for the counter to decay, as they should.
 Also prints where the start-up time goes (python -X importtime, top modules).
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pymysql
@@ -31,6 +33,7 @@ from includes.simulators.kraken import KrakenSimulator  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGETS = (0.3, 50.0)
+NOW = 1_700_000_000
 
 
 def import_breakdown(python: str, cmd: list[str], top: int = 8) -> list[tuple[str, float]]:
@@ -91,16 +94,25 @@ def main() -> int:
         print(f"{RUNTIME_PYTHON} is missing (make bench builds it): timing the dev venv only\n")
     ok = True
     try:
-        with tempfile.TemporaryDirectory() as home, KrakenSimulator(clock=1_700_000_000) as sim:
+        with tempfile.TemporaryDirectory() as home, KrakenSimulator(clock=NOW - 6 * 86400) as sim:
             bench = Bench(Path(home), sim, db, prefix)
             bench.write_config("holding")
-            get_api_data(load_config(bench.config))   # the market DB holds the candles
+            for _ in range(3):  # the market DB holds 6 days of 5-minute candles, as cron leaves it
+                get_api_data(load_config(bench.config))
+                sim.advance(2 * 86400)
+            get_api_data(load_config(bench.config))
+            for pair in ("XXBTZEUR", "XETHZEUR"):  # two risers: 2 threads each (the cap: 10 threads / 5 currencies)
+                decimals = Decimal(1).scaleb(-sim.pair(pair).pair_decimals)
+                sim.set_price(pair, (sim.price(pair) * Decimal("1.05")).quantize(decimals))
             pythons = [("Pi install", RUNTIME_PYTHON)] if runtime else []
             pythons.append(("dev venv, with ccxt's cryptography", PYTHON))
             for label, python in pythons:
                 cmd = [python, "trade_agent.py", "--config", str(bench.config)]
                 bench.new_namespace()
+                orders = sim.calls["AddOrder"]
                 buying = measure(cmd, runs=7, before=bench.new_namespace)
+                if sim.calls["AddOrder"] - orders != 4 * 8:
+                    raise SystemExit(f"the buying runs sent {sim.calls['AddOrder'] - orders} orders, not 4 each")
                 bench.write_config("holding")
                 subprocess.run(cmd, cwd=ROOT, check=True)         # its threads bought, once
                 holding = measure(cmd, runs=7, before=bench.five_minutes_later)

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import (ExchangeError, InsufficientFunds, MarketUnavailable, OrderStateUnknown,
                              OrderTooSmall, UnknownMarket)
 from includes.money import ZERO, percent_change
-from includes.storage import OPEN
+from includes.storage import DEFAULT_AGENT, OPEN
 from includes.storage.state import ACTIVE, BUYING, DISABLED, SELLING, WAITING, StateStore, Thread
-from includes.trends import trends as compute_trends
+from includes.trends import changes, trends as compute_trends
 
 if TYPE_CHECKING:
     from includes.config import Config, TradingConfig
@@ -58,9 +58,11 @@ class RunSummary:
 
 class Agent:
     def __init__(self, trading: TradingConfig, platform: Platform, store: StateStore, db: MarketDB, *,
-                 mode: str, exchange: str, candle_interval: int,
+                 mode: str, exchange: str, candle_interval: int, name: str = DEFAULT_AGENT,
                  stop_requested: Callable[[], bool] = lambda: False) -> None:
+        """`name`: the storage.namespace, which tells this agent's journal from others' in a shared DB."""
         self.cfg = trading
+        self.name = name
         self.platform = platform
         self.store = store
         self.db = db
@@ -99,7 +101,7 @@ class Agent:
         their reference; then the threads caught between two states, finished
         or undone as the journal says.
         """
-        for row in self.db.open_intents(self.mode):
+        for row in self.db.open_intents(self.mode, agent=self.name):
             order = self.platform.get_order(row["ref"])
             if order is None:
                 age = time.time() - float(row["intent_at"])
@@ -130,7 +132,7 @@ class Agent:
 
     def rebuild_if_lost(self) -> None:
         """State store flushed: rebuild the positions from the journal's filled orders."""
-        positions = self.db.open_positions(self.mode)
+        positions = self.db.open_positions(self.mode, agent=self.name)
         threads = {t.n: t for t in self.store.threads()}
         for n, buy in positions.items():
             thread = threads.get(n)
@@ -191,9 +193,11 @@ class Agent:
         return result
 
     def trends_from_db(self, symbol: str, now: int, since: int, current: Decimal) -> dict[int, Decimal]:
-        """Trends over the market DB's candles opening at or after `since` (the backtest reads its arrays)."""
-        candles = self.db.candles(self.exchange, symbol, self.interval, since=since)
-        return compute_trends(candles, now, self.cfg.trend_windows, self.interval, current=current)
+        """Trends over the market DB's candles opening at or after `since`, as trends.trends
+        computes them, from the one close each window needs (the backtest reads its arrays)."""
+        windows = self.cfg.trend_windows
+        then = self.db.closes_at(self.exchange, symbol, self.interval, [now - h * 3600 for h in windows], since)
+        return changes(current, dict(zip(windows, then)))
 
     # --- selling ----------------------------------------------------------------------
     def gain(self, thread: Thread, bid: Decimal) -> Decimal:
@@ -240,7 +244,7 @@ class Agent:
             return
         crash_point("sell:claimed")
         symbol = f"{thread.currency}/{self.cfg.quote}"
-        self.db.journal_intent(ref, namespace=self.mode, exchange=self.exchange, market=symbol,
+        self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
                                side="sell", thread=thread.n, volume=thread.volume, amount_quote=None)
         crash_point("sell:journaled")
         log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, thread.volume,
@@ -299,7 +303,7 @@ class Agent:
             return None
         crash_point("buy:claimed")
         symbol = f"{currency}/{self.cfg.quote}"
-        self.db.journal_intent(ref, namespace=self.mode, exchange=self.exchange, market=symbol,
+        self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
                                side="buy", thread=thread.n, volume=None, amount_quote=amount)
         crash_point("buy:journaled")
         log.info("thread %d: BUY %s for %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
@@ -402,7 +406,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
             return None
         try:
             agent = Agent(cfg.trading, platform, store, db, mode=mode, exchange=exchange,
-                          candle_interval=cfg.market_data.candle_interval,
+                          candle_interval=cfg.market_data.candle_interval, name=cfg.storage.namespace,
                           stop_requested=lambda: stop_requested(cfg))
             summary = agent.run()
         finally:

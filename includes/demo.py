@@ -108,7 +108,7 @@ def summarise(cfg: Config, sim: Any, start: int) -> dict[str, Any]:
 
     store, db = open_state(cfg, "dry"), open_market_db(cfg)
     try:
-        threads, journal = store.threads(), db.journal("dry")
+        threads, journal = store.threads(), db.journal("dry", agent=cfg.storage.namespace)
     finally:
         store.close()
         db.close()

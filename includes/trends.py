@@ -37,9 +37,10 @@ def trends(candles: Sequence[Candle], now: int, windows: Sequence[int], interval
     now_price = current if current is not None else price_at(candles, now, interval)
     if now_price is None or not candles:
         return {}
-    result = {}
-    for hours in windows:
-        then = price_at(candles, now - hours * 3600, interval)
-        if then is not None and then > 0:
-            result[hours] = percent_change(then, now_price)
-    return result
+    return changes(now_price, {hours: price_at(candles, now - hours * 3600, interval) for hours in windows})
+
+
+def changes(now_price: Decimal, then: dict[int, Decimal | None]) -> dict[int, Decimal]:
+    """Percent change from each window's opening price (`then`, by hours; None when unknown) to now."""
+    return {hours: percent_change(price, now_price) for hours, price in then.items()
+            if price is not None and price > 0}

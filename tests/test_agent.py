@@ -23,7 +23,7 @@ def threads(cfg, mode):
 def journal(cfg, mode):
     db = open_market_db(cfg)
     try:
-        return db.journal(mode)
+        return db.journal(mode, agent=cfg.storage.namespace)
     finally:
         db.close()
 
@@ -154,6 +154,21 @@ def test_threads_the_budget_cannot_cover_are_disabled_then_enabled(job_config, r
     sim.set_balance(kraken_venue.key, "ZEUR", "100")
     run_agent(cfg)
     assert [t.state for t in threads(cfg, "live")][2:] == [WAITING, WAITING]
+
+
+def test_agents_sharing_the_market_db_keep_to_their_own_orders(job_config, rising, kraken_venue):
+    """Two storage namespaces on one market DB and one state DB: the second agent's
+    first run finds no state of its own, and must not rebuild the first's positions
+    (it would sell coins it never bought)."""
+    trading = {"currencies": CURRENCIES, "max_threads": 2, "dry_run": False}
+    alpha = job_config(trading=trading, storage={"namespace": "alpha"})
+    assert len(run_agent(alpha).bought) == 2
+    beta = job_config(trading=trading, storage={"namespace": "beta"})
+    summary = run_agent(beta)
+    assert summary.recovered == []
+    assert [t.order_ref for t in threads(beta, "live")] == [r["ref"] for r in journal(beta, "live")]
+    assert not {r["ref"] for r in journal(alpha, "live")} & {r["ref"] for r in journal(beta, "live")}
+    assert len(journal(alpha, "live")) == 2 and len(summary.bought) == 2
 
 
 def test_not_enough_funds_buys_nothing_more(job_config, rising, kraken_venue, caplog):

@@ -63,7 +63,7 @@ def test_agent_invariants(kraken_venue, job_config, tmp_path_factory, trading, p
             assert volume >= market.min_volume and volume * price >= market.min_cost
 
     db = open_market_db(cfg)
-    journal = db.journal("dry")
+    journal = db.journal("dry", agent=cfg.storage.namespace)
     db.close()
     bought = {}
     for row in journal:

@@ -44,7 +44,7 @@ def check_state_equals_exchange(cfg, venue, start_xbt: Decimal = Decimal("0.01")
     no order was sent twice, and the threads hold exactly what the account holds."""
     exchange = {o.ref: o for o in venue.platform().get_order_history(limit=500)}
     db = open_market_db(cfg)
-    rows = db.journal("live")
+    rows = db.journal("live", agent=cfg.storage.namespace)
     db.close()
     assert all(r["status"] in ("closed", "canceled", "failed") for r in rows), rows
     filled = {r["ref"]: r for r in rows if r["filled"]}
@@ -94,7 +94,7 @@ def test_a_kill_during_a_sell_neither_duplicates_nor_loses_an_order(live, kraken
     settle(live)
     check_state_equals_exchange(live.cfg, kraken_venue)
     db = open_market_db(live.cfg)
-    sells = [r for r in db.journal("live") if r["side"] == "sell" and r["filled"]]
+    sells = [r for r in db.journal("live", agent=live.cfg.storage.namespace) if r["side"] == "sell" and r["filled"]]
     db.close()
     assert len(sells) == 1
 

@@ -23,6 +23,7 @@ from includes.platforms.replay import ReplayPlatform, Series
 from includes.storage.marketdb import MarketDB
 from includes.storage.memory import MemoryMarketDB, MemoryStateStore
 from includes.storage.state import ACTIVE, WAITING
+from includes.trends import trends
 from tests.conftest import ROOT
 
 T0 = 1_700_006_400          # a whole day, UTC: hourly and 10-minute steps fall on candle opens
@@ -201,6 +202,7 @@ def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
         since, current = now - 26 * H, D("4000.5")
         mine = agent.trends_from_db("BTC/EUR", now, since, current)
         assert mine == Agent.trends_from_db(agent, "BTC/EUR", now, since, current)
+        assert mine == trends(db.candles("replay", "BTC/EUR", 1, since=since), now, config.trend_windows, 1, current)
         found += len(mine)
     assert found > 100
 

@@ -230,7 +230,7 @@ def _rising(sim) -> None:
 def _journal(cfg, mode: str) -> list:
     db = open_market_db(cfg)
     try:
-        return db.journal(mode)
+        return db.journal(mode, agent=cfg.storage.namespace)
     finally:
         db.close()
 

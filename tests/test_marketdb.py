@@ -18,6 +18,7 @@ from includes.errors import StorageError
 from includes.platforms.base import Candle, Market, Order, Ticker
 from includes.storage import marketdb
 from includes.storage.marketdb import SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
+from includes.trends import price_at
 from tests.conftest import ROOT
 
 T0 = 1_700_000_040  # a minute boundary
@@ -100,14 +101,19 @@ def test_mysql_types_are_those_of_the_schema(mariadb_url):
     db.close()
 
 
+def without(table: str, column: str) -> Table:
+    """TABLES[table] as an older version had it, without `column`."""
+    current = TABLES[table]
+    return Table(table, {c: t for c, t in current.types.items() if c != column}, current.key)
+
+
 def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
-    """v1 had no markets.status_changed; its rows must all survive the upgrade."""
+    """v1 had no markets.status_changed (nor v2's orders.agent); its rows must all survive the upgrade."""
     mysql = not db_url.startswith("sqlite")
-    current = TABLES["markets"]
-    v1_markets = Table("markets", {c: t for c, t in current.types.items() if c != "status_changed"}, current.key)
     listing = [("BTC/EUR", "online", True, 100), ("ETH/EUR", "cancel_only", False, 200)]
     with driver(db_url) as conn:
-        for table in [v1_markets] + [t for name, t in TABLES.items() if name != "markets"]:
+        old = [without("markets", "status_changed"), without("orders", "agent")]
+        for table in old + [t for name, t in TABLES.items() if name not in ("markets", "orders")]:
             execute(conn, table.ddl(mysql))
         execute(conn, "INSERT INTO schema_version (version) VALUES (1)")
         for m, s, a, t in listing:
@@ -126,6 +132,40 @@ def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
         [("ETH/EUR", "cancel_only", "online")]
     assert {r["market"]: r["status_changed"] for r in db.markets("kraken")} == {"BTC/EUR": 100, "ETH/EUR": 400}
     db.close()
+
+
+def test_a_v2_journal_belongs_to_the_default_agent_after_the_upgrade(db_url):
+    """v3 adds orders.agent; the rows before it were the default namespace's."""
+    mysql = not db_url.startswith("sqlite")
+    with driver(db_url) as conn:
+        for table in [without("orders", "agent")] + [t for name, t in TABLES.items() if name != "orders"]:
+            execute(conn, table.ddl(mysql))
+        execute(conn, "INSERT INTO schema_version (version) VALUES (2)")
+        execute(conn, "INSERT INTO orders (ref, namespace, exchange, market, side, thread, intent_at, status, "
+                      "filled) VALUES ('old', 'live', 'kraken', 'BTC/EUR', 'buy', 1, 10, 'closed', '0.1')")
+    db = MarketDB(db_url)
+    assert [r["ref"] for r in db.journal("live")] == ["old"]
+    assert list(db.open_positions("live", agent="crontrader")) == [1]
+    assert db.open_positions("live", agent="other") == {}
+    assert db.schema_version() == SCHEMA_VERSION
+    db.close()
+
+
+def test_agents_sharing_a_db_never_see_each_others_orders(market_db):
+    """Recovery settles and rebuilds from its own agent's rows only (storage.namespace)."""
+    db = market_db
+    for agent, ref in (("alpha", "a-buy"), ("beta", "b-buy"), ("beta", "b-open")):
+        db.journal_intent(ref, namespace="live", agent=agent, exchange="kraken", market="BTC/EUR", side="buy",
+                          thread=1, amount_quote=D(5))
+    db.journal_result("a-buy", "closed", filled=D("0.1"), price=D(50), cost=D(5), fee=D("0.01"))
+    db.journal_result("b-buy", "closed", filled=D("0.2"), price=D(25), cost=D(5), fee=D("0.01"))
+    assert {n: r["ref"] for n, r in db.open_positions("live", agent="alpha").items()} == {1: "a-buy"}
+    assert {n: r["ref"] for n, r in db.open_positions("live", agent="beta").items()} == {1: "b-buy"}
+    assert db.open_intents("live", agent="alpha") == []
+    assert [r["ref"] for r in db.open_intents("live", agent="beta")] == ["b-open"]
+    assert [r["ref"] for r in db.journal("live", agent="alpha")] == ["a-buy"]
+    assert db.journal("live") == []                      # nothing of the default agent's
+    assert db.journal_row("b-open")["agent"] == "beta"
 
 
 def test_a_schema_newer_than_the_code_is_refused(market_db, db_url):
@@ -218,6 +258,19 @@ def test_close_at_is_the_last_close_known_at_that_time(market_db):
     assert market_db.close_at("kraken", "BTC/EUR", 1, close_of_2 - 1) == D(101)
     assert market_db.close_at("kraken", "BTC/EUR", 1, T0 + 10_000) == D(104)
     assert market_db.close_at("kraken", "BTC/EUR", 1, T0 + 59) is None
+
+
+def test_closes_at_many_times_in_one_query_agree_with_the_trend_arithmetic(market_db):
+    """What the agent's trends read: trends.price_at over the candles since `since`, with gaps."""
+    kept = [i for i in range(200) if i % 7 not in (3, 4)]          # a market with holes in its history
+    market_db.upsert_candles("kraken", "BTC/EUR", 5, [candle(i * 5, close=str(1000 + i)) for i in kept])
+    market_db.upsert_candles("kraken", "ETH/EUR", 5, [candle(i * 5, close="1") for i in range(200)])
+    times = [T0 + s for s in range(-600, 200 * 300 + 900, 419)]
+    for since in (None, T0 + 50 * 300, T0 + 50 * 300 + 1):
+        candles = market_db.candles("kraken", "BTC/EUR", 5, since=since)
+        assert market_db.closes_at("kraken", "BTC/EUR", 5, times, since) == [price_at(candles, t, 5) for t in times]
+    assert market_db.closes_at("kraken", "BTC/EUR", 5, []) == []
+    assert market_db.closes_at("kraken", "NOPE/EUR", 5, [T0 + 9000]) == [None]
 
 
 # --- markets, tickers, global metrics -------------------------------------------------------

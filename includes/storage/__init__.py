@@ -8,6 +8,7 @@ from includes.runtime import register_secret
 # The order journal's vocabulary, shared by the market DB, the backtest's memory
 # journal and the agent (here, where importing it costs nothing).
 NAMESPACES = ("live", "dry")
+DEFAULT_AGENT = "crontrader"   # an order's agent: the storage.namespace that sent it (the config's default)
 SIDES = ("buy", "sell")
 OPEN = ("intent", "sent", "unknown", "pending", "open")   # the exchange must be asked about these
 FINAL = ("closed", "canceled", "expired", "failed")

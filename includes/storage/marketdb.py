@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.platforms.base import Candle
-from includes.storage import FINAL, NAMESPACES, OPEN, SIDES
+from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
 
 if TYPE_CHECKING:
     from includes.coinmarketcap import GlobalMetrics
@@ -126,6 +126,7 @@ TABLES = {t.name: t for t in (
         **dict.fromkeys(("filled", "price", "cost", "fee"), "AMOUNT"),
         "result_at": "DOUBLE",
         "error": "TEXT",
+        "agent": f"VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_AGENT}'",   # its storage.namespace (v3)
     }, key=("ref",)),
     Table("schema_version", {"version": "INTEGER NOT NULL"}),
 )}
@@ -146,7 +147,15 @@ def _v2_status_changed(db: Cursor) -> None:
     db.execute("UPDATE `markets` SET `status_changed` = `first_seen`")
 
 
-MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed]
+def _v3_journal_agent(db: Cursor) -> None:
+    """v3 tells apart the journals of agents sharing one market DB (storage.namespace):
+    one agent's recovery must never settle or rebuild another's orders.  Rows written
+    before belong to the default namespace; an agent with another one recovers them by
+    UPDATE orders SET agent = '<its namespace>'."""
+    db.execute(f"ALTER TABLE `orders` ADD COLUMN `agent` VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_AGENT}'")
+
+
+MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed, _v3_journal_agent]
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 # Time column of the tables the backup job trims; never the order journal (orders).
@@ -490,9 +499,20 @@ class MarketDB:
 
     def close_at(self, exchange: str, market: str, interval: int, at: int) -> Decimal | None:
         """Close of the last candle that had closed by `at` (as trends.price_at); None when none had."""
-        return self._one("SELECT `close` FROM `candles` WHERE `exchange` = %s AND `market` = %s "
-                         "AND `interval` = %s AND `ts` <= %s ORDER BY `ts` DESC LIMIT 1",
-                         (exchange, market, interval, at - interval * 60))
+        return self.closes_at(exchange, market, interval, [at])[0]
+
+    def closes_at(self, exchange: str, market: str, interval: int, times: Sequence[int],
+                  since: int | None = None) -> list[Decimal | None]:
+        """close_at each of `times`, among the candles opening at or after `since`, in one query:
+        the agent's trends need six prices, not three days of candles."""
+        if not times:
+            return []
+        one = ("(SELECT `close` FROM `candles` WHERE `exchange` = %s AND `market` = %s AND `interval` = %s "
+               "AND `ts` >= %s AND `ts` <= %s ORDER BY `ts` DESC LIMIT 1) AS `close`")
+        first = 0 if since is None else since
+        params = [p for at in times for p in (exchange, market, interval, first, at - interval * 60)]
+        with self._begin() as db:
+            return list(db.tuples("SELECT " + ", ".join([one] * len(times)), params)[0])
 
     def tickers(self, exchange: str, market: str, since: int | None = None) -> list[dict[str, Any]]:
         """The market's ticker snapshots, oldest first."""
@@ -513,16 +533,17 @@ class MarketDB:
     # --- the order journal -------------------------------------------------------------------
     def journal_intent(self, ref: str, *, namespace: str, exchange: str, market: str, side: str,
                        thread: int | None = None, amount_quote: Decimal | None = None,
-                       volume: Decimal | None = None, at: float | None = None) -> None:
-        """Record an order before it is sent; a second intent with the same ref is refused."""
+                       volume: Decimal | None = None, at: float | None = None, agent: str = DEFAULT_AGENT) -> None:
+        """Record an order before it is sent; a second intent with the same ref is refused.
+        `namespace` is live or dry; `agent`, the storage.namespace of the agent sending it."""
         _check(namespace, NAMESPACES, "namespace")
         _check(side, SIDES, "side")
         with self._begin(write=True) as db:
             try:
-                db.execute("INSERT INTO `orders` (`ref`, `namespace`, `exchange`, `market`, `side`, `thread`, "
-                           "`intent_at`, `amount_quote`, `volume`, `status`) "
-                           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                           (ref, namespace, exchange, market, side, thread,
+                db.execute("INSERT INTO `orders` (`ref`, `agent`, `namespace`, `exchange`, `market`, `side`, "
+                           "`thread`, `intent_at`, `amount_quote`, `volume`, `status`) "
+                           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                           (ref, agent, namespace, exchange, market, side, thread,
                             time.time() if at is None else at, amount_quote, volume, "intent"))
             except self._driver.IntegrityError:
                 raise StorageError(f"market DB {self.where}: order {ref!r} is already journaled") from None
@@ -551,24 +572,26 @@ class MarketDB:
         rows = self._all(f"{_select('orders')} WHERE `ref` = %s", (ref,))
         return rows[0] if rows else None
 
-    def journal(self, namespace: str, since: int | None = None) -> list[dict[str, Any]]:
-        """The namespace's orders, oldest intent first."""
-        sql, params = f"{_select('orders')} WHERE `namespace` = %s", [namespace]
+    def journal(self, namespace: str, since: int | None = None, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+        """The agent's orders in the namespace, oldest intent first."""
+        sql, params = f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s", [agent, namespace]
         if since is not None:
             sql += " AND `intent_at` >= %s"
             params.append(since)
         return self._all(sql + " ORDER BY `intent_at`, `ref`", params)
 
-    def open_intents(self, namespace: str) -> list[dict[str, Any]]:
+    def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
         """Orders whose fate must be asked of the exchange before anything else."""
-        return self._all(f"{_select('orders')} WHERE `namespace` = %s AND `status` IN ({_marks(len(OPEN))}) "
-                         "ORDER BY `intent_at`, `ref`", (namespace, *OPEN))
+        return self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                         f"AND `status` IN ({_marks(len(OPEN))}) ORDER BY `intent_at`, `ref`",
+                         (agent, namespace, *OPEN))
 
-    def open_positions(self, namespace: str) -> dict[int, dict[str, Any]]:
+    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, dict[str, Any]]:
         """Per thread, the filled buy not followed by a filled sell: what the thread holds."""
         positions: dict[int, dict[str, Any]] = {}
-        for row in self._all(f"{_select('orders')} WHERE `namespace` = %s AND `status` IN ({_marks(len(FINAL))}) "
-                             "AND `thread` IS NOT NULL ORDER BY `intent_at`, `ref`", (namespace, *FINAL)):
+        for row in self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                             f"AND `status` IN ({_marks(len(FINAL))}) AND `thread` IS NOT NULL "
+                             "ORDER BY `intent_at`, `ref`", (agent, namespace, *FINAL)):
             if row["filled"]:
                 if row["side"] == "buy":
                     positions[row["thread"]] = row

@@ -12,22 +12,20 @@ import fnmatch
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
-from includes.storage import FINAL, NAMESPACES, OPEN, SIDES
+from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
+from includes.trends import price_at
 
 if TYPE_CHECKING:
     from includes.platforms.base import Candle, Order
     from includes.platforms.replay import Series
 
 Clock = Callable[[], float]
-
-# MarketDB's vocabulary, copied rather than imported: importing marketdb loads
-# SQLAlchemy, a tenth of a second a backtest cannot spare.  A test keeps them equal.
 
 
 class MemoryStateStore(StateStore):
@@ -143,7 +141,7 @@ class MemoryMarketDB:
         self._rows: dict[str, dict[str, Any]] = {}
         self._seq: dict[str, int] = {}
         self._open: dict[str, dict[str, Any]] = {}
-        self._last_fill: dict[tuple[str, int], dict[str, Any]] = {}
+        self._last_fill: dict[tuple[str, str, int], dict[str, Any]] = {}
 
     def close(self) -> None:
         """Nothing to close."""
@@ -160,6 +158,12 @@ class MemoryMarketDB:
         if until is not None:
             hi = min(hi, bisect_left(series.ts, until))
         return [series.candle(i) for i in range(lo, hi)]
+
+    def closes_at(self, exchange: str, market: str, interval: int, times: Sequence[int],
+                  since: int | None = None) -> list[Decimal | None]:
+        """MarketDB.closes_at: the close known at each of `times`, of candles opening at or after `since`."""
+        candles = self.last_closed(exchange, market, interval, times, 0 if since is None else since)
+        return [price_at(candles, t, interval) for t in times]
 
     def last_closed(self, exchange: str, market: str, interval: int, times: Iterable[int],
                     since: int) -> list[Candle]:
@@ -182,13 +186,13 @@ class MemoryMarketDB:
     # rather than found by scanning thousands of rows.
     def journal_intent(self, ref: str, *, namespace: str, exchange: str, market: str, side: str,
                        thread: int | None = None, amount_quote: Decimal | None = None,
-                       volume: Decimal | None = None, at: float | None = None) -> None:
+                       volume: Decimal | None = None, at: float | None = None, agent: str = DEFAULT_AGENT) -> None:
         _check(namespace, NAMESPACES, "namespace")
         _check(side, SIDES, "side")
         if ref in self._rows:
             raise StorageError(f"{self.where}: order {ref!r} is already journaled")
         row = self._rows[ref] = {
-            "ref": ref, "namespace": namespace, "exchange": exchange, "market": market, "side": side,
+            "ref": ref, "agent": agent, "namespace": namespace, "exchange": exchange, "market": market, "side": side,
             "thread": thread, "intent_at": float(self.clock() if at is None else at),
             "amount_quote": amount_quote, "volume": volume, "status": "intent", "order_id": None,
             "filled": None, "price": None, "cost": None, "fee": None, "result_at": None, "error": None}
@@ -221,29 +225,29 @@ class MemoryMarketDB:
         row = self._rows.get(ref)
         return dict(row) if row is not None else None
 
-    def journal(self, namespace: str, since: int | None = None) -> list[dict[str, Any]]:
-        """The namespace's orders, oldest intent first."""
+    def journal(self, namespace: str, since: int | None = None, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+        """The agent's orders in the namespace, oldest intent first."""
         return [dict(r) for r in self._ordered(self._rows.values())
-                if r["namespace"] == namespace and (since is None or r["intent_at"] >= since)]
+                if (r["agent"], r["namespace"]) == (agent, namespace) and (since is None or r["intent_at"] >= since)]
 
-    def open_intents(self, namespace: str) -> list[dict[str, Any]]:
+    def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
         """Orders whose fate must be asked of the exchange before anything else."""
-        return [dict(r) for r in self._ordered(self._open.values()) if r["namespace"] == namespace]
+        return [dict(r) for r in self._ordered(self._open.values()) if (r["agent"], r["namespace"]) == (agent, namespace)]
 
-    def open_positions(self, namespace: str) -> dict[int, dict[str, Any]]:
+    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, dict[str, Any]]:
         """Per thread, the filled buy not followed by a filled sell: what the thread holds."""
-        return {thread: dict(row) for (ns, thread), row in self._last_fill.items()
-                if ns == namespace and row["side"] == "buy"}
+        return {thread: dict(row) for (a, ns, thread), row in self._last_fill.items()
+                if (a, ns) == (agent, namespace) and row["side"] == "buy"}
 
     def _place(self, row: dict[str, Any]) -> None:
         """Keep, per thread, its latest settled fill: a buy there is what the thread holds."""
-        key = (row["namespace"], row["thread"])
+        key = (row["agent"], row["namespace"], row["thread"])
         last = self._last_fill.get(key)
         if _fill(row):
             if last is None or self._key(row) >= self._key(last):
                 self._last_fill[key] = row
         elif last is row:           # no longer a fill (rare): look again at the thread's rows
-            fills = [r for r in self._rows.values() if (r["namespace"], r["thread"]) == key and _fill(r)]
+            fills = [r for r in self._rows.values() if (r["agent"], r["namespace"], r["thread"]) == key and _fill(r)]
             if fills:
                 self._last_fill[key] = max(fills, key=self._key)
             else:
