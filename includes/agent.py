@@ -249,7 +249,7 @@ class Agent:
         crash_point("sell:journaled")
         log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, thread.volume,
                  thread.currency, bid, self.cfg.quote, reason, ref)
-        self._send(thread.n, "sell", ref, lambda: self.platform.sell(thread.volume, thread.currency, ref))
+        self._send(thread.n, "sell", ref, lambda: self.platform.sell(thread.volume, thread.currency, ref, bid))
 
     # --- buying -----------------------------------------------------------------------
     def buy_pass(self, trends: dict[str, dict[int, Decimal]], tickers: dict[str, Ticker],
@@ -308,7 +308,7 @@ class Agent:
         crash_point("buy:journaled")
         log.info("thread %d: BUY %s for %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
                  thread.n, currency, amount, self.cfg.quote, ask, self.cfg.buy_trend_window, trend, ref)
-        return self._send(thread.n, "buy", ref, lambda: self.platform.buy(amount, currency, ref))
+        return self._send(thread.n, "buy", ref, lambda: self.platform.buy(amount, currency, ref, ask))
 
     # --- the order sequence -----------------------------------------------------------
     def _send(self, n: int, side: str, ref: str, send: Callable[[], Order]) -> Order | None:

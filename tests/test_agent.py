@@ -38,6 +38,7 @@ def test_dry_run_buys_the_best_rising_currencies_without_private_calls(job_confi
     assert all(t.value <= Decimal(5) and t.volume > 0 for t in state[:2])
     private = {"Balance", "AddOrder", "QueryOrders", "OpenOrders", "ClosedOrders", "CancelOrder"}
     assert not private & set(kraken_venue.sim.calls)
+    assert kraken_venue.sim.calls["Ticker"] == 1   # the run's one read of the prices sizes its orders too
     rows = journal(cfg, "dry")
     assert [(r["side"], r["status"], r["market"]) for r in rows] == [
         ("buy", "closed", "BTC/EUR"), ("buy", "closed", "ETH/EUR")]

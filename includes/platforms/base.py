@@ -200,17 +200,21 @@ class Platform(ABC):
         ticker = self.get_tickers([market.symbol])[market.symbol]
         return ticker.bid, ticker.ask
 
-    def buy(self, amount_quote: Decimal, currency: str, ref: str) -> Order:
-        """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`."""
+    def buy(self, amount_quote: Decimal, currency: str, ref: str, ask: Decimal | None = None) -> Order:
+        """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`.
+        `ask`: the price the caller read seconds ago (None: read now), which sizes the order."""
         market = self.market(currency)
-        _, ask = self.bid_ask(market)
+        if ask is None:
+            _, ask = self.bid_ask(market)
         return self.place_order(market, "buy", self.buy_volume(market, amount_quote, ask), ask, ref)
 
-    def sell(self, volume: Decimal, currency: str, ref: str) -> Order:
-        """Market-sell `volume` of `currency`, rounded down to the pair's decimals, tagged with our `ref`."""
+    def sell(self, volume: Decimal, currency: str, ref: str, bid: Decimal | None = None) -> Order:
+        """Market-sell `volume` of `currency`, rounded down to the pair's decimals, tagged with our `ref`.
+        `bid`: the price the caller read seconds ago (None: read now), to check the pair's minimum cost."""
         market = self.market(currency)
         volume = market.order_volume(volume, Decimal(1))
-        bid, _ = self.bid_ask(market)
+        if bid is None:
+            bid, _ = self.bid_ask(market)
         market.check_order(volume, bid)
         return self.place_order(market, "sell", volume, bid, ref)
 
