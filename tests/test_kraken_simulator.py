@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import random
 import re
 import signal
 import subprocess
@@ -797,3 +798,19 @@ def test_synthetic_path_is_reproducible_consistent_and_varied() -> None:
     assert all(h >= max(o, c) and 0 < l <= min(o, c) and v >= 0 for _, o, h, l, c, v in path)
     changes = [synthetic_path(seed, "100", 1700000000, 3 * 1440)[-1][4] - 100 for seed in range(20)]
     assert any(c > 2 for c in changes) and any(c < -2 for c in changes)
+
+
+def test_a_summary_is_the_one_bucket_aggregate_of_its_candles() -> None:
+    """Series.summary (slice sums, what Ticker serves) against candles() with one bucket."""
+    series = Series.from_rows(synthetic_path(3, "250.5", 1700000000, 600))
+    first, rng = series.ts[0], random.Random(7)
+    spans = [(first, series.end), (first - 600, first + 30), (first + 60, first + 95), (first + 61, first + 59)]
+    spans += [(first + rng.randrange(-120, 36000), first + rng.randrange(0, 36600)) for _ in range(200)]
+    for start, t in spans:
+        whole, summary = series.candles(2 ** 62, start, t), series.summary(start, t)
+        if not whole:
+            assert summary is None, (start, t)
+            continue
+        assert summary[1:] == whole[0][1:], (start, t)
+        assert summary.ts == min(ts for ts in series.ts if ts >= start)   # its first candle's open
+    assert series.summary(first + 60, first + 95).volume == 0      # only the open of the candle holding t

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pymysql
+import certifi
 import pytest
 
 from includes.coinmarketcap import GlobalMetrics
@@ -471,6 +472,21 @@ def test_mysql_urls_are_read_as_before():
         "host": "db.example", "port": 3307, "user": "ct", "password": "p@ss/w?rd#", "database": "market",
         "read_timeout": 30}
     assert marketdb._mysql_args("mysql+pymysql://root@127.0.0.1/market")["port"] == 3306
+
+
+def test_tls_to_mysql_is_what_the_url_asks_for(mariadb_url):
+    """No TLS unless asked (the server here offers none); asked, it is required and verified."""
+    plain = marketdb._mysql_args("mysql+pymysql://root@127.0.0.1/market")
+    assert plain["ssl_disabled"] is True
+    asked = marketdb._mysql_args("mysql+pymysql://root@db.example/market?ssl_ca=/etc/ssl/ca.pem&ssl_verify_identity=1")
+    assert "ssl_disabled" not in asked and asked["ssl_ca"] == "/etc/ssl/ca.pem"
+    db = MarketDB(mariadb_url)
+    assert db.markets("kraken") == []               # connected, in the clear
+    assert db._conn.ssl is False
+    with pytest.raises(StorageError, match="SSL is required but the server doesn't support it"):
+        MarketDB(f"{mariadb_url}?ssl_ca={certifi.where()}").markets("kraken")
+    with pytest.raises(StorageError, match="TLS set-up failed.*No such file"):
+        MarketDB(mariadb_url + "?ssl_ca=/nonexistent/ca.pem").markets("kraken")
 
 
 def test_a_refused_login_is_named_without_its_password(mariadb_url):

@@ -20,6 +20,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from decimal import Decimal
 from functools import lru_cache
+from itertools import accumulate
+from operator import add, mul
 from os import PathLike
 from typing import NamedTuple
 
@@ -69,13 +71,14 @@ def synthetic_path(seed: int | str, start_price: Decimal | str, start_ts: int, m
 class Series:
     """Candles of one market, oldest first, each `step` seconds long.  Immutable."""
 
-    __slots__ = ("step", "ts", "o", "h", "l", "c", "v", "pexp", "vexp")
+    __slots__ = ("step", "ts", "o", "h", "l", "c", "v", "pexp", "vexp", "_sums")
 
     def __init__(self, step: int, ts: array, o: array, h: array, l: array, c: array, v: array,
                  pexp: int, vexp: int) -> None:
         self.step = step            # seconds
         self.ts, self.o, self.h, self.l, self.c, self.v = ts, o, h, l, c, v
         self.pexp, self.vexp = pexp, vexp   # value = integer * 10**-exp
+        self._sums: tuple[list[int], list[int], list[int]] | None = None
 
     @classmethod
     def from_rows(cls, rows: list[Row], step: int | None = None) -> Series:
@@ -160,15 +163,40 @@ class Series:
                 row[5] += vv
                 row[6] += (hh + ll + cc) * vv
                 row[7] += vv > 0
-        p, q = self._price, self._volume
-        return [Candle(b, p(oo), p(hh), p(ll), p(cc),
-                       (Decimal(pv) / (3 * vv)).scaleb(-self.pexp) if vv else p(cc), q(vv), n)
-                for b, oo, hh, ll, cc, vv, pv, n in out]
+        return [self._candle(*row) for row in out]
+
+    def _candle(self, ts: int, o: int, h: int, l: int, c: int, v: int, pv: int, count: int) -> Candle:
+        """A Candle of scaled integers; `pv`: the sum of (high + low + close) x volume."""
+        p = self._price
+        return Candle(ts, p(o), p(h), p(l), p(c), (Decimal(pv) / (3 * v)).scaleb(-self.pexp) if v else p(c),
+                      self._volume(v), count)
 
     def summary(self, start: float, t: float) -> Candle | None:
-        """One candle over the source candles opening in [start, t]; None when there are none."""
-        found = self.candles(2 ** 62, start, t)
-        return found[0] if found else None
+        """One candle over the source candles opening in [start, t]; None when there are none.
+
+        candles() with one bucket, from running sums and C-level max/min: a Ticker call
+        summarises two days of 1-minute candles a pair, and must answer as fast as Kraken.
+        """
+        lo, hi = bisect_left(self.ts, start), bisect_right(self.ts, t)
+        if lo >= hi:
+            return None
+        closed = hi - 1 if self.ts[hi - 1] + self.step > t else hi   # the last one holds t: its open only
+        high, low = max(self.h[lo:closed], default=0), min(self.l[lo:closed], default=self.o[lo])
+        close = self.c[closed - 1] if closed > lo else self.o[lo]
+        if closed < hi:
+            high, low, close = max(high, self.o[closed]), min(low, self.o[closed]), self.o[closed]
+        v, pv, traded = self._running_sums()
+        return self._candle(self.ts[lo], self.o[lo], high, low, close, v[closed] - v[lo], pv[closed] - pv[lo],
+                            traded[closed] - traded[lo])
+
+    def _running_sums(self) -> tuple[list[int], list[int], list[int]]:
+        """Running volume, (high + low + close) x volume and count of candles with volume,
+        from 0 before the first candle; made on first use."""
+        if self._sums is None:
+            pv = map(mul, map(add, map(add, self.h, self.l), self.c), self.v)
+            self._sums = (list(accumulate(self.v, initial=0)), list(accumulate(pv, initial=0)),
+                          list(accumulate((x > 0 for x in self.v), initial=0)))
+        return self._sums
 
     def until(self, t: float) -> Series:
         """What is known just before `t`: the candles opening before it, the one holding it cut to its open."""

@@ -246,6 +246,9 @@ class MarketDB:
             conn = self._driver.connect(**self._args)
         except self._driver.Error as exc:
             raise DatabaseUnreachable(f"market DB {self.where} is unreachable: {_reason(exc)}") from exc
+        except OSError as exc:  # the URL's ssl_ca / ssl_cert files, read before connecting
+            raise DatabaseUnreachable(f"market DB {self.where} is unreachable: TLS set-up failed: "
+                                      f"{_reason(exc)}") from exc
         if not self._mysql:
             try:  # readers (plots, the agent) never wait for the ingestion job, nor it for them
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -748,6 +751,11 @@ def _mysql_args(url: str) -> dict[str, Any]:
     unknown = set(options) - set(accepted.co_varnames[:accepted.co_argcount + accepted.co_kwonlyargcount])
     if unknown:
         raise ValueError(f"PyMySQL takes no option {', '.join(sorted(unknown))}")
+    if not any(name.startswith("ssl") for name in options):
+        # TLS when the URL asks for it (ssl_ca=..., ssl_verify_identity=1), as PyMySQL 1.x and
+        # SQLAlchemy had it.  PyMySQL 2's default, "preferred" TLS, verifies nothing and loads
+        # the system's CA store at every connect: 25 ms of each cron run, for no safety.
+        options["ssl_disabled"] = True
     return {"host": m["ipv6"] or m["host"] or "localhost", "port": int(m["port"] or 3306),
             "user": unquote(m["user"] or ""), "password": unquote(m["password"] or ""),
             "database": m["database"], "charset": "utf8mb4", "autocommit": False, "connect_timeout": 10,
