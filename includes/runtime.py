@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import logging
 import logging.handlers
 import os
@@ -165,6 +166,9 @@ def run_script(name: str, description: str,
         log.exception("%s failed with an unexpected error", name)
         code = 1
     logging.shutdown()
+    # What is still alive is the OS's to free: the interpreter's last collections would
+    # traverse every object of the ~500 modules a run imports (35 ms of a 0.3 s agent run).
+    gc.freeze()
     sys.exit(code)
 
 
