@@ -81,7 +81,10 @@ class Agent:
         threads = self.store.threads()[: self.cfg.max_threads]
         self.allocate(threads, free)
         markets = self.platform.markets()
-        symbols = [f"{c}/{self.cfg.quote}" for c in self.currencies() if f"{c}/{self.cfg.quote}" in markets]
+        # the configured currencies, and those the threads hold: one dropped from the config still sells
+        held = [t.currency for t in threads if t.state in BUSY]
+        symbols = [f"{c}/{self.cfg.quote}" for c in dict.fromkeys(self.currencies() + held)
+                   if f"{c}/{self.cfg.quote}" in markets]
         tickers = self.platform.get_tickers(symbols) if symbols else {}
         trends = self.update_trends(tickers, account)
         self.sell_pass(tickers)

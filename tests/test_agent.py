@@ -82,6 +82,20 @@ def test_a_sell_comes_when_the_net_gain_reaches_sell_percent(job_config, rising,
     assert rows[2]["filled"] == rows[0]["filled"]
 
 
+def test_a_currency_dropped_from_the_config_is_still_sold_never_bought(job_config, rising, kraken_venue):
+    """Its threads keep their prices and sell at the threshold; no thread buys it again."""
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "sell_percent": 3})
+    run_agent(cfg)
+    before = threads(cfg, "dry")
+    assert [(t.state, t.currency) for t in before[:2]] == [(ACTIVE, "BTC"), (ACTIVE, "ETH")]
+    cfg = job_config(trading={"currencies": [c for c in CURRENCIES if c != "BTC"], "max_threads": 4,
+                              "sell_percent": 3})
+    move(rising, "BTC", "1.05")
+    summary = run_agent(cfg)
+    assert [line.split(" at ")[0] for line in summary.sold] == [f"thread 1: sold {before[0].volume} BTC"]
+    assert "BTC" not in {t.currency for t in threads(cfg, "dry") if t.state == ACTIVE}
+
+
 def test_stop_loss_frees_a_thread_when_configured(job_config, rising, caplog):
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 2, "stop_loss_percent": 5})
     run_agent(cfg)

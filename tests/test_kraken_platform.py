@@ -48,6 +48,21 @@ def test_tickers_of_many_markets_in_one_request(kraken_venue):
     assert tickers["BTC/EUR"].ts == int(kraken_venue.sim.clock)
 
 
+def test_the_clock_is_kraken_s_from_a_reply_s_date_or_else_asked(kraken_venue):
+    """A Pi may boot with a wrong clock: now() is Kraken's, read off the Date header of
+    the run's first reply, and asked of Time (one more paced call) only before any reply."""
+    sim = kraken_venue.sim
+    sim.set_time(sim.clock + 3 * 86400 + 0.4)            # days away from this machine's clock
+    platform = kraken_venue.platform()
+    platform.markets()
+    asked = sim.calls["Time"]
+    assert abs(platform.now() - sim.clock) <= 2
+    assert sim.calls["Time"] == asked
+    fresh = kraken_venue.platform()
+    assert abs(fresh.now() - sim.clock) <= 2
+    assert sim.calls["Time"] == asked + 1
+
+
 def test_candles_keep_kraken_limits_and_mark_the_open_one(kraken_venue):
     platform = kraken_venue.platform()
     candles = platform.get_candles("BTC/EUR", 5)

@@ -220,6 +220,7 @@ def test_time_and_system_status_follow_the_simulated_clock(kraken_sim: KrakenSim
                                                           kraken_api: krakenex.API) -> None:
     kraken_sim.set_time(1700000000)
     assert ok(kraken_api.query_public("Time")) == {"unixtime": 1700000000, "rfc1123": "Tue, 14 Nov 23 22:13:20 +0000"}
+    assert kraken_api.response.headers["Date"] == "Tue, 14 Nov 2023 22:13:20 GMT"   # every reply's, too
     assert ok(kraken_api.query_public("SystemStatus")) == {"status": "online", "timestamp": "2023-11-14T22:13:20Z"}
     kraken_sim.advance(61)
     kraken_sim.set_system_status("post_only")

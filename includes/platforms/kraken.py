@@ -18,7 +18,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timezone
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,8 @@ class KrakenPlatform(Platform):
             status = self.api.response.status_code if self.api.response is not None else None
             raise TemporaryError("reply is not JSON", exchange=self.name, method=method,
                                  status=status) from None
+        if self._clock_offset is None:
+            self._read_clock()
         return self._result(method, reply)
 
     def _result(self, method: str, reply: Any) -> Any:
@@ -263,11 +267,25 @@ class KrakenPlatform(Platform):
 
     # --- market data ------------------------------------------------------------------
     def now(self) -> int:
-        """Kraken's clock: a Pi has no real-time clock and may boot with a wrong one."""
+        """Kraken's clock: a Pi has no real-time clock and may boot with a wrong one.
+
+        Read off the Date header of the run's first reply; the Time call, paced as
+        every public call (a second apart by default), only when there was none.
+        """
         if self._clock_offset is None:
             server = int(self._public("Time")["unixtime"])
             self._clock_offset = server - time.time()
         return int(time.time() + self._clock_offset)
+
+    def _read_clock(self) -> None:
+        """The clock offset from the Date header of the reply just received, if it has one."""
+        try:
+            date = parsedate_to_datetime(self.api.response.headers["Date"])
+        except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+            return
+        if date.tzinfo is None:  # "-0000": HTTP dates are GMT
+            date = date.replace(tzinfo=timezone.utc)
+        self._clock_offset = date.timestamp() - time.time()
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
         symbols = list(markets)

@@ -120,6 +120,10 @@ class SimulatorServer:
     def handle(self, request: Request, fault: Fault | None) -> Reply:
         raise NotImplementedError
 
+    def server_time(self) -> float:
+        """The server's clock, sent in every reply's Date header, as a real server does."""
+        return time.time()
+
     # --- life cycle -----------------------------------------------------------------
     @property
     def url(self) -> str:
@@ -284,6 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(reply.body)
         except OSError:                     # the client gave up (a delayed reply): nothing to do
             self.close_connection = True
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return super().date_time_string(self.server.simulator.server_time() if timestamp is None else timestamp)
 
     def log_message(self, format: str, *args: object) -> None:
         """Silent: tests read `calls`, not an access log."""

@@ -464,6 +464,9 @@ class KrakenSimulator(SimulatorServer):
         """The simulated now, unix seconds."""
         return self._clock
 
+    def server_time(self) -> float:
+        return self._clock
+
     def set_time(self, ts: float) -> None:
         with self.lock:
             self._clock = float(ts)
