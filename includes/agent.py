@@ -76,15 +76,15 @@ class Agent:
     def run(self) -> RunSummary:
         self.store.ensure_threads(self.cfg.max_threads)
         self.recover()
-        account = self.platform.get_account_info()
-        free = account.balance(self.cfg.quote)
         threads = self.store.threads()[: self.cfg.max_threads]
-        self.allocate(threads, free)
-        markets = self.platform.markets()
         # the configured currencies, and those the threads hold: one dropped from the config still sells
         held = [t.currency for t in threads if t.state in BUSY]
-        symbols = [f"{c}/{self.cfg.quote}" for c in dict.fromkeys(self.currencies() + held)
-                   if f"{c}/{self.cfg.quote}" in markets]
+        wanted = [f"{c}/{self.cfg.quote}" for c in dict.fromkeys(self.currencies() + held)]
+        markets = self.platform.markets(wanted)
+        account = self.platform.get_account_info()
+        free = account.balance(self.cfg.quote)
+        self.allocate(threads, free)
+        symbols = [s for s in wanted if s in markets]
         tickers = self.platform.get_tickers(symbols) if symbols else {}
         trends = self.update_trends(tickers, account)
         self.sell_pass(tickers)

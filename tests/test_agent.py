@@ -39,6 +39,9 @@ def test_dry_run_buys_the_best_rising_currencies_without_private_calls(job_confi
     private = {"Balance", "AddOrder", "QueryOrders", "OpenOrders", "ClosedOrders", "CancelOrder"}
     assert not private & set(kraken_venue.sim.calls)
     assert kraken_venue.sim.calls["Ticker"] == 1   # the run's one read of the prices sizes its orders too
+    assert kraken_venue.sim.calls["AssetPairs"] == 1 and kraken_venue.sim.last_query["AssetPairs"] == {
+        "pair": "ADAEUR,XBTEUR,ETHEUR,LTCEUR,XRPEUR"}   # its own pairs, not Kraken's every one
+    assert "Time" not in kraken_venue.sim.calls       # Kraken's clock came with the first reply
     rows = journal(cfg, "dry")
     assert [(r["side"], r["status"], r["market"]) for r in rows] == [
         ("buy", "closed", "BTC/EUR"), ("buy", "closed", "ETH/EUR")]

@@ -27,6 +27,23 @@ def test_markets_use_common_names_and_carry_the_pair_rules(kraken_venue):
     assert not btc.available and btc.status == "cancel_only"
 
 
+def test_a_run_lists_the_markets_it_needs_and_every_one_when_it_needs_more(kraken_venue):
+    """AssetPairs of the run's pairs alone (every pair is a large reply on real Kraken);
+    a market beyond them, or a pair Kraken does not know, lists every market, once."""
+    sim, platform = kraken_venue.sim, kraken_venue.platform()
+    assert set(platform.markets(["BTC/EUR", "ETH/EUR"])) == {"BTC/EUR", "ETH/EUR"}
+    assert sim.last_query["AssetPairs"] == {"pair": "XBTEUR,ETHEUR"}
+    assert platform.market("XBT").exchange_symbol == "XXBTZEUR"
+    assert platform.get_tickers(["ETH/EUR"])["ETH/EUR"].last > 0
+    assert sim.calls["AssetPairs"] == 1
+    assert platform.market("ADA").symbol == "ADA/EUR"
+    assert sim.calls["AssetPairs"] == 2 and sim.last_query["AssetPairs"] == {}
+    assert {"DOGE/EUR", "ETH/BTC"} <= platform.markets(["DOGE/EUR"]).keys() <= platform.markets().keys()
+    assert sim.calls["AssetPairs"] == 2
+    assert set(kraken_venue.platform().markets(["BTC/EUR", "NOPE/EUR"])) >= {"BTC/EUR", "ADA/EUR"}
+    assert sim.calls["AssetPairs"] == 4                   # refused for NOPE, then every market
+
+
 def test_currency_aliases(kraken_venue):
     platform = kraken_venue.platform()
     assert platform.market("XBT").symbol == platform.market("BTC").symbol == "BTC/EUR"

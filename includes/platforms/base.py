@@ -156,11 +156,17 @@ class Platform(ABC):
         self.quote = quote
         self.fee_percent = fee_percent
         self._markets: dict[str, Market] | None = None
+        self._every_market = False  # _markets holds every market, not only some the run asked for
 
     # --- what each venue implements -------------------------------------------------
     @abstractmethod
     def list_markets(self) -> list[Market]:
         """Every spot market of the venue, with its status."""
+
+    def list_some_markets(self, symbols: set[str]) -> list[Market] | None:
+        """The markets of `symbols` alone, where the venue can list them so (a smaller
+        reply than every market); None where it cannot, or did not know one of them."""
+        return None
 
     @abstractmethod
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
@@ -260,10 +266,21 @@ class Platform(ABC):
         """The platform's clock; replay and simulators move it."""
         return int(time.time())
 
-    def markets(self) -> dict[str, Market]:
-        """Markets by symbol, fetched once per run."""
-        if self._markets is None:
-            self._markets = {m.symbol: m for m in self.list_markets()}
+    def markets(self, only: Iterable[str] | None = None) -> dict[str, Market]:
+        """Markets by symbol, fetched once per run.
+
+        `only`: the symbols the caller needs.  The first call may then list just those
+        (list_some_markets); a later need beyond them lists every market, once.
+        """
+        wanted = None if only is None else set(only)
+        if self._markets is not None and (self._every_market or (wanted is not None
+                                                                  and wanted <= self._markets.keys())):
+            return self._markets
+        some = self.list_some_markets(wanted) if wanted and self._markets is None else None
+        if some is not None:
+            self._markets = {m.symbol: m for m in some}
+        else:
+            self._markets, self._every_market = {m.symbol: m for m in self.list_markets()}, True
         return self._markets
 
     def market(self, currency: str) -> Market:
@@ -271,7 +288,7 @@ class Platform(ABC):
         symbol = f"{self.canonical(currency)}/{self.quote}"
         split_market(symbol)
         try:
-            return self.markets()[symbol]
+            return self.markets([symbol])[symbol]
         except KeyError:
             raise UnknownMarket(f"{self.name} has no market {symbol}") from None
 

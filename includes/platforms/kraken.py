@@ -31,7 +31,8 @@ from includes.errors import (AuthenticationError, ExchangeError, InsufficientFun
                              MarketUnavailable, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
                              UnknownMarket)
 from includes.money import to_decimal
-from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
+from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
+                                     split_market)
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +223,22 @@ class KrakenPlatform(Platform):
         return TO_COMMON.get(currency, currency)
 
     def list_markets(self) -> list[Market]:
+        return self._asset_pairs({})
+
+    def list_some_markets(self, symbols: set[str]) -> list[Market] | None:
+        """AssetPairs of these pairs alone, by altname (XBTEUR): every pair is a reply of
+        several hundred kB, parsed at every run on a Pi.  None when one is unknown to Kraken."""
+        try:
+            names = [FROM_COMMON.get(base, base) + FROM_COMMON.get(quote, quote)
+                     for base, quote in map(split_market, sorted(symbols))]
+            return self._asset_pairs({"pair": ",".join(names)})
+        except UnknownMarket:
+            return None
+
+    def _asset_pairs(self, params: dict[str, str]) -> list[Market]:
         markets: list[Market] = []
-        by_name: dict[str, Market] = {}
-        for key, pair in self._public("AssetPairs").items():
+        by_name = self._by_key
+        for key, pair in self._public("AssetPairs", params).items():
             try:
                 market = self._market(key, pair)
             except (KeyError, ValueError, TypeError) as exc:
@@ -233,7 +247,6 @@ class KrakenPlatform(Platform):
             if market is not None:
                 markets.append(market)
                 by_name[key] = by_name[pair.get("altname") or key] = market
-        self._by_key = by_name
         return markets
 
     def _market(self, key: str, pair: dict[str, Any]) -> Market | None:
@@ -253,15 +266,17 @@ class KrakenPlatform(Platform):
 
     def _symbol(self, kraken_name: str) -> str:
         """Our "BASE/QUOTE" for a Kraken pair key or altname."""
-        self.markets()
         market = self._by_key.get(kraken_name)
+        if market is None:
+            self.markets()  # every market, unless the run has listed them all already
+            market = self._by_key.get(kraken_name)
         if market is None:
             raise UnknownMarket(f"unknown pair {kraken_name!r} in a reply", exchange=self.name)
         return market.symbol
 
     def _key(self, symbol: str) -> str:
         try:
-            return self.markets()[symbol].exchange_symbol
+            return self.markets([symbol])[symbol].exchange_symbol
         except KeyError:
             raise UnknownMarket(f"{self.name} has no market {symbol}") from None
 
@@ -341,7 +356,8 @@ class KrakenPlatform(Platform):
 
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
-        self.markets()
+        if self._markets is None:
+            self.markets()  # the asset names of the pairs (XXBT is BTC)
         balances: dict[str, Decimal] = {}
         for asset, amount in self._private("Balance").items():
             if "." in asset:

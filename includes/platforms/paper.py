@@ -42,8 +42,8 @@ class PaperPlatform(Platform):
     def list_markets(self) -> list[Market]:
         return self.source.list_markets()
 
-    def markets(self) -> dict[str, Market]:
-        return self.source.markets()
+    def markets(self, only: Iterable[str] | None = None) -> dict[str, Market]:
+        return self.source.markets(only)
 
     def canonical(self, currency: str) -> str:
         return self.source.canonical(currency)

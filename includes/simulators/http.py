@@ -102,6 +102,7 @@ class SimulatorServer:
         self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
         self.lock = threading.RLock()
         self.calls: Counter[str] = Counter()
+        self.last_query: dict[str, dict[str, str]] = {}    # per method, its last call's query string
         self.controls: dict[str, Callable[[dict], object]] = {
             "calls": lambda payload: dict(self.calls),
             "fault": self._control_fault,
@@ -206,6 +207,7 @@ class SimulatorServer:
         name = self.method_name(request)
         with self.lock:
             self.calls[name] += 1
+            self.last_query[name] = request.query
             fault = self._take_fault(name)
         if fault is None:
             return self.handle(request, None)
