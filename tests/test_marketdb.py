@@ -10,8 +10,8 @@ from decimal import Decimal as D
 from typing import Any
 from urllib.parse import urlsplit
 
-import pymysql
 import certifi
+import pymysql
 import pytest
 
 from includes.coinmarketcap import GlobalMetrics
@@ -481,8 +481,11 @@ def test_tls_to_mysql_is_what_the_url_asks_for(mariadb_url):
     asked = marketdb._mysql_args("mysql+pymysql://root@db.example/market?ssl_ca=/etc/ssl/ca.pem&ssl_verify_identity=1")
     assert "ssl_disabled" not in asked and asked["ssl_ca"] == "/etc/ssl/ca.pem"
     db = MarketDB(mariadb_url)
-    assert db.markets("kraken") == []               # connected, in the clear
-    assert db._conn.ssl is False
+    try:
+        assert db.markets("kraken") == []           # connected, in the clear
+        assert db._conn.ssl is False
+    finally:
+        db.close()
     with pytest.raises(StorageError, match="SSL is required but the server doesn't support it"):
         MarketDB(f"{mariadb_url}?ssl_ca={certifi.where()}").markets("kraken")
     with pytest.raises(StorageError, match="TLS set-up failed.*No such file"):
