@@ -45,7 +45,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,7 +54,7 @@ from typing import NamedTuple, Self
 from urllib.parse import parse_qsl
 
 from includes.money import to_decimal
-from includes.simulators.http import Fault, Reply, cloudflare_reply, json_reply
+from includes.simulators.http import CONTROL_PREFIX, Fault, Reply, cloudflare_reply, json_reply
 
 MINUTE = 60
 EIGHT = Decimal("0.00000001")
@@ -73,7 +73,12 @@ TIMES_IN_FORCE = ("GOOD_TIL_CANCELLED", "IMMEDIATE_OR_CANCEL", "FILL_OR_KILL",
                   "POST_ONLY_GOOD_TIL_CANCELLED", "BUY_NOW", "INSTANT")
 IMMEDIATE = ("IMMEDIATE_OR_CANCEL", "FILL_OR_KILL")
 RESTING = ("GOOD_TIL_CANCELLED", "POST_ONLY_GOOD_TIL_CANCELLED")
-FAULTS = ("delay", "http_500", "http_503", "malformed_json", "throttled", "partial_fill", "lost_reply")
+ERROR_FAULTS = ("http_500", "http_503", "malformed_json", "throttled")  # take after=True
+FAULTS = ("delay", *ERROR_FAULTS, "drop", "partial_fill", "lost_reply", "lifecycle")
+ORDERS_ROUTE = ("POST", "/v3/orders")
+LIFECYCLE_ENDS = ("closed", "canceled")
+LIFECYCLE_UNITS = ("lookups", "seconds")
+LOOKUP_ROUTES = {("GET", "/v3/orders/{orderId}"), ("GET", "/v3/orders/open"), ("GET", "/v3/orders/closed")}
 
 
 # ---------------------------------------------------------------- price model
@@ -338,7 +343,59 @@ class Account:
 
 
 @dataclass
+class Lifecycle:
+    """The script of one order placed under a `lifecycle` fault (see BittrexSimulator.inject).
+
+    `elapsed` counts units since placement: the account's order lookups, or
+    simulated seconds.  Unit u (the u-th lookup, or the second ending at u) is
+    in the pending stage while u <= pending, in the open stage while
+    u <= pending + open, final after; the order is hidden while u <= hidden.
+    So the POST reply (u = 0) always shows it OPEN and unfilled.
+    """
+    pending: float = 0
+    open: float = 0
+    fill: Decimal | None = None  # fraction of the quantity executed on entering the open stage
+    end: str = "closed"          # or "canceled": the rest is never executed
+    hidden: float = 0
+    unit: str = "lookups"        # or "seconds"
+    elapsed: float = 0.0
+    stage: str = "pending"       # then "open", then "done"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> Lifecycle:
+        """Checked at inject time, so that a bad script fails the test that wrote it."""
+        unknown = set(params) - {"pending", "open", "fill", "end", "hidden", "unit"}
+        if unknown:
+            raise ValueError(f"unknown lifecycle parameters: {', '.join(sorted(unknown))}")
+        unit = params.get("unit", "lookups")
+        if unit not in LIFECYCLE_UNITS:
+            raise ValueError(f"lifecycle unit must be one of {', '.join(LIFECYCLE_UNITS)}, not {unit!r}")
+        counts = {}
+        for name in ("pending", "open", "hidden"):
+            value = params.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    unit == "lookups" and value != int(value)):
+                raise ValueError(f"lifecycle {name} must be a number of {unit} >= 0, not {value!r}")
+            counts[name] = value
+        fill = params.get("fill")
+        if fill is not None:
+            fill = to_decimal(fill, "fill")
+            if not 0 < fill < 1:
+                raise ValueError(f"lifecycle fill must be a fraction between 0 and 1 (exclusive), not {fill}")
+        end = params.get("end", "closed")
+        if end not in LIFECYCLE_ENDS:
+            raise ValueError(f"lifecycle end must be one of {', '.join(LIFECYCLE_ENDS)}, not {end!r}")
+        return cls(counts["pending"], counts["open"], fill, end, counts["hidden"], unit)
+
+    @property
+    def lagging(self) -> bool:
+        """Still invisible to the account's queries."""
+        return self.hidden > 0 and self.elapsed <= self.hidden
+
+
+@dataclass
 class Order:
+    """One order; `account_orders` hands out copies of these as the tests' ground truth."""
     id: str
     key: str
     market: MarketSpec
@@ -357,12 +414,32 @@ class Order:
     proceeds: Decimal = Decimal(0)
     closed: float | None = None
     held: Decimal = Decimal(0)
-    hidden: bool = False
+    hidden: bool = False         # for good: a cancelled order without fills forgotten
+    hold_rate: Decimal | None = None  # price a buy holds its quote at: the limit, else the ask at placement
+    script: Lifecycle | None = None   # set when placed under a lifecycle fault
     executions: list[dict] = field(default_factory=list)
 
     @property
     def remaining(self) -> Decimal:
         return self.quantity - self.fill_quantity
+
+    @property
+    def symbol(self) -> str:
+        return self.market.symbol
+
+    @property
+    def side(self) -> str:
+        """"buy" or "sell" (`direction` is the wire's BUY or SELL)."""
+        return self.direction.lower()
+
+    @property
+    def status(self) -> str:
+        return "OPEN" if self.closed is None else "CLOSED"
+
+    @property
+    def visible(self) -> bool:
+        """Whether the account's queries (GET, DELETE, listings) see it."""
+        return not self.hidden and not (self.script is not None and self.script.lagging)
 
     @property
     def hold_currency(self) -> str:
@@ -380,7 +457,7 @@ class Order:
         if self.client_order_id:
             out["clientOrderId"] = self.client_order_id
         out.update({"fillQuantity": f"{self.fill_quantity:.8f}", "commission": f"{self.commission:.8f}",
-                    "proceeds": f"{self.proceeds:.8f}", "status": "OPEN" if self.closed is None else "CLOSED",
+                    "proceeds": f"{self.proceeds:.8f}", "status": self.status,
                     "createdAt": iso(self.created), "updatedAt": iso(self.updated)})
         if self.closed is not None:
             out["closedAt"] = iso(self.closed)
@@ -394,7 +471,8 @@ class Request:
     query: dict[str, str]
     body: bytes
     account: Account | None
-    fault: str | None
+    fault: Fault | None
+    where: frozenset[str] = frozenset()  # the fault keys this request matches
 
 
 # ---------------------------------------------------------------- the simulator
@@ -453,6 +531,7 @@ class BittrexSimulator:
         self._accounts: dict[str, Account] = {}
         self._orders: dict[str, Order] = {}
         self._faults: list[Fault] = []
+        self._scripted: list[Order] = []  # lifecycle orders whose script still runs or that still lag
         self._ids = random.Random(seed)
         self._window = (0, 0)  # (real minute, requests in it)
         self._routes = [(m, t, route_regex(t), getattr(self, "_on_" + h), signed) for m, t, h, signed in self.ROUTES]
@@ -533,9 +612,27 @@ class BittrexSimulator:
             return dict(self._accounts[key].totals)
 
     def orders(self, key: str) -> list[dict]:
-        """Every order of one account as the API shows it, oldest first."""
+        """Every order of one account as the API shows it, oldest first (hidden ones included)."""
         with self._lock:
             return [o.wire() for o in self._orders.values() if o.key == key]
+
+    def account_orders(self, key: str) -> list[Order]:
+        """Ground truth for tests: copies of every order the account ever placed, oldest first,
+        hidden ones included.  Attributes: id, client_order_id, direction ("BUY"/"SELL"),
+        side ("buy"/"sell"), symbol ("BTC-EUR"), status ("OPEN"/"CLOSED"), quantity,
+        fill_quantity, proceeds, commission (Decimal, quote currency), created, closed
+        (simulated unix seconds or None), visible, script (the Lifecycle or None)."""
+        with self._lock:
+            return [replace(o, executions=list(o.executions), script=replace(o.script) if o.script else None)
+                    for o in self._orders.values() if o.key == key]
+
+    def complete_orders(self) -> None:
+        """Finish every lifecycle order now, as its script ends (at the current prices), and show it."""
+        with self._lock:
+            for order in self._scripted:
+                order.script.elapsed = math.inf
+                self._run_script(order)
+            self._scripted.clear()
 
     def price(self, market: str) -> Decimal:
         with self._lock:
@@ -544,6 +641,7 @@ class BittrexSimulator:
     def set_time(self, ts: float) -> None:
         with self._lock:
             self.now = float(ts)
+            self._advance_scripts(None, "seconds")
             self._match_open_orders()
 
     def advance(self, seconds: float) -> None:
@@ -572,15 +670,45 @@ class BittrexSimulator:
         """Make the next `times` requests matching `where` (None: all, until clear_faults) fail.
 
         `where`: "*", an HTTP method, a route template or a path, optionally after
-        the method ("POST /v3/orders").  Faults, named as in includes.simulators.http:
-        delay (seconds=1, then a normal reply), http_500 (an HTML page),
-        http_503 (JSON), throttled (429), malformed_json (200, cut-off body; not
-        carried out), lost_reply (carried out, then the connection is closed
-        without a reply, or with seconds=N the reply is held N seconds) and
-        partial_fill (an order fills half; a FILL_OR_KILL one is refused).
+        the method, with or without /v3: "POST /v3/orders" and "POST /orders" are
+        the same.  Faults, named as in includes.simulators.http:
+
+        - delay (seconds=1): wait, then answer normally;
+        - http_500 (an HTML page), http_503 (JSON SERVICE_UNAVAILABLE), throttled
+          (429 THROTTLED), malformed_json (200, cut-off body): with after=False
+          (the default) the request is not carried out; with after=True it is (a
+          POST /orders places its order), then its reply is replaced by the error;
+        - drop: the connection is closed without a reply; not carried out;
+        - lost_reply: carried out, then the connection is closed without a reply,
+          or with seconds=N the reply is held N seconds;
+        - partial_fill: an order fills half at once; a FILL_OR_KILL one is refused;
+        - lifecycle (pending=0, open=0, fill=None, end="closed", hidden=0,
+          unit="lookups"): the next `times` orders placed (only a POST /orders
+          that places an order takes it) are scripted, see `Lifecycle`.  The
+          order is accepted OPEN with nothing filled and does not trade at once;
+          it stays OPEN unfilled for `pending` units, then OPEN for `open`
+          units with `fill` (0 < fill < 1) of its quantity executed on entering
+          that stage at the then-current ask (buy) or bid (sell), never beyond
+          its limit; then CLOSED: end="closed" executes the rest at the
+          then-current price, end="canceled" leaves it unfilled (closedAt set;
+          kept visible even with no fills unless forget_unfilled_cancels).  It
+          is invisible (404 ORDER_DOES_NOT_EXIST, not listed, DELETE says it does
+          not exist) for its first `hidden` units; its clientOrderId is taken at
+          once all the same.  A unit is one authenticated GET /orders/{id},
+          /orders/open or /orders/closed of the account (each advances every
+          lifecycle order of the account before it is answered), or with
+          unit="seconds" a second of the simulated clock.  While OPEN it holds
+          its funds (a market buy at the ask at placement); DELETE cancels its
+          rest; `complete_orders` ends every script now.  A lifecycle is kept
+          apart from the other faults: the same POST can also take one of those
+          (lost_reply, http_500 with after=True...).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1 (or None for ever), not {times}")
+        if fault == "lifecycle":
+            Lifecycle.from_params(params)
         with self._lock:
             self._faults.append(Fault(where, fault, times, dict(params)))
 
@@ -607,35 +735,42 @@ class BittrexSimulator:
     def _dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """`target` is the raw request target: the path and query exactly as received."""
         path, _, query = target.partition("?")
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(method, path[len(CONTROL_PREFIX):], query, body)
         for verb, template, regex, handler, signed in self._routes:
             match = regex.fullmatch(path)
             if verb == method and match:
                 break
         else:
             return json_reply({"code": "NOT_FOUND"}, 404)
+        where = {"*", method}
+        for route in (template, path):
+            for form in (route, route.removeprefix("/v3")):
+                where |= {form, f"{method} {form}"}
         with self._lock:
             self.calls[(method, template)] += 1
-            fault = self._take_fault({"*", method, template, path, f"{method} {template}", f"{method} {path}"})
+            fault = self._take_fault(where)
         kind = fault.kind if fault else None
+        after = kind in ERROR_FAULTS and bool(fault.params.get("after"))
+        if kind == "drop":
+            return Reply(drop=True)
         if kind == "delay":
             self.stopping.wait(float(fault.params.get("seconds", 1)))
-        elif kind == "http_500":
-            return cloudflare_reply(500)
-        elif kind == "http_503":
-            return json_reply(ApiError(503, "SERVICE_UNAVAILABLE").body(), 503)  # code: our choice
-        elif kind == "throttled":
-            return json_reply(ApiError(429, "THROTTLED").body(), 429)
-        elif kind == "malformed_json":
-            return Reply(200, b'[{"symbol": "BTC-EUR", "lastTradeRate": "3')
+        if kind in ERROR_FAULTS and not after:
+            return error_fault_reply(kind)
         try:
             with self._lock:
                 self._count_request()
                 account = self._authenticate(method, target, headers, body) if signed else None
+                if (method, template) in LOOKUP_ROUTES:
+                    self._advance_scripts(account, "lookups")
                 params = {k: v for k, v in match.groupdict().items() if v is not None}
                 status, payload = handler(Request(params, dict(parse_qsl(query, keep_blank_values=True)),
-                                                  body, account, kind))
+                                                  body, account, fault, frozenset(where)))
         except ApiError as error:
             status, payload = error.status, error.body()
+        if after:
+            return error_fault_reply(kind)
         reply = json_reply(payload, status)
         if kind == "lost_reply":
             if "seconds" in fault.params:
@@ -644,15 +779,47 @@ class BittrexSimulator:
                 reply.drop = True
         return reply
 
-    def _take_fault(self, keys: set[str]) -> Fault | None:
+    def _take_fault(self, keys: Iterable[str], lifecycle: bool = False) -> Fault | None:
+        """The first fault for `keys`: a lifecycle one, or (lifecycle False) any other."""
         for fault in self._faults:
-            if fault.method in keys:
+            if fault.method in keys and (fault.kind == "lifecycle") == lifecycle:
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times <= 0:
                         self._faults.remove(fault)
                 return fault
         return None
+
+    def _control(self, method: str, name: str, query: str, body: bytes) -> Reply:
+        """The /_sim/ control API, as includes.simulators.http's: another process drives faults.
+
+        GET /_sim/calls; GET /_sim/fault lists the faults, POST /_sim/fault
+        {"where" (or "method"), "fault", "times", ...params} injects one and
+        {"clear": true} clears them; POST /_sim/complete_orders."""
+        try:
+            payload = json.loads(body or b"{}") if method == "POST" else dict(parse_qsl(query))
+            if not isinstance(payload, dict):
+                raise ValueError("the body must be a JSON object")
+            if name == "calls" and method == "GET":
+                with self._lock:
+                    return json_reply({f"{m} {t}": n for (m, t), n in self.calls.items()})
+            if name == "complete_orders" and method == "POST":
+                self.complete_orders()
+                return json_reply({})
+            if name != "fault" or method not in ("GET", "POST"):
+                return json_reply({"error": f"no control {method} /_sim/{name}; known: GET calls, "
+                                            f"GET|POST fault, POST complete_orders"}, 404)
+            if method == "POST" and payload.get("clear"):
+                self.clear_faults()
+            elif method == "POST":
+                params = {k: v for k, v in payload.items() if k not in ("where", "method", "fault", "times")}
+                where = payload["where"] if "where" in payload else payload["method"]
+                self.inject(where, payload["fault"], payload.get("times", 1), **params)
+            with self._lock:
+                return json_reply([{"method": f.method, "fault": f.kind, "times": f.times, **f.params}
+                                   for f in self._faults])
+        except (ValueError, KeyError, TypeError) as exc:
+            return json_reply({"error": f"{type(exc).__name__}: {exc}"}, 400)
 
     def _count_request(self) -> None:
         """Per real minute, reset when the minute turns (spec §4.5)."""
@@ -812,7 +979,7 @@ class BittrexSimulator:
 
     def _own_order(self, r: Request) -> Order:
         order = self._orders.get(r.params["orderId"])
-        if order is None or order.key != r.account.key or order.hidden:
+        if order is None or order.key != r.account.key or not order.visible:
             raise ApiError(404, "ORDER_DOES_NOT_EXIST", f"no order {r.params['orderId']}")
         return order
 
@@ -826,8 +993,7 @@ class BittrexSimulator:
         order = self._own_order(r)
         if order.closed is not None:
             raise ApiError(409, "ORDER_NOT_OPEN", f"order {order.id} is closed")
-        self._close(order, r.account)
-        order.hidden = self.forget_unfilled_cancels and not order.fill_quantity
+        self._cancel(order, r.account)
         return 200, order.wire()
 
     def _market_filter(self, r: Request) -> str | None:
@@ -837,7 +1003,8 @@ class BittrexSimulator:
     def _on_open_orders(self, r: Request) -> tuple[int, object]:
         market = self._market_filter(r)
         return 200, [o.wire() for o in self._orders.values()
-                     if o.key == r.account.key and o.closed is None and market in (None, o.market.symbol)]
+                     if o.key == r.account.key and o.closed is None and o.visible
+                     and market in (None, o.market.symbol)]
 
     def _on_closed_orders(self, r: Request) -> tuple[int, object]:
         """Newest closed first; the page tokens are order ids (spec §4.3)."""
@@ -853,7 +1020,7 @@ class BittrexSimulator:
         if q.get("nextPageToken") and q.get("previousPageToken"):
             raise bad_request("previousPageToken", "nextPageToken and previousPageToken exclude each other")
         orders = sorted((o for o in self._orders.values()
-                         if o.key == r.account.key and o.closed is not None and not o.hidden
+                         if o.key == r.account.key and o.closed is not None and o.visible
                          and market in (None, o.market.symbol) and start <= o.closed <= end),
                         key=lambda o: (o.closed, o.seq), reverse=True)
         ids = [o.id for o in orders]
@@ -924,13 +1091,17 @@ class BittrexSimulator:
         if tif == "POST_ONLY_GOOD_TIL_CANCELLED" and crosses:
             raise ApiError(409, "POST_ONLY", "the order would fill at once")
         fill = quantity if crosses else Decimal(0)
-        if r.fault == "partial_fill":
+        if r.fault is not None and r.fault.kind == "partial_fill":
             fill = (fill / 2).quantize(EIGHT, ROUND_DOWN)
         if tif == "FILL_OR_KILL" and fill < quantity:
             raise ApiError(409, "FILL_OR_KILL", "the order cannot fill completely at once")
-        rests = tif in RESTING
+        scripted = any(f.kind == "lifecycle" and f.method in r.where for f in self._faults)
+        rests = tif in RESTING or scripted
+        hold_rate = limit if limit is not None else taker_rate
+        if scripted:
+            fill = Decimal(0)  # the script decides when it trades
         if buy:
-            need = sum(self._cost(fill, taker_rate)) + (self._hold_amount(quantity - fill, limit) if rests else 0)
+            need = sum(self._cost(fill, taker_rate)) + (self._hold_amount(quantity - fill, hold_rate) if rests else 0)
         else:
             need = quantity if rests else fill
         currency = spec.quote if buy else spec.base
@@ -939,8 +1110,13 @@ class BittrexSimulator:
                                                       f"{r.account.available(currency)} available")
 
         order = Order(self._new_id(), r.account.key, spec, direction, kind, tif, quantity, ceiling, limit,
-                      client_id, created=self.now, seq=len(self._orders), updated=self.now)
+                      client_id, created=self.now, seq=len(self._orders), updated=self.now, hold_rate=hold_rate)
         self._orders[order.id] = order
+        if scripted:  # taken only now: a refused order leaves the script to the next one
+            order.script = Lifecycle.from_params(self._take_fault(r.where, lifecycle=True).params)
+            self._scripted.append(order)
+            self._set_hold(order, r.account)
+            return 201, order.wire()
         if fill:
             self._fill(order, r.account, fill, taker_rate, taker=True)
         if rests and order.remaining:
@@ -973,15 +1149,15 @@ class BittrexSimulator:
         proceeds = (quantity * at).quantize(EIGHT, ROUND_HALF_EVEN)
         return proceeds, (proceeds * self.commission_percent / 100).quantize(EIGHT, ROUND_UP)
 
-    def _hold_amount(self, quantity: Decimal, limit: Decimal) -> Decimal:
-        """Quote reserved by a resting buy: its cost at the limit, commission included."""
-        return (quantity * limit * (1 + self.commission_percent / 100)).quantize(EIGHT, ROUND_UP)
+    def _hold_amount(self, quantity: Decimal, at: Decimal) -> Decimal:
+        """Quote reserved by an open buy: its cost at `at` (its hold rate), commission included."""
+        return (quantity * at * (1 + self.commission_percent / 100)).quantize(EIGHT, ROUND_UP)
 
     def _set_hold(self, order: Order, account: Account) -> None:
         if order.closed is not None:
             amount_now = Decimal(0)
         elif order.direction == "BUY":
-            amount_now = self._hold_amount(order.remaining, order.limit)
+            amount_now = self._hold_amount(order.remaining, order.hold_rate)
         else:
             amount_now = order.remaining
         account.hold(order.hold_currency, amount_now - order.held, self.now)
@@ -1009,16 +1185,73 @@ class BittrexSimulator:
         order.closed = order.updated = self.now
         self._set_hold(order, account)
 
+    def _cancel(self, order: Order, account: Account) -> None:
+        """CLOSED with what filled; without fills it may vanish (spec §4.3), if so configured."""
+        self._close(order, account)
+        order.hidden = self.forget_unfilled_cancels and not order.fill_quantity
+
+    def _advance_scripts(self, account: Account | None, unit: str) -> None:
+        """One lookup of `account` (unit "lookups"), or the clock moved (unit "seconds", account None)."""
+        for order in list(self._scripted):
+            script = order.script
+            if script.unit != unit or (account is not None and order.key != account.key):
+                continue
+            script.elapsed = script.elapsed + 1 if unit == "lookups" else self.now - order.created
+            self._run_script(order)
+            if script.stage == "done" and not script.lagging:
+                self._scripted.remove(order)
+
+    def _run_script(self, order: Order) -> None:
+        """Carry out the stages of a lifecycle order that `elapsed` has reached."""
+        script, account = order.script, self._accounts[order.key]
+        if order.closed is not None:  # cancelled by DELETE
+            script.stage = "done"
+        if script.stage == "pending" and script.elapsed > script.pending:
+            script.stage = "open"
+            if script.fill is not None:
+                self._scripted_fill(order, account, (order.quantity * script.fill).quantize(EIGHT, ROUND_DOWN))
+        if script.stage == "open" and script.elapsed > script.pending + script.open:
+            script.stage = "done"
+            if script.end == "closed":
+                self._scripted_fill(order, account, order.remaining)
+                self._close(order, account)
+            else:
+                self._cancel(order, account)
+
+    def _scripted_fill(self, order: Order, account: Account, quantity: Decimal) -> None:
+        """A fill at the current ask (buy) or bid (sell), never beyond the order's limit."""
+        if quantity <= 0:
+            return
+        bid, ask = self._bid_ask(order.market)
+        if order.direction == "BUY":
+            at = ask if order.limit is None else min(ask, order.limit)
+        else:
+            at = bid if order.limit is None else max(bid, order.limit)
+        self._fill(order, account, quantity, at, taker=True)
+        self._set_hold(order, account)
+
     def _match_open_orders(self) -> None:
-        """Resting limit orders fill, at their limit, once the current price crosses it."""
+        """Resting limit orders fill, at their limit, once the current price crosses it (a lifecycle
+        order trades only as its script says)."""
         for order in self._orders.values():
-            if order.closed is not None:
+            if order.closed is not None or order.script is not None:
                 continue
             bid, ask = self._bid_ask(order.market)
             if (ask <= order.limit) if order.direction == "BUY" else (bid >= order.limit):
                 account = self._accounts[order.key]
                 self._fill(order, account, order.remaining, order.limit, taker=False)
                 self._close(order, account)
+
+
+def error_fault_reply(kind: str) -> Reply:
+    """The reply of an http_500, http_503, throttled or malformed_json fault."""
+    if kind == "http_500":
+        return cloudflare_reply(500)
+    if kind == "http_503":
+        return json_reply(ApiError(503, "SERVICE_UNAVAILABLE").body(), 503)  # code: our choice
+    if kind == "throttled":
+        return json_reply(ApiError(429, "THROTTLED").body(), 429)
+    return Reply(200, b'[{"symbol": "BTC-EUR", "lastTradeRate": "3')
 
 
 def amount(value: object, name: str) -> Decimal | None:
