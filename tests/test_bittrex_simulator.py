@@ -771,3 +771,302 @@ def test_runnable_by_hand() -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+# ---------------------------------------------------------- order lifecycles
+# set_price("BTC-EUR", P) gives bid P - P/2000 and ask P + P/2000; commission 0.25 % in quote.
+
+def post(sim: BittrexSimulator, **fields: object) -> requests.Response:
+    return call(sim, "POST", "/v3/orders", new_order(**fields))
+
+
+def lookup(sim: BittrexSimulator, order_id: str) -> dict:
+    """One lookup unit: GET /orders/{id}, which must answer."""
+    response = call(sim, "GET", f"/v3/orders/{order_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def shown(order: dict) -> tuple[str, str, str]:
+    return order["status"], order["fillQuantity"], order["proceeds"]
+
+
+def eur(sim: BittrexSimulator, currency: str = "EUR") -> tuple[str, str]:
+    balance = call(sim, "GET", f"/v3/balances/{currency}").json()
+    return balance["total"], balance["available"]
+
+
+def test_lifecycle_by_lookups_partial_then_closed(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /orders", "lifecycle", pending=1, open=2, fill="0.25")
+    placed = post(bittrex_sim, quantity="0.004")
+    assert placed.status_code == 201
+    order = placed.json()
+    assert shown(order) == ("OPEN", "0.00000000", "0.00000000") and "closedAt" not in order
+    assert eur(bittrex_sim) == ("1000.00000000", "879.63985000")  # 0.004 at the ask 30015, + 0.25 %, held
+    assert shown(lookup(bittrex_sim, order["id"])) == ("OPEN", "0.00000000", "0.00000000")  # unit 1: pending
+    bittrex_sim.set_price("BTC-EUR", "31000")  # ask 31015.5
+    assert [shown(o) for o in call(bittrex_sim, "GET", "/v3/orders/open").json()] == [  # unit 2: 1/4 fills
+        ("OPEN", "0.00100000", "31.01550000")]
+    bittrex_sim.set_price("BTC-EUR", "32000")  # ask 32016
+    assert call(bittrex_sim, "GET", "/v3/orders/closed").json() == []  # unit 3: still open
+    closed = lookup(bittrex_sim, order["id"])  # unit 4: the rest fills at the ask of now
+    assert shown(closed) == ("CLOSED", "0.00400000", "127.06350000")
+    assert (closed["commission"], closed["closedAt"]) == ("0.31765875", "2023-11-14T22:13:20.000Z")
+    total = Decimal(1000) - Decimal("127.0635") - Decimal("0.31765875")
+    assert eur(bittrex_sim) == (f"{total:.8f}", f"{total:.8f}")  # the hold is gone
+    assert bittrex_sim.balances(BITTREX_KEY)["BTC"] == Decimal("0.054")
+    assert [(e["quantity"], e["rate"]) for e in call(bittrex_sim, "GET", f"/v3/orders/{order['id']}/executions")
+            .json()] == [("0.00100000", "31015.500"), ("0.00300000", "32016.000")]
+
+
+def test_lookups_are_counted_per_account(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.add_account("other", "other-secret", {"EUR": "100"})
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=1)
+    order = post(bittrex_sim, quantity="0.001").json()
+    for _ in range(3):  # the other account's lookups move nothing of ours
+        assert call(bittrex_sim, "GET", "/v3/orders/open", key="other", secret="other-secret").json() == []
+    assert call(bittrex_sim, "GET", f"/v3/orders/{order['id']}/executions").json() == []  # not a lookup
+    assert call(bittrex_sim, "GET", "/v3/balances").status_code == 200  # nor this
+    assert lookup(bittrex_sim, order["id"])["status"] == "OPEN"
+    assert lookup(bittrex_sim, order["id"])["status"] == "CLOSED"
+
+
+def test_lifecycle_partial_then_canceled(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", open=1, fill=Decimal("0.5"), end="canceled")
+    order = post(bittrex_sim, direction="SELL", quantity="0.02").json()
+    assert eur(bittrex_sim, "BTC") == ("0.05000000", "0.03000000")
+    bittrex_sim.advance(30)
+    assert shown(lookup(bittrex_sim, order["id"])) == ("OPEN", "0.01000000", "299.85000000")  # at the bid
+    assert eur(bittrex_sim, "BTC") == ("0.04000000", "0.03000000")
+    bittrex_sim.advance(30)
+    final = lookup(bittrex_sim, order["id"])
+    assert shown(final) == ("CLOSED", "0.01000000", "299.85000000")
+    assert (final["quantity"], final["closedAt"]) == ("0.02000000", "2023-11-14T22:14:20.000Z")
+    assert eur(bittrex_sim, "BTC") == ("0.04000000", "0.04000000")
+    assert [o["id"] for o in call(bittrex_sim, "GET", "/v3/orders/closed").json()] == [order["id"]]
+
+
+def test_a_lifecycle_canceled_without_fills_stays_visible(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", end="canceled")
+    order = post(bittrex_sim, quantity="0.001").json()
+    assert [shown(o) for o in call(bittrex_sim, "GET", "/v3/orders/closed").json()] == [
+        ("CLOSED", "0.00000000", "0.00000000")]
+    assert lookup(bittrex_sim, order["id"])["closedAt"] == "2023-11-14T22:13:20.000Z"
+    assert bittrex_sim.balances(BITTREX_KEY) == {"EUR": 1000, "BTC": Decimal("0.05"), "ETH": 2}
+
+
+def test_lifecycle_by_seconds_of_the_simulated_clock(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=10, open=20, fill="0.5", unit="seconds")
+    order = post(bittrex_sim, quantity="0.002").json()
+    for _ in range(3):  # lookups do not count
+        assert shown(lookup(bittrex_sim, order["id"])) == ("OPEN", "0.00000000", "0.00000000")
+    bittrex_sim.advance(10)
+    assert lookup(bittrex_sim, order["id"])["fillQuantity"] == "0.00000000"  # 10 s: still pending
+    bittrex_sim.set_price("BTC-EUR", "31000")
+    bittrex_sim.advance(1)
+    assert shown(lookup(bittrex_sim, order["id"])) == ("OPEN", "0.00100000", "31.01550000")
+    bittrex_sim.advance(19)
+    assert lookup(bittrex_sim, order["id"])["status"] == "OPEN"  # 30 s: the open stage's last second
+    bittrex_sim.advance(0.5)
+    final = lookup(bittrex_sim, order["id"])
+    assert shown(final) == ("CLOSED", "0.00200000", "62.03100000")
+    assert final["closedAt"] == "2023-11-14T22:13:50.500Z"
+
+
+def test_a_hidden_order_lags_but_its_client_order_id_is_taken(bittrex_sim: BittrexSimulator, bittrex_client) -> None:
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=10, hidden=2)
+    client_id = str(uuid.uuid4())
+    placed = post(bittrex_sim, quantity="0.001", clientOrderId=client_id)
+    assert placed.status_code == 201
+    order_id = placed.json()["id"]
+    assert error(call(bittrex_sim, "GET", f"/v3/orders/{order_id}")) == (404, "ORDER_DOES_NOT_EXIST")  # unit 1
+    assert error(call(bittrex_sim, "DELETE", f"/v3/orders/{order_id}")) == (404, "ORDER_DOES_NOT_EXIST")
+    again = post(bittrex_sim, quantity="0.001", clientOrderId=client_id)
+    assert error(again) == (409, "CLIENTORDERID_ALREADY_EXISTS")
+    assert again.json()["data"] == {"existingOrderId": order_id}
+    assert bittrex_client.get_open_orders() == []  # unit 2
+    assert [o["id"] for o in bittrex_client.get_open_orders()] == [order_id]  # unit 3: it shows
+    assert [o.visible for o in bittrex_sim.account_orders(BITTREX_KEY)] == [True]
+
+
+def test_a_hidden_order_that_closes_meanwhile_shows_closed(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", hidden=3)
+    order_id = post(bittrex_sim, quantity="0.001").json()["id"]
+    for _ in range(3):  # closed after unit 1, invisible until unit 4
+        assert call(bittrex_sim, "GET", "/v3/orders/closed").json() == []
+    [truth] = bittrex_sim.account_orders(BITTREX_KEY)
+    assert (truth.status, truth.fill_quantity, truth.visible) == ("CLOSED", Decimal("0.001"), False)
+    assert [o["id"] for o in call(bittrex_sim, "GET", "/v3/orders/closed").json()] == [order_id]
+
+
+def test_a_lifecycle_order_holds_its_funds_while_open(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=5, times=2)
+    post(bittrex_sim, kind="LIMIT", tif="GOOD_TIL_CANCELLED", quantity="0.02", limit="31000")  # crosses, waits
+    assert eur(bittrex_sim) == ("1000.00000000", "378.45000000")  # held at its limit: 620 EUR + 0.25 %
+    bittrex_sim.advance(60)  # a crossing price trades no lifecycle order
+    assert bittrex_sim.account_orders(BITTREX_KEY)[0].fill_quantity == 0
+    refused = post(bittrex_sim, quantity="0.013")  # 390.6 EUR at the ask: more than is available
+    assert error(refused) == (409, "INSUFFICIENT_FUNDS")
+    assert post(bittrex_sim, direction="SELL", quantity="0.05").status_code == 201  # the second script
+    assert eur(bittrex_sim, "BTC") == ("0.05000000", "0.00000000")
+    assert error(post(bittrex_sim, direction="SELL", quantity="0.001")) == (409, "INSUFFICIENT_FUNDS")
+    bittrex_sim.complete_orders()
+    assert eur(bittrex_sim, "BTC") == ("0.02000000", "0.02000000")
+    [buy, sell] = bittrex_sim.account_orders(BITTREX_KEY)
+    assert (buy.status, buy.proceeds / buy.fill_quantity) == ("CLOSED", Decimal("30015"))  # the ask, not the limit
+    assert (sell.status, sell.proceeds / sell.fill_quantity) == ("CLOSED", Decimal("29985"))
+
+
+def test_a_scripted_fill_never_goes_beyond_the_limit(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /v3/orders", "lifecycle")
+    order = post(bittrex_sim, kind="LIMIT", tif="GOOD_TIL_CANCELLED", quantity="0.001", limit="29000").json()
+    assert lookup(bittrex_sim, order["id"])["proceeds"] == "29.00000000"
+
+
+def test_delete_cancels_the_rest_of_a_lifecycle_order(bittrex_sim: BittrexSimulator, bittrex_client) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", open=5, fill="0.5")
+    order = post(bittrex_sim, quantity="0.004").json()
+    assert lookup(bittrex_sim, order["id"])["fillQuantity"] == "0.00200000"
+    cancelled = bittrex_client.cancel_order(order["id"])
+    assert (cancelled["status"], cancelled["fillQuantity"]) == ("CLOSED", "0.00200000")
+    for _ in range(7):  # the script has nothing left to do
+        assert shown(lookup(bittrex_sim, order["id"])) == ("CLOSED", "0.00200000", "60.03000000")
+    total = Decimal(1000) - Decimal("60.03") - Decimal("0.150075")
+    assert eur(bittrex_sim) == (f"{total:.8f}", f"{total:.8f}")
+    assert error(call(bittrex_sim, "DELETE", f"/v3/orders/{order['id']}")) == (409, "ORDER_NOT_OPEN")
+
+
+def test_complete_orders_finishes_every_script_now(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=50, hidden=50)
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=3600, open=60, fill="0.5", end="canceled",
+                       unit="seconds")
+    hidden = post(bittrex_sim, quantity="0.001").json()
+    slow = post(bittrex_sim, quantity="0.002").json()
+    plain = post(bittrex_sim, kind="LIMIT", tif="GOOD_TIL_CANCELLED", quantity="0.001", limit="20000").json()
+    bittrex_sim.set_price("BTC-EUR", "31000")
+    bittrex_sim.complete_orders()
+    assert shown(lookup(bittrex_sim, hidden["id"])) == ("CLOSED", "0.00100000", "31.01550000")
+    assert shown(lookup(bittrex_sim, slow["id"])) == ("CLOSED", "0.00100000", "31.01550000")  # canceled half
+    assert lookup(bittrex_sim, plain["id"])["status"] == "OPEN"  # not a lifecycle order
+    bittrex_sim.advance(7200)
+    assert lookup(bittrex_sim, slow["id"])["fillQuantity"] == "0.00100000"
+
+
+def test_account_orders_is_the_ground_truth(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.add_account("other", "other-secret", {"EUR": "100"})
+    call(bittrex_sim, "POST", "/v3/orders", new_order(quantity="0.001"), key="other", secret="other-secret")
+    first = post(bittrex_sim, quantity="0.001", clientOrderId=str(uuid.UUID(int=1))).json()
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", hidden=5)
+    second = post(bittrex_sim, direction="SELL", quantity="0.002").json()
+    truth = bittrex_sim.account_orders(BITTREX_KEY)
+    assert [(o.id, o.client_order_id, o.direction, o.side, o.symbol, o.status, o.quantity, o.fill_quantity,
+             o.proceeds, o.commission, o.visible) for o in truth] == [
+        (first["id"], str(uuid.UUID(int=1)), "BUY", "buy", "BTC-EUR", "CLOSED", Decimal("0.001"),
+         Decimal("0.001"), Decimal("30.015"), Decimal("0.0750375"), True),
+        (second["id"], None, "SELL", "sell", "BTC-EUR", "OPEN", Decimal("0.002"), 0, 0, 0, False)]
+    truth[1].fill_quantity = Decimal(1)  # a copy: the simulator is not touched
+    assert bittrex_sim.account_orders(BITTREX_KEY)[1].fill_quantity == 0
+
+
+def test_a_lifecycle_is_taken_only_by_an_order_placed(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.inject("*", "lifecycle", pending=1)
+    assert call(bittrex_sim, "GET", "/v3/orders/open").status_code == 200
+    assert error(post(bittrex_sim, quantity="1")) == (409, "INSUFFICIENT_FUNDS")
+    assert post(bittrex_sim, quantity="0.001").json()["fillQuantity"] == "0.00000000"
+    assert post(bittrex_sim, quantity="0.001").json()["fillQuantity"] == "0.00100000"  # times=1: used up
+
+
+@pytest.mark.parametrize("params", [dict(fill="1"), dict(fill=0), dict(end="filled"), dict(unit="minutes"),
+                                    dict(pending=-1), dict(open=1.5), dict(hidden="2"), dict(colour="red")])
+def test_bad_lifecycles_are_refused_at_injection(bittrex_sim: BittrexSimulator, params: dict) -> None:
+    with pytest.raises(ValueError):
+        bittrex_sim.inject("POST /v3/orders", "lifecycle", **params)
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", open=1.5, unit="seconds")  # seconds may be fractions
+
+
+# ------------------------------------------------------ faults around orders
+
+ERROR_STATUS = {"http_500": 500, "http_503": 503, "throttled": 429, "malformed_json": 200}
+
+
+@pytest.mark.parametrize("fault", list(ERROR_STATUS))
+@pytest.mark.parametrize("after", [False, True])
+def test_error_faults_before_or_after_the_order_reaches_the_book(bittrex_sim: BittrexSimulator, fault: str,
+                                                                 after: bool) -> None:
+    bittrex_sim.inject("POST /orders", fault, after=after)
+    response = post(bittrex_sim, quantity="0.001")
+    assert response.status_code == ERROR_STATUS[fault]
+    assert '"id"' not in response.text  # the error, not the order, even when it was placed
+    assert [o["fillQuantity"] for o in bittrex_sim.orders(BITTREX_KEY)] == (["0.00100000"] if after else [])
+    assert bittrex_sim.calls[("POST", "/v3/orders")] == 1
+
+
+def test_after_faults_apply_to_any_route(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.inject("GET /orders/open", "http_503", after=True)
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=1)
+    order_id = post(bittrex_sim, quantity="0.001").json()["id"]
+    assert error(call(bittrex_sim, "GET", "/v3/orders/open")) == (503, "SERVICE_UNAVAILABLE")  # unit 1, lost
+    assert lookup(bittrex_sim, order_id)["status"] == "CLOSED"  # unit 2
+
+
+def test_drop_closes_the_connection_and_places_nothing(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.inject("POST /v3/orders", "drop")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        post(bittrex_sim, quantity="0.001")
+    assert bittrex_sim.orders(BITTREX_KEY) == [] and bittrex_sim.calls[("POST", "/v3/orders")] == 1
+    assert post(bittrex_sim, quantity="0.001").status_code == 201
+
+
+def test_the_client_retries_a_dropped_order_once_it_is_placed(bittrex_sim: BittrexSimulator, bittrex_client) -> None:
+    bittrex_sim.inject("POST /v3/orders", "drop")
+    client_id = str(uuid.uuid4())
+    order = place(bittrex_client, quantity=0.001, client_order_id=client_id)
+    assert order["clientOrderId"] == client_id and bittrex_sim.calls[("POST", "/v3/orders")] == 2
+    assert len(bittrex_sim.account_orders(BITTREX_KEY)) == 1
+
+
+def test_a_lagging_order_whose_reply_failed(bittrex_sim: BittrexSimulator, bittrex_client) -> None:
+    """The hard case for a client: placed, the reply an error, and the order not yet to be found."""
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", hidden=2, pending=3)
+    bittrex_sim.inject("POST /v3/orders", "http_500", after=True)
+    client_id = str(uuid.uuid4())
+    assert place(bittrex_client, quantity=0.001, client_order_id=client_id) is None  # 500, then 409 twice
+    [truth] = bittrex_sim.account_orders(BITTREX_KEY)
+    assert (truth.client_order_id, truth.status, truth.visible) == (client_id, "OPEN", False)
+    assert bittrex_client.get_open_orders() == [] and bittrex_client.get_closed_orders() == []
+    [found] = bittrex_client.get_open_orders()
+    assert (found["id"], found["clientOrderId"], found["status"]) == (truth.id, client_id, "OPEN")
+
+
+# --------------------------------------------------------------- control API
+
+def test_faults_through_the_control_api(bittrex_sim: BittrexSimulator) -> None:
+    url = bittrex_sim.url + "/_sim/fault"
+    listed = requests.post(url, json={"where": "POST /orders", "fault": "lifecycle", "pending": 1, "hidden": 1},
+                           timeout=10).json()
+    assert listed == [{"method": "POST /orders", "fault": "lifecycle", "times": 1, "pending": 1, "hidden": 1}]
+    requests.post(url, json={"method": "GET /v3/ping", "fault": "http_503", "times": None}, timeout=10)
+    assert [f["fault"] for f in requests.get(url, timeout=10).json()] == ["lifecycle", "http_503"]
+    order_id = post(bittrex_sim, quantity="0.001").json()["id"]
+    assert error(call(bittrex_sim, "GET", f"/v3/orders/{order_id}")) == (404, "ORDER_DOES_NOT_EXIST")
+    assert requests.post(bittrex_sim.url + "/_sim/complete_orders", timeout=10).status_code == 200
+    assert lookup(bittrex_sim, order_id)["status"] == "CLOSED"
+    for _ in range(2):
+        assert requests.get(bittrex_sim.url + "/v3/ping", timeout=10).status_code == 503
+    assert requests.post(url, json={"clear": True}, timeout=10).json() == []
+    assert requests.get(bittrex_sim.url + "/v3/ping", timeout=10).status_code == 200
+    calls = requests.get(bittrex_sim.url + "/_sim/calls", timeout=10).json()
+    assert (calls["GET /v3/ping"], calls["POST /v3/orders"]) == (3, 1)
+    for bad in ({"where": "*", "fault": "meteor"}, {"fault": "drop"},
+                {"where": "*", "fault": "lifecycle", "fill": "2"}):
+        response = requests.post(url, json=bad, timeout=10)
+        assert response.status_code == 400 and "error" in response.json()
+    assert requests.get(bittrex_sim.url + "/_sim/nothing", timeout=10).status_code == 404
