@@ -20,10 +20,14 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(cfg, args: argparse.Namespace) -> int:
+    """1 when an order stayed unsettled for several runs: the owner must look (cron mails stderr)."""
     from includes.agent import run_agent
+    from includes.runtime import tell_owner
 
-    run_agent(cfg, force_dry_run=args.dry_run)
-    return 0
+    summary = run_agent(cfg, force_dry_run=args.dry_run)
+    for line in summary.attention if summary else ():
+        tell_owner("trade_agent", line)
+    return 1 if summary and summary.attention else 0
 
 
 if __name__ == "__main__":

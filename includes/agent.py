@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,10 +17,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from includes.errors import (ExchangeError, InsufficientFunds, MarketUnavailable, OrderStateUnknown,
-                             OrderTooSmall, UnknownMarket)
+from includes.errors import AuthenticationError, ExchangeError, MarketUnavailable, OrderTooSmall, UnknownMarket
 from includes.money import ZERO, percent_change
 from includes.storage import DEFAULT_AGENT, OPEN
+from includes.storage.journal import value_left
 from includes.storage.state import ACTIVE, BUYING, DISABLED, SELLING, WAITING, StateStore, Thread
 from includes.trends import changes, trends as compute_trends
 
@@ -34,6 +33,8 @@ log = logging.getLogger(__name__)
 
 BUSY = (BUYING, ACTIVE, SELLING)
 LOCK_TTL = 900  # seconds; a run takes seconds, and a dead local holder is taken over at once
+ATTENTION_RUNS = 3  # runs that found an order still open or unseen before the owner is told on stderr
+NOT_SENDABLE = (OrderTooSmall, MarketUnavailable, UnknownMarket)  # local pre-checks: no journal row
 
 
 CRASH_AT = os.environ.get("CRONTRADER_CRASH_AT")
@@ -53,6 +54,8 @@ class RunSummary:
     bought: list[str] = field(default_factory=list)
     sold: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    in_doubt: list[str] = field(default_factory=list)     # orders still open or unknown after this run
+    attention: list[str] = field(default_factory=list)    # what the owner must hear of (stderr under cron)
     notes: list[str] = field(default_factory=list)
 
 
@@ -98,29 +101,15 @@ class Agent:
 
     # --- crash recovery ---------------------------------------------------------------
     def recover(self) -> None:
-        """Settle what a previous run left in flight, before anything else.
+        """Settle what earlier runs left in flight, before anything else.
 
-        First the journal's orders without a result, asked of the exchange by
-        their reference; then the threads caught between two states, finished
-        or undone as the journal says.
+        First the journal's orders without a final result, asked of the exchange by
+        their reference; then the threads caught between two states, finished or
+        undone as the journal says; then every thread checked against what its
+        orders' final fills leave it holding.
         """
         for row in self.db.open_intents(self.mode, agent=self.name):
-            order = self.platform.get_order(row["ref"])
-            if order is None:
-                age = time.time() - float(row["intent_at"])
-                if age < self.platform.order_visibility_delay:
-                    log.warning("thread %s: order %s not visible yet (%.0f s old); left for the next run",
-                                row["thread"], row["ref"], age)
-                    continue
-                self.db.journal_result(row["ref"], status="failed", error="not found on the exchange")
-                self._note(f"thread {row['thread']}: order {row['ref']} was never placed", self.summary.recovered)
-            elif order.done:
-                self.db.journal_order(order, status=order.status if order.filled else "failed")
-                self._note(f"thread {row['thread']}: order {row['ref']} settled from the exchange "
-                           f"({order.status}, {order.filled} filled)", self.summary.recovered)
-            else:
-                log.warning("thread %s: order %s is still %s; left for the next run",
-                            row["thread"], row["ref"], order.status)
+            self.settle_row(row)
         for thread in self.store.threads():
             if thread.state not in (BUYING, SELLING):
                 continue
@@ -130,28 +119,88 @@ class Agent:
                 self._note(f"thread {thread.n}: claim {thread.order_ref} had no journal row; undone",
                            self.summary.recovered)
             elif row["status"] not in OPEN:
-                self._move(thread.n, _order_from_row(row), self.summary.recovered)
-        self.rebuild_if_lost()
+                self._follow(thread.n, _order_from_row(row), self.summary.recovered)
+        self.resync_positions()
 
-    def rebuild_if_lost(self) -> None:
-        """State store flushed: rebuild the positions from the journal's filled orders."""
+    def settle_row(self, row: dict[str, Any]) -> None:
+        """Ask the exchange about one open journal row and record its answer.
+
+        "Not found" proves the order was never placed only once it is older, on the
+        exchange's clock, than the time an order takes to show (the sender is dead: we
+        hold the lock).  An order still open keeps its thread busy; after a few runs
+        the owner is told.
+        """
+        ref, n = row["ref"], row["thread"]
+        try:
+            order = self.platform.get_order(ref, row["order_id"] or "")
+        except ExchangeError as exc:
+            if isinstance(exc, AuthenticationError):
+                raise
+            self._doubt(row, f"could not be asked about ({exc})")
+            return
+        if order is None:
+            age = self.platform.clock() - float(row["intent_at"])  # both on the exchange's clock
+            # A negative age is a clock that moved back: runs minutes apart bound it instead.
+            if age >= self.platform.order_visibility_delay or (age < 0 and row["lookups"] >= ATTENTION_RUNS):
+                self.db.journal_result(ref, status="failed",
+                                       error=f"never placed: not found by its reference {age:.0f} s after it was sent")
+                self._note(f"thread {n}: order {ref} was never placed", self.summary.recovered)
+            else:
+                self._doubt(row, f"not visible yet ({max(age, 0):.0f} s old)")
+        elif order.done:
+            self.db.journal_order(order)
+            self._note(f"thread {n}: order {ref} settled from the exchange ({order.status}, "
+                       f"{order.filled} filled)", self.summary.recovered)
+        else:
+            self.db.journal_order(order)
+            self._doubt(row, f"still {order.status} ({order.filled} of {order.volume} filled)")
+
+    def _doubt(self, row: dict[str, Any], why: str) -> None:
+        """An order left open for the next run; the owner hears of it after a few runs."""
+        runs = self.db.journal_looked_up(row["ref"])
+        text = f"thread {row['thread']}: {row['side']} order {row['ref']} ({row['market']}) {why}"
+        self.summary.in_doubt.append(text)
+        if runs >= ATTENTION_RUNS:
+            text += f"; unsettled after {runs} runs: check it on {self.exchange}"
+            self.summary.attention.append(text)
+        log.warning("%s; left for the next run", text)
+
+    def resync_positions(self) -> None:
+        """Every thread not in flight holds what its orders' final fills leave it: rebuilt when the
+        state store lost it, corrected when a fill was settled after the thread moved."""
         positions = self.db.open_positions(self.mode, agent=self.name)
-        threads = {t.n: t for t in self.store.threads()}
-        for n, buy in positions.items():
-            thread = threads.get(n)
-            if thread is not None and thread.state in BUSY:
+        for thread in self.store.threads():
+            if thread.state in (BUYING, SELLING):
                 continue
-            self.store.put_thread(Thread(n=n, state=ACTIVE, currency=_base(buy["market"]),
-                                         value=buy["cost"] + buy["fee"], volume=buy["filled"],
-                                         lastbuyvalue=buy["price"], order_ref=buy["ref"],
-                                         updated=int(float(buy["result_at"] or time.time()))))
-            self._note(f"thread {n}: rebuilt from the journal ({buy['market']}, order {buy['ref']})",
+            held = positions.get(thread.n)
+            if held is None:
+                if thread.state == ACTIVE and self.db.journal_row(thread.order_ref) is not None:
+                    self.store.put_thread(Thread(n=thread.n, state=WAITING, lastsellvalue=thread.lastsellvalue,
+                                                 updated=thread.updated))
+                    self._note(f"thread {thread.n}: its orders left it nothing; freed", self.summary.recovered)
+                continue
+            currency = _base(held.market)
+            if (thread.state, thread.currency, thread.volume, thread.value) == (ACTIVE, currency, held.volume,
+                                                                                 held.value):
+                continue
+            self.store.put_thread(Thread(n=thread.n, state=ACTIVE, currency=currency, value=held.value,
+                                         volume=held.volume, lastbuyvalue=held.price,
+                                         lastsellvalue=thread.lastsellvalue, order_ref=held.ref,
+                                         updated=int(held.at)))
+            self._note(f"thread {thread.n}: set from the journal ({held.volume} {currency}, order {held.ref})",
                        self.summary.recovered)
+        for n, held in positions.items():
+            if self.store.get_thread(n) is None:
+                self.store.put_thread(Thread(n=n, state=ACTIVE, currency=_base(held.market), value=held.value,
+                                             volume=held.volume, lastbuyvalue=held.price, order_ref=held.ref,
+                                             updated=int(held.at)))
+                self._note(f"thread {n}: rebuilt from the journal ({held.market}, order {held.ref})",
+                           self.summary.recovered)
 
     # --- budget -----------------------------------------------------------------------
     def allocate(self, threads: Sequence[Thread], free: Decimal) -> None:
         """Enable as many threads as the budget and the balance cover; disable the rest."""
-        invested = sum((t.value for t in threads if t.state in BUSY), ZERO)
+        invested = sum((self.committed(t) for t in threads), ZERO)
         total = min(self.cfg.budget, invested + free)
         self.summary.budget = total
         self.store.set_many({"invest:total": total, "platform:totaleuro": free})
@@ -165,6 +214,13 @@ class Agent:
                     log.info("thread %d: enabled (budget %s %s)", t.n, total, self.cfg.quote)
             elif t.state == WAITING and self.store.disable(t.n):
                 log.info("thread %d: disabled (budget %s %s covers fewer threads)", t.n, total, self.cfg.quote)
+
+    def committed(self, thread: Thread) -> Decimal:
+        """The quote money a thread ties up: what it paid, or for a buy in flight (its value not
+        known yet, the exchange holding the money) the most a buy may cost."""
+        if thread.state == BUYING:
+            return self.cfg.max_per_trade
+        return thread.value if thread.state in BUSY else ZERO
 
     # --- trends -----------------------------------------------------------------------
     def update_trends(self, tickers: dict[str, Ticker], account: Any) -> dict[str, dict[int, Decimal]]:
@@ -241,18 +297,24 @@ class Agent:
         return None
 
     def intelligent_sell(self, thread: Thread, bid: Decimal, gain: Decimal, reason: str) -> None:
+        symbol = f"{thread.currency}/{self.cfg.quote}"
+        try:
+            market, volume = self.platform.prepare_sell(thread.volume, thread.currency, bid)
+        except NOT_SENDABLE as exc:
+            log.warning("thread %d: cannot sell %s %s: %s", thread.n, thread.volume, thread.currency, exc)
+            return
         ref = new_ref()
         if not self.store.begin_sell(thread.n, ref):
             log.warning("thread %d: moved by someone else; not selling", thread.n)
             return
         crash_point("sell:claimed")
-        symbol = f"{thread.currency}/{self.cfg.quote}"
         self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
-                               side="sell", thread=thread.n, volume=thread.volume, amount_quote=None)
+                               side="sell", thread=thread.n, volume=volume, amount_quote=None,
+                               at=self.platform.clock())
         crash_point("sell:journaled")
-        log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, thread.volume,
+        log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, volume,
                  thread.currency, bid, self.cfg.quote, reason, ref)
-        self._send(thread.n, "sell", ref, lambda: self.platform.sell(thread.volume, thread.currency, ref, bid))
+        self._send(thread.n, "sell", ref, lambda: self.platform.place_order(market, "sell", volume, bid, ref))
 
     # --- buying -----------------------------------------------------------------------
     def buy_pass(self, trends: dict[str, dict[int, Decimal]], tickers: dict[str, Ticker],
@@ -260,7 +322,7 @@ class Agent:
         """`free`: the quote balance now."""
         threads = self.store.threads()[: self.cfg.max_threads]
         held = Counter(t.currency for t in threads if t.state in BUSY)
-        committed = sum((t.value for t in threads if t.state in BUSY), ZERO)
+        committed = sum((self.committed(t) for t in threads), ZERO)
         window = self.cfg.buy_trend_window
         ranked = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
                         reverse=True)
@@ -286,63 +348,77 @@ class Agent:
                     log.info("stop file present: sleeping")
                     self.summary.stopped = True
                     return
-                order = self.intelligent_buy(thread, choice, amount,
-                                             tickers[f"{choice}/{self.cfg.quote}"].ask, trends[choice][window])
-                if order is not None:
-                    held[choice] += 1
-                    committed += order.cost + order.fee
-                    free -= order.cost + order.fee
-                    break
-                refused.add(choice)  # the next best currency, for this same thread
-                thread = self.store.get_thread(thread.n)
-                if thread is None or thread.state != WAITING:
-                    break  # its order is in doubt: the next run settles it
+                self.intelligent_buy(thread, choice, amount, tickers[f"{choice}/{self.cfg.quote}"].ask,
+                                     trends[choice][window])
+                thread = self.store.get_thread(thread.n) or thread
+                if thread.state == WAITING:
+                    refused.add(choice)  # not sent, or refused: the next best currency, for this same thread
+                    continue
+                # bought, or in flight (pending, or in doubt): its money is the exchange's now
+                spent = thread.value if thread.state == ACTIVE else amount
+                held[choice] += 1
+                committed += spent
+                free -= spent
+                break
 
     def intelligent_buy(self, thread: Thread, currency: str, amount: Decimal, ask: Decimal,
                         trend: Decimal) -> Order | None:
+        try:
+            market, volume = self.platform.prepare_buy(amount, currency, ask)
+        except NOT_SENDABLE as exc:
+            log.warning("thread %d: cannot buy %s for %s %s: %s", thread.n, currency, amount, self.cfg.quote, exc)
+            return None
         ref = new_ref()
         if not self.store.claim(thread.n, currency, ref):
             log.warning("thread %d: taken by another agent", thread.n)
             return None
         crash_point("buy:claimed")
-        symbol = f"{currency}/{self.cfg.quote}"
-        self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
-                               side="buy", thread=thread.n, volume=None, amount_quote=amount)
+        self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange,
+                               market=market.symbol, side="buy", thread=thread.n, volume=volume,
+                               amount_quote=amount, at=self.platform.clock())
         crash_point("buy:journaled")
-        log.info("thread %d: BUY %s for %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
-                 thread.n, currency, amount, self.cfg.quote, ask, self.cfg.buy_trend_window, trend, ref)
-        return self._send(thread.n, "buy", ref, lambda: self.platform.buy(amount, currency, ref, ask))
+        log.info("thread %d: BUY %s %s for %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
+                 thread.n, volume, currency, amount, self.cfg.quote, ask, self.cfg.buy_trend_window, trend, ref)
+        return self._send(thread.n, "buy", ref, lambda: self.platform.place_order(market, "buy", volume, ask, ref))
 
     # --- the order sequence -----------------------------------------------------------
     def _send(self, n: int, side: str, ref: str, send: Callable[[], Order]) -> Order | None:
-        """Send, record the result, move the thread; a refused order frees the thread."""
+        """Send, record what the exchange says, move the thread as its order's final fills say.
+
+        Only an explicit refusal frees the thread (Platform's rule); an order in doubt,
+        pending or open keeps it buying or selling until a lookup settles it.
+        """
         try:
             order = send()
-        except OrderStateUnknown as exc:
-            self.db.journal_result(ref, status="unknown", error=str(exc))
-            log.warning("thread %d: %s; the next run settles it", n, exc)
-            return None
-        except (OrderTooSmall, MarketUnavailable, InsufficientFunds, UnknownMarket) as exc:
+        except ExchangeError as exc:
+            if not exc.refused:
+                self.db.journal_result(ref, status="unknown", error=str(exc))
+                self._doubt(self.db.journal_row(ref) or {"ref": ref, "thread": n, "side": side, "market": "?"},
+                            f"in doubt: {exc}")
+                return None
             self.db.journal_result(ref, status="failed", error=str(exc))
             self.store.abort(n, ref)
             log.warning("thread %d: %s order refused: %s", n, side, exc)
-            return None
-        except ExchangeError as exc:
-            # Refused before it reached the book (the platform looks up doubtful sends).
-            self.db.journal_result(ref, status="failed", error=str(exc))
-            self.store.abort(n, ref)
-            log.warning("thread %d: %s order failed: %s", n, side, exc)
+            if isinstance(exc, AuthenticationError):
+                raise  # a refused key refuses every order: the run stops, with one line
             return None
         crash_point(f"{side}:sent")
-        return self._settle(n, side, order)
-
-    def _settle(self, n: int, side: str, order: Order) -> Order | None:
-        self.db.journal_order(order, status=order.status if order.filled else "failed")
+        self.db.journal_order(order)
         crash_point(f"{side}:recorded")
-        return self._move(n, order, self.summary.bought if side == "buy" else self.summary.sold)
+        if not order.done:
+            self._doubt(self.db.journal_row(ref) or {"ref": ref, "thread": n, "side": side, "market": order.market},
+                        f"still {order.status} ({order.filled} of {order.volume} filled)")
+            return order
+        return self._follow(n, order, self.summary.bought if side == "buy" else self.summary.sold)
 
-    def _move(self, n: int, order: Order, bucket: list[str]) -> Order | None:
-        """The thread follows its recorded order: filled, it moves on; else it is freed."""
+    def _follow(self, n: int, order: Order, bucket: list[str]) -> Order | None:
+        """The thread follows its final order: what it filled moves, what it did not stays.
+
+        A buy that filled nothing frees the thread; one that filled some activates it
+        with what filled.  A sell that filled nothing keeps the thread active; one that
+        filled part keeps the rest active, its value in proportion; one that filled all
+        frees it."""
+        base = _base(order.market)
         if order.filled <= 0:
             self.store.abort(n, order.ref)
             self._note(f"thread {n}: {order.side} order {order.ref} filled nothing ({order.status})", bucket)
@@ -350,12 +426,21 @@ class Agent:
         if order.side == "buy":
             self.store.activate(n, order.ref, value=order.cost + order.fee, volume=order.filled,
                                 buy_price=order.price, at=int(order.closed_at or self.platform.now()))
-            self._note(f"thread {n}: bought {order.filled} {_base(order.market)} at {order.price} "
+            self._note(f"thread {n}: bought {order.filled} {base} at {order.price} "
                        f"for {order.cost + order.fee} {self.cfg.quote} (order {order.ref})", bucket)
         else:
-            self.store.release(n, order.ref, sell_price=order.price)
-            self._note(f"thread {n}: sold {order.filled} {_base(order.market)} at {order.price} "
-                       f"for {order.cost - order.fee} {self.cfg.quote} (order {order.ref})", bucket)
+            thread = self.store.get_thread(n)
+            left = thread.volume - order.filled if thread is not None else ZERO
+            if left > 0:
+                self.store.sell_part(n, order.ref, value=value_left(thread.value, thread.volume, left), volume=left,
+                                     sell_price=order.price)
+                self._note(f"thread {n}: sold {order.filled} of {thread.volume} {base} at {order.price} "
+                           f"for {order.cost - order.fee} {self.cfg.quote}; {left} {base} stay held "
+                           f"(order {order.ref}, {order.status})", bucket)
+            else:
+                self.store.release(n, order.ref, sell_price=order.price)
+                self._note(f"thread {n}: sold {order.filled} {base} at {order.price} "
+                           f"for {order.cost - order.fee} {self.cfg.quote} (order {order.ref})", bucket)
         crash_point(f"{order.side}:moved")
         return order
 
@@ -381,7 +466,7 @@ def _order_from_row(row: Any) -> Order:
     return Order(ref=row["ref"], order_id=row["order_id"] or "", market=row["market"], side=row["side"],
                  status=row["status"], volume=row["volume"] or row["filled"] or zero,
                  filled=row["filled"] or zero, price=row["price"] or zero, cost=row["cost"] or zero,
-                 fee=row["fee"] or zero)
+                 fee=row["fee"] or zero, closed_at=float(row["result_at"]) if row["result_at"] else None)
 
 
 def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
@@ -417,6 +502,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
     finally:
         store.close()
         db.close()
-    log.info("%s run done: budget %s %s, %d bought, %d sold, %d settled from earlier runs", mode,
-             summary.budget, cfg.trading.quote, len(summary.bought), len(summary.sold), len(summary.recovered))
+    log.info("%s run done: budget %s %s, %d bought, %d sold, %d settled from earlier runs, %d in doubt", mode,
+             summary.budget, cfg.trading.quote, len(summary.bought), len(summary.sold), len(summary.recovered),
+             len(summary.in_doubt))
     return summary

@@ -403,14 +403,14 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
             gate.record(equity, k, act)
             k = act
             if act < stop:
-                platform.clock = times[act]
+                platform.time = times[act]
                 ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE,
                             candle_interval=interval).run()
                 gate.update(store.threads(), paper.balances)
                 runs += 1
                 gate.record(equity, act, act + 1)
                 k = act + 1
-    platform.clock = times[-1]
+    platform.time = times[-1]
     trades = trades_of(db.journal("dry"), platform, paper.fee_percent)
     return Result(label or series[0].label, list(series), trading, step, first, equity, gate.exposed, runs,
                   trading.dry_run_balance, paper.balances.get(trading.quote, ZERO), trades,

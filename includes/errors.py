@@ -24,14 +24,22 @@ class ExchangeError(CrontraderError):
 
     `exchange` names the venue, `method` the API call, `status` the HTTP status
     when there was one and `code` the exchange's own error string or code.
+
+    `refused` is True only when the exchange itself answered that it refused the
+    request (an error reply it is known to send before doing anything: bad
+    arguments, insufficient funds, a rate limit, a stale nonce...).  It is set
+    where each venue's replies are mapped, and nowhere else.  For an order it is
+    the one proof that nothing was placed; every other failure (a timeout, a 5xx
+    page, a malformed reply, "busy", "deadline elapsed") leaves its fate unknown.
     """
 
     def __init__(self, message: str, *, exchange: str = "", method: str = "",
-                 status: int | None = None, code: str | None = None) -> None:
+                 status: int | None = None, code: str | None = None, refused: bool = False) -> None:
         self.exchange = exchange
         self.method = method
         self.status = status
         self.code = code
+        self.refused = refused
         where = "/".join(p for p in (exchange, method) if p)
         parts = [f"{where}: {message}" if where else message]
         if status is not None:
@@ -50,11 +58,15 @@ class RateLimited(TemporaryError):
 
 
 class InvalidNonce(TemporaryError):
-    """Kraken refused the nonce (two processes shared a key without a shared nonce)."""
+    """Kraken refused the nonce.  Our own calls share one nonce sequence per key (KeyGate),
+    so a refusal that repeats means another program signs with the same key."""
+
+    ADVICE = "another program uses this API key with larger nonces: give crontrader a key of its own"
 
 
 class OrderStateUnknown(TemporaryError):
-    """An order was sent but its fate is unknown (reply lost and not found by its ref)."""
+    """An order may have been placed, and no answer about its reference settled it yet:
+    its journal row stays open and its thread busy until a lookup by reference does."""
 
 
 class PermanentError(ExchangeError):
@@ -63,6 +75,11 @@ class PermanentError(ExchangeError):
 
 class AuthenticationError(PermanentError):
     """The API key or secret was refused."""
+
+
+class LockedOut(AuthenticationError):
+    """The exchange locked the key out for a while (Kraken: EGeneral:Temporary lockout,
+    about 15 minutes after repeated auth, nonce or rate-limit failures): the run stops."""
 
 
 class UnknownMarket(PermanentError):

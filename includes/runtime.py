@@ -173,9 +173,14 @@ def run_script(name: str, description: str,
 
 
 def _fail(name: str, exc: BaseException) -> None:
-    log.error("%s", exc)
+    tell_owner(name, str(exc))
+
+
+def tell_owner(name: str, text: str) -> None:
+    """One line the owner must read: logged as an error, and on stderr (which cron mails)."""
+    log.error("%s", text)
     if not _logs_to_stderr():
-        print(f"{name}: {redact(str(exc))}", file=sys.stderr)
+        print(f"{name}: {redact(text)}", file=sys.stderr)
 
 
 

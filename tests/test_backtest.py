@@ -164,7 +164,7 @@ def test_the_replay_serves_only_what_had_happened(tmp_path):
     series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows), "EUR")
     platform = ReplayPlatform([series], "EUR", D("0.26"), spread_percent=D(2))
     db = MemoryMarketDB({("replay", "ABC/EUR", 60): series}, clock=platform.now)
-    platform.clock = T0 + H + 1800                           # inside candle 1
+    platform.time = T0 + H + 1800                           # inside candle 1
     ticker = platform.get_tickers(["ABC/EUR"])["ABC/EUR"]
     assert (ticker.last, ticker.bid, ticker.ask) == (101, D("99.99"), D("102.01"))   # its open; spread 2%
     assert db.candles("replay", "ABC/EUR", 60) == [Candle(T0, D(100), D(100), D(100), D(100), D(1))]
@@ -174,9 +174,9 @@ def test_the_replay_serves_only_what_had_happened(tmp_path):
     assert db.last_closed("replay", "ABC/EUR", 60, [T0 + H, T0 + 10 * H], since=T0) == [
         Candle(T0, D(100), D(100), D(100), D(100), D(1))]
     assert platform.get_candles("ABC/EUR", 5) == []            # only the series' own interval
-    platform.clock = T0 - 1
+    platform.time = T0 - 1
     assert platform.get_tickers(["ABC/EUR"]) == {}             # before the first candle: no price
-    platform.clock = T0 + 3 * H + 5 * H                        # after the last: its close, never more
+    platform.time = T0 + 3 * H + 5 * H                        # after the last: its close, never more
     assert platform.get_tickers(["ABC/EUR"])["ABC/EUR"].last == 102
     times = range(T0 - 1800, T0 + 6 * H, 1800)
     assert series.last(times[0]) is None and math.isnan(series.prices_at(times)[0])
@@ -198,7 +198,7 @@ def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
     agent = ReplayAgent(config, platform, MemoryStateStore(), db, mode="dry", exchange="replay", candle_interval=1)
     found = 0
     for now in range(series.ts[0] - 600, series.last_close() + 600, 1700):
-        platform.clock = now
+        platform.time = now
         since, current = now - 26 * H, D("4000.5")
         mine = agent.trends_from_db("BTC/EUR", now, since, current)
         assert mine == Agent.trends_from_db(agent, "BTC/EUR", now, since, current)
@@ -363,14 +363,14 @@ def test_the_memory_journal_keeps_the_market_db_semantics(tmp_path):
                                closed_at=101))
         db.journal_result("b2", "failed", error="refused", at=102)
         seen.append([r["ref"] for r in db.open_intents("dry")])
-        seen.append({n: r["ref"] for n, r in db.open_positions("dry").items()})
+        seen.append({n: p.ref for n, p in db.open_positions("dry").items()})
         db.journal_intent("s1", namespace="dry", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
                           volume=D("0.1"), at=200)
         db.journal_result("s1", "unknown", error="no reply", at=201)
-        seen.append(({n: r["ref"] for n, r in db.open_positions("dry").items()},
+        seen.append(({n: p.ref for n, p in db.open_positions("dry").items()},
                      [r["ref"] for r in db.open_intents("dry")]))
         db.journal_result("s1", "closed", filled=D("0.1"), price=D(55), cost=D("5.5"), fee=D("0.01"), at=202)
-        seen.append({n: r["ref"] for n, r in db.open_positions("dry").items()})
+        seen.append({n: p.ref for n, p in db.open_positions("dry").items()})
         row = db.journal_row("s1")
         seen.append((row["status"], row["error"], row["filled"], row["intent_at"], row["result_at"]))
         seen.append([r["ref"] for r in db.journal("dry")])
@@ -407,7 +407,7 @@ def test_the_memory_state_store_moves_threads_on_the_replay_clock():
 
 def test_the_replay_fills_nothing_itself_paper_fills_at_its_prices(tmp_path, hand_csv):
     platform = ReplayPlatform([read_csv(hand_csv, "EUR")], "EUR", D("0.26"), spread_percent=D(0))
-    platform.clock = T0 + 35 * H
+    platform.time = T0 + 35 * H
     with pytest.raises(PermanentError, match="wrap it in PaperPlatform"):
         platform.buy(D(5), "ABC", "r1")
     paper = PaperPlatform(platform, tmp_path / "ledger.json", D(100))

@@ -10,7 +10,8 @@ import pytest
 from includes.errors import (AuthenticationError, MarketUnavailable, OrderStateUnknown, OrderTooSmall,
                              PermanentError, TemporaryError, UnknownMarket)
 from includes.money import percent_change
-from includes.platforms.kraken import KrakenPlatform, new_ref
+from includes.agent import new_ref
+from includes.platforms.kraken import KrakenPlatform
 from includes.simulators.kraken import new_credentials
 
 

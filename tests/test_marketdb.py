@@ -102,10 +102,10 @@ def test_mysql_types_are_those_of_the_schema(mariadb_url):
     db.close()
 
 
-def without(table: str, column: str) -> Table:
-    """TABLES[table] as an older version had it, without `column`."""
+def without(table: str, *columns: str) -> Table:
+    """TABLES[table] as an older version had it, without `columns`."""
     current = TABLES[table]
-    return Table(table, {c: t for c, t in current.types.items() if c != column}, current.key)
+    return Table(table, {c: t for c, t in current.types.items() if c not in columns}, current.key)
 
 
 def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
@@ -113,7 +113,7 @@ def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
     mysql = not db_url.startswith("sqlite")
     listing = [("BTC/EUR", "online", True, 100), ("ETH/EUR", "cancel_only", False, 200)]
     with driver(db_url) as conn:
-        old = [without("markets", "status_changed"), without("orders", "agent")]
+        old = [without("markets", "status_changed"), without("orders", "agent", "lookups")]
         for table in old + [t for name, t in TABLES.items() if name not in ("markets", "orders")]:
             execute(conn, table.ddl(mysql))
         execute(conn, "INSERT INTO schema_version (version) VALUES (1)")
@@ -136,16 +136,16 @@ def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
 
 
 def test_a_v2_journal_belongs_to_the_default_agent_after_the_upgrade(db_url):
-    """v3 adds orders.agent; the rows before it were the default namespace's."""
+    """v3 adds orders.agent; the rows before it were the default namespace's (v4 counts lookups)."""
     mysql = not db_url.startswith("sqlite")
     with driver(db_url) as conn:
-        for table in [without("orders", "agent")] + [t for name, t in TABLES.items() if name != "orders"]:
+        for table in [without("orders", "agent", "lookups")] + [t for name, t in TABLES.items() if name != "orders"]:
             execute(conn, table.ddl(mysql))
         execute(conn, "INSERT INTO schema_version (version) VALUES (2)")
         execute(conn, "INSERT INTO orders (ref, namespace, exchange, market, side, thread, intent_at, status, "
                       "filled) VALUES ('old', 'live', 'kraken', 'BTC/EUR', 'buy', 1, 10, 'closed', '0.1')")
     db = MarketDB(db_url)
-    assert [r["ref"] for r in db.journal("live")] == ["old"]
+    assert [(r["ref"], r["lookups"]) for r in db.journal("live")] == [("old", 0)]
     assert list(db.open_positions("live", agent="crontrader")) == [1]
     assert db.open_positions("live", agent="other") == {}
     assert db.schema_version() == SCHEMA_VERSION
@@ -160,8 +160,8 @@ def test_agents_sharing_a_db_never_see_each_others_orders(market_db):
                           thread=1, amount_quote=D(5))
     db.journal_result("a-buy", "closed", filled=D("0.1"), price=D(50), cost=D(5), fee=D("0.01"))
     db.journal_result("b-buy", "closed", filled=D("0.2"), price=D(25), cost=D(5), fee=D("0.01"))
-    assert {n: r["ref"] for n, r in db.open_positions("live", agent="alpha").items()} == {1: "a-buy"}
-    assert {n: r["ref"] for n, r in db.open_positions("live", agent="beta").items()} == {1: "b-buy"}
+    assert {n: p.ref for n, p in db.open_positions("live", agent="alpha").items()} == {1: "a-buy"}
+    assert {n: p.ref for n, p in db.open_positions("live", agent="beta").items()} == {1: "b-buy"}
     assert db.open_intents("live", agent="alpha") == []
     assert [r["ref"] for r in db.open_intents("live", agent="beta")] == ["b-open"]
     assert [r["ref"] for r in db.journal("live", agent="alpha")] == ["a-buy"]
@@ -347,7 +347,7 @@ def test_the_journal_records_intents_then_results(market_db):
                                   100, 103.9)
     assert row["amount_quote"] == D(5) and row["volume"] is None and row["namespace"] == "live"
     assert db.open_intents("live") == []
-    assert {n: r["ref"] for n, r in db.open_positions("live").items()} == {1: "ref-1"}
+    assert {n: p.ref for n, p in db.open_positions("live").items()} == {1: "ref-1"}
     assert db.open_positions("dry") == {}
 
     db.journal_intent("ref-3", namespace="live", exchange="kraken", market="BTC/EUR", side="sell", thread=1,

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from includes.errors import InsufficientFunds, OrderTooSmall
-from includes.platforms.kraken import new_ref
+from includes.agent import new_ref
 from includes.platforms.paper import PaperPlatform
 
 

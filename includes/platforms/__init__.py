@@ -26,6 +26,10 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
         raise ConfigError("exchange.key_file: live trading needs an API key file")
     common = dict(quote=cfg.trading.quote, fee_percent=cfg.trading.fee_percent, key=key, secret=secret,
                   timeout=ex.timeout, retries=ex.retries)
+    # One nonce sequence and call budget per key, in Redis when the hosts share their state there.
+    from includes.platforms.keygate import ledger_for
+    venue = ex.ccxt_id if ex.name == "ccxt" else ex.name
+    ledger = ledger_for(cfg.resolve_url(cfg.storage.state), venue, key, cfg.path(cfg.paths.tmp))
     if ex.name == "bittrex":
         from includes.platforms.bittrex import API_URL, BittrexPlatform
         return BittrexPlatform(api_url=ex.api_url or API_URL, calls_per_second=ex.public_calls_per_second,
@@ -33,7 +37,9 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
     if ex.name == "ccxt":
         from includes.platforms.ccxt import CcxtPlatform
         return CcxtPlatform(exchange_id=ex.ccxt_id, api_url=ex.api_url, state_dir=cfg.path(cfg.paths.tmp),
-                            rate_tier=ex.rate_tier, calls_per_second=ex.public_calls_per_second, **common)
+                            rate_tier=ex.rate_tier, calls_per_second=ex.public_calls_per_second, ledger=ledger,
+                            **common)
     from includes.platforms.kraken import KrakenPlatform
     return KrakenPlatform(api_url=ex.api_url or "https://api.kraken.com", state_dir=cfg.path(cfg.paths.tmp),
-                          rate_tier=ex.rate_tier, public_calls_per_second=ex.public_calls_per_second, **common)
+                          rate_tier=ex.rate_tier, public_calls_per_second=ex.public_calls_per_second, ledger=ledger,
+                          **common)

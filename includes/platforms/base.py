@@ -18,24 +18,38 @@ from typing import TypeVar
 from includes.errors import (ExchangeError, InvalidNonce, MarketUnavailable, OrderStateUnknown, OrderTooSmall,
                              RateLimited, TemporaryError, UnknownMarket)
 from includes.money import ZERO, round_down
+from includes.storage import EXCHANGE_FINAL
 from includes.trends import price_at, trends
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def backoff(attempt: int, exc: Exception) -> float:
+    """Seconds to wait before repeat number `attempt` + 1: exponential, three times
+    longer after a rate limit."""
+    return min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
+
+
+def given_up(exc: ExchangeError) -> ExchangeError:
+    """The error to raise when repeats did not help: a nonce still refused means another
+    program signs with the same key (the gate keeps our own nonces in order)."""
+    if isinstance(exc, InvalidNonce):
+        return InvalidNonce(f"{exc}; {InvalidNonce.ADVICE}", exchange=exc.exchange, method=exc.method,
+                            refused=True)
+    return exc
+
+
 def retrying(call: Callable[[], T], retries: int, sleep: Callable[[float], None]) -> T:
-    """`call`, repeated after a temporary failure with exponential backoff (three
-    times longer after a rate limit).  Only for calls that are safe to repeat."""
+    """`call`, repeated after a temporary failure.  Only for calls that are safe to repeat."""
     for attempt in range(retries + 1):
         try:
             return call()
         except TemporaryError as exc:
             if attempt == retries:
-                raise
-            delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
-            log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, delay)
-            sleep(delay)
+                raise given_up(exc) from None
+            log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, backoff(attempt, exc))
+            sleep(backoff(attempt, exc))
     raise AssertionError("unreachable")
 
 
@@ -130,7 +144,7 @@ class Order:
     @property
     def done(self) -> bool:
         """No more fills will come."""
-        return self.status in ("closed", "canceled", "expired")
+        return self.status in EXCHANGE_FINAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +156,19 @@ class AccountInfo:
 
 
 class Platform(ABC):
-    """An exchange, bound to one quote currency (the config's `trading.quote`)."""
+    """An exchange, bound to one quote currency (the config's `trading.quote`).
+
+    The order rule, for every venue, enforced once in `place_order`: once a request
+    that may place an order has left the process, only an explicit answer from the
+    exchange about it makes it "not placed".  An explicit refusal (an ExchangeError
+    whose `refused` is True: insufficient funds, invalid arguments, a market in
+    cancel_only...) is the only "failed".  Every other outcome (a timeout, a 5xx or
+    HTML page, a malformed reply, "busy", a lookup or a confirmation that fails) is
+    *unknown*: the order is asked for by its reference, a few times now and by every
+    later run, until the exchange reports it final.  A venue implements `_submit`
+    (one request, its errors mapped, `refused` set only where its reply says so)
+    and `get_order`; it never decides an order's fate itself.
+    """
 
     name: str = "platform"
     # Seconds after which an order sent is surely visible when asked for by its
@@ -181,13 +207,15 @@ class Platform(ABC):
         """
 
     @abstractmethod
-    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """Send a market order of `volume`, already rounded and checked, tagged with our
-        `ref` and never sent twice for it; `price` is the fill expected (ask or bid)."""
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order | None:
+        """Send one market order, once, tagged with `ref`; what the reply tells of it (None: nothing
+        but that it was taken).  Raises ExchangeError, with `refused` set only for an explicit
+        refusal (see place_order)."""
 
     @abstractmethod
-    def get_order(self, ref: str) -> Order | None:
-        """The order tagged with `ref`, or None when the venue has none."""
+    def get_order(self, ref: str, order_id: str = "") -> Order | None:
+        """The order tagged with `ref` (the venue's `order_id` when known: a cheaper lookup),
+        or None when the venue has none, yet.  Raises ExchangeError when it could not ask."""
 
     @abstractmethod
     def get_order_history(self) -> list[Order]:
@@ -206,55 +234,102 @@ class Platform(ABC):
         ticker = self.get_tickers([market.symbol])[market.symbol]
         return ticker.bid, ticker.ask
 
-    def buy(self, amount_quote: Decimal, currency: str, ref: str, ask: Decimal | None = None) -> Order:
-        """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`.
-        `ask`: the price the caller read seconds ago (None: read now), which sizes the order."""
+    def prepare_buy(self, amount_quote: Decimal, currency: str, ask: Decimal) -> tuple[Market, Decimal]:
+        """The market and volume of a market buy of at most `amount_quote`, fee included, at `ask`
+        (the price the caller read seconds ago).  Raises OrderTooSmall, MarketUnavailable or
+        UnknownMarket for an order the venue would refuse: checked before it is journaled."""
         market = self.market(currency)
-        if ask is None:
-            _, ask = self.bid_ask(market)
-        return self.place_order(market, "buy", self.buy_volume(market, amount_quote, ask), ask, ref)
+        return market, self.buy_volume(market, amount_quote, ask)
 
-    def sell(self, volume: Decimal, currency: str, ref: str, bid: Decimal | None = None) -> Order:
-        """Market-sell `volume` of `currency`, rounded down to the pair's decimals, tagged with our `ref`.
-        `bid`: the price the caller read seconds ago (None: read now), to check the pair's minimum cost."""
+    def prepare_sell(self, volume: Decimal, currency: str, bid: Decimal) -> tuple[Market, Decimal]:
+        """The market and volume (rounded down to the pair's decimals) of a market sell at `bid`;
+        raises as prepare_buy does."""
         market = self.market(currency)
-        volume = market.order_volume(volume, Decimal(1))
-        if bid is None:
-            bid, _ = self.bid_ask(market)
+        volume = round_down(volume, market.volume_decimals)
         market.check_order(volume, bid)
-        return self.place_order(market, "sell", volume, bid, ref)
+        return market, volume
 
     retries: int = 0
     sleep: Callable[[float], None] = staticmethod(time.sleep)
+    # After sending, the order is asked for by its reference up to `confirm_polls` times,
+    # `confirm_wait` seconds apart, until it is final: a short bounded poll in the run.
+    confirm_polls: int = 3
+    confirm_wait: float = 1.0
 
-    def send_once(self, ref: str, symbol: str, method: str, send: Callable[[], T],
-                  doubtful: Callable[[ExchangeError], bool] = lambda exc: isinstance(exc, TemporaryError)
-                  ) -> T | Order:
-        """`send()` an order, never blindly twice.
+    def buy(self, amount_quote: Decimal, currency: str, ref: str, ask: Decimal | None = None) -> Order:
+        """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`
+        (`ask`: the price read seconds ago, None: read now).  Raises as prepare_buy and place_order."""
+        if ask is None:
+            ask = self.bid_ask(self.market(currency))[1]
+        market, volume = self.prepare_buy(amount_quote, currency, ask)
+        return self.place_order(market, "buy", volume, ask, ref)
 
-        Refused at the door (a stale nonce, a rate limit), nothing reached the
-        book: it is sent again.  Any other doubt (a timeout, a 5xx, a lost reply)
-        is settled by looking `ref` up: the Order found is returned, else
-        OrderStateUnknown leaves it to the next run.
+    def sell(self, volume: Decimal, currency: str, ref: str, bid: Decimal | None = None) -> Order:
+        """Market-sell `volume` of `currency`, tagged with our `ref`; raises as prepare_sell and place_order."""
+        if bid is None:
+            bid = self.bid_ask(self.market(currency))[0]
+        market, volume = self.prepare_sell(volume, currency, bid)
+        return self.place_order(market, "sell", volume, bid, ref)
+
+    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """Send a market order of `volume` (prepared: rounded and checked), tagged with our
+        `ref`, and report what the exchange says of it: final, or still pending or open.
+        `price` is the fill expected (the ask or bid read), for venues that simulate fills.
+
+        The class docstring's rule, carried out:
+        - refused at the door (a stale nonce, a rate limit): nothing reached the book,
+          it is sent again, as the same `ref`;
+        - any other explicit refusal (ExchangeError.refused: insufficient funds,
+          invalid arguments, market closed...) is raised: nothing was placed;
+        - every other outcome (a timeout, a 5xx page, a malformed reply, "busy", a
+          lookup or confirmation that fails) is settled by asking for `ref`, a few
+          times; an order not final by then is returned as it was last seen.
+        Raises: ExchangeError with `refused` True (nothing placed), or
+        OrderStateUnknown (it may be placed: the next run asks again).
         """
+        doubt: ExchangeError | None = None
+        order: Order | None = None
         for attempt in range(self.retries + 1):
             try:
-                return send()
-            except (InvalidNonce, RateLimited) as exc:
-                if attempt == self.retries:
-                    raise
-                log.warning("%s; order %s sent again", exc, ref)
-                self.sleep(min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1))
+                order = self._submit(market, side, volume, price, ref)
+                break
             except ExchangeError as exc:
-                if not doubtful(exc):
+                if exc.refused and isinstance(exc, (InvalidNonce, RateLimited)):
+                    if attempt == self.retries:
+                        raise given_up(exc) from None
+                    log.warning("%s; order %s sent again", exc, ref)
+                    self.sleep(backoff(attempt, exc))
+                    continue
+                if exc.refused:
                     raise
                 log.warning("%s: looking order %s up before anything else", exc, ref)
-                order = self.get_order(ref)
-                if order is not None:
-                    return order
-                raise OrderStateUnknown(f"order {ref} for {symbol}: {exc}; not found by its reference yet",
-                                        exchange=self.name, method=method) from None
-        raise AssertionError("unreachable")
+                doubt = exc
+                break
+        return self.confirm(ref, market.symbol, order, doubt)
+
+    def confirm(self, ref: str, symbol: str, order: Order | None, doubt: ExchangeError | None) -> Order:
+        """`order` as the exchange reports it now, asked for by `ref` until final (a few times).
+        Raises OrderStateUnknown when no lookup found it."""
+        polls = 0
+        while order is None or not order.done:
+            if polls == self.confirm_polls:
+                break
+            if polls:
+                self.sleep(self.confirm_wait)
+            polls += 1
+            try:
+                found = self.get_order(ref, order.order_id if order is not None else "")
+            except ExchangeError as exc:
+                log.warning("%s: order %s not confirmed yet", exc, ref)
+                doubt = exc
+                continue
+            if found is not None:
+                order = found
+        if order is None:
+            cause = f"{doubt}" if doubt is not None else "not found by its reference yet"
+            raise OrderStateUnknown(f"order {ref} for {symbol} may be placed: {cause}",
+                                    exchange=self.name, method="place_order")
+        return order
 
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The volume a market buy of at most `amount_quote`, fee included, may ask for."""
@@ -262,9 +337,14 @@ class Platform(ABC):
         market.check_order(volume, price)
         return volume
 
+    def clock(self) -> float:
+        """The exchange's clock, in fractional seconds: a Pi has no real-time clock, and the
+        journal dates orders on it, so their age is known whatever this host's clock says."""
+        return time.time()
+
     def now(self) -> int:
-        """The platform's clock; replay and simulators move it."""
-        return int(time.time())
+        """The platform's clock in whole seconds; replay and simulators move it."""
+        return int(self.clock())
 
     def markets(self, only: Iterable[str] | None = None) -> dict[str, Market]:
         """Markets by symbol, fetched once per run.

@@ -73,6 +73,15 @@ def error_class(status: int, code: str | None) -> type[ExchangeError]:
     return TemporaryError if status >= 500 else PermanentError
 
 
+def refused_by(status: int, code: str | None) -> bool:
+    """Whether an error reply says the request was refused, nothing done: a coded answer below
+    500, or a coded "offline" one.  A clientOrderId already taken is no refusal: that order
+    exists.  A 5xx without a code may come after the work was done."""
+    if code is None or code == ALREADY_EXISTS:
+        return False
+    return status < 500 or error_class(status, code) is MarketUnavailable
+
+
 class Transport(BittrexRequests):
     """bittrex-api's request wrapper: one attempt, a timeout, and failures raised, not None."""
 
@@ -106,8 +115,8 @@ class Transport(BittrexRequests):
         error = payload if isinstance(payload, dict) else {}
         code = str(error["code"]) if error.get("code") else None
         message = _first_line(error.get("detail") or code or "error reply")
-        raise error_class(reply.status_code, code)(message, exchange=NAME, method=where,
-                                                   status=reply.status_code, code=code)
+        raise error_class(reply.status_code, code)(message, exchange=NAME, method=where, status=reply.status_code,
+                                                   code=code, refused=refused_by(reply.status_code, code))
 
 
 class BittrexPlatform(Platform):
@@ -180,12 +189,12 @@ class BittrexPlatform(Platform):
         return market
 
     # --- market data ------------------------------------------------------------------
-    def now(self) -> int:
+    def clock(self) -> float:
         """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one."""
         if self._clock_offset is None:
             server = int(self._call(self.client.ping)["serverTime"]) / 1000
             self._clock_offset = server - time.time()
-        return int(time.time() + self._clock_offset)
+        return time.time() + self._clock_offset
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
         """Two requests whatever the number of markets: every ticker, then every 24 h summary."""
@@ -249,27 +258,32 @@ class BittrexPlatform(Platform):
         t = self._call(self.client.get_ticker, market.exchange_symbol)
         return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
 
-    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """A MARKET order, IMMEDIATE_OR_CANCEL, of a volume checked against the market's
-        rules before sending.  POST /orders goes out once.  If the reply is lost, or
-        Bittrex says the clientOrderId is taken, `ref` is looked up first."""
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """A MARKET order, IMMEDIATE_OR_CANCEL, POSTed once: its reply is the order as Bittrex
+        has it then (a CLIENTORDERID_ALREADY_EXISTS reply is no refusal: place_order looks it up)."""
         try:
             uuid.UUID(ref)
         except ValueError:
             raise PermanentError(f"order reference {ref!r} is not a UUID (Bittrex's clientOrderId)",
-                                 exchange=self.name) from None
+                                 exchange=self.name, refused=True) from None
         quantity = f"{volume:f}"  # a string: exact, where bittrex-api's float would round
         direction = OrderDirection.BUY if side == "buy" else OrderDirection.SELL
         new = self.client.create_new_order_dict(market.exchange_symbol, direction, OrderType.MARKET,
                                                 TimeInForce.IMMEDIATE_OR_CANCEL, quantity=quantity,
                                                 client_order_id=ref)
         log.info("order %s: %s %s %s at market", ref, direction.value, quantity, market.symbol)
-        return self.send_once(ref, market.symbol, "post_order",
-                              lambda: self._order(self._private(self.client.post_order, new, retry=False)),
-                              doubtful=lambda exc: isinstance(exc, TemporaryError) or exc.code == ALREADY_EXISTS)
+        return self._order(self._private(self.client.post_order, new, retry=False))
 
-    def get_order(self, ref: str) -> Order | None:
-        """Open orders, then the most recently closed ones, searched for our clientOrderId."""
+    def get_order(self, ref: str, order_id: str = "") -> Order | None:
+        """By id when known, else open orders, then the most recently closed ones, searched
+        for our clientOrderId."""
+        if order_id:
+            try:
+                return self._order(self._private(self.client.get_order_by_id, order_id))
+            except ExchangeError as exc:
+                if exc.code != "ORDER_DOES_NOT_EXIST":
+                    raise
+                return None
         ref = ref.lower()
         for o in self._private(self.client.get_open_orders):
             if str(o.get("clientOrderId", "")).lower() == ref:

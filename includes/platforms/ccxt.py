@@ -9,15 +9,14 @@ module adds what a cron job needs on top:
 - exact Decimal money: ccxt is told to hand numbers over as the venue's strings;
 - retries only where a repeat is harmless;
 - orders tagged with our reference, and looked up by it instead of being sent again;
-- private calls serialised across processes by kraken.py's KeyGate, so that
-  nonces keep increasing.
+- private calls serialised across processes (and hosts sharing Redis) by the
+  KeyGate, so that nonces keep increasing.
 
 The tests run it against the Kraken simulator, with the API URLs of ccxt's kraken
 class pointed at loopback.  For other venues we have only ccxt's word.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -32,9 +31,10 @@ from includes.errors import (AuthenticationError, ConfigError, ExchangeError, In
                              InvalidNonce, MarketUnavailable, PermanentError, RateLimited, TemporaryError,
                              UnknownMarket)
 from includes.money import ZERO, to_decimal
+from includes.storage import EXCHANGE_FINAL
 from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
-                                     Ticker, split_market)
-from includes.platforms.kraken import KeyGate
+                                     Ticker, backoff, given_up, split_market)
+from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,17 @@ log = logging.getLogger(__name__)
 MAX_CANDLES = {"kraken": 720}
 # Error strings that ccxt's own tables leave as a bare ExchangeError.
 EXACT_ERRORS: dict[str, dict[str, type[ccxt.BaseError]]] = {
-    "kraken": {"EAPI:Invalid signature": ccxt.AuthenticationError}}
+    "kraken": {"EAPI:Invalid signature": ccxt.AuthenticationError,
+               "EService:Deadline elapsed": ccxt.ExchangeNotAvailable,
+               "EGeneral:Too many requests": ccxt.RateLimitExceeded}}
+
+# Errors that are an explicit refusal by the venue: nothing was done.  A bare
+# ccxt.ExchangeError (an error string ccxt does not know), a BadResponse (a malformed
+# reply) and every NetworkError but these may come after an order reached the book.
+REFUSALS: tuple[type[ccxt.BaseError], ...] = (
+    ccxt.InvalidNonce, ccxt.DDoSProtection, ccxt.OnMaintenance, ccxt.AuthenticationError, ccxt.PermissionDenied,
+    ccxt.AccountSuspended, ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.BadSymbol,
+    ccxt.MarketClosed, ccxt.NotSupported)
 
 # First match wins: subclasses before their bases.
 _ERRORS: list[tuple[type[ccxt.BaseError], type[ExchangeError]]] = [
@@ -62,6 +72,10 @@ _ERRORS: list[tuple[type[ccxt.BaseError], type[ExchangeError]]] = [
 def error_class(exc: ccxt.BaseError) -> type[ExchangeError]:
     """The project's exception for one of ccxt's."""
     return next(ours for theirs, ours in _ERRORS if isinstance(exc, theirs))
+
+
+def refused(exc: ccxt.BaseError) -> bool:
+    return isinstance(exc, REFUSALS) and not isinstance(exc, ccxt.BadResponse)
 
 
 def _gated(cls: type[ccxt.Exchange]) -> type[ccxt.Exchange]:
@@ -95,7 +109,8 @@ class CcxtPlatform(Platform):
     def __init__(self, *, exchange_id: str, quote: str = "EUR", fee_percent: Decimal = Decimal("0.26"),
                  api_url: str | None = None, key: str = "", secret: str = "", state_dir: Path,
                  rate_tier: str = "starter", calls_per_second: float = 1.0, timeout: float = 15,
-                 retries: int = 3, sleep: Callable[[float], None] = time.sleep) -> None:
+                 retries: int = 3, ledger: Ledger | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(quote, fee_percent)
         if exchange_id not in ccxt.exchanges:
             raise ConfigError(f"exchange.ccxt_id: ccxt {ccxt.__version__} has no exchange {exchange_id!r}")
@@ -107,8 +122,7 @@ class CcxtPlatform(Platform):
         self.exchange.exceptions["exact"].update(EXACT_ERRORS.get(exchange_id, {}))
         if api_url:
             self.exchange.urls["api"] = _repointed(self.exchange.urls["api"], api_url)
-        key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
-        self.exchange.gate = KeyGate(state_dir / f"{exchange_id}-{key_id}.nonce", rate_tier, sleep)
+        self.exchange.gate = KeyGate(ledger or ledger_for("", exchange_id, key, state_dir), rate_tier, sleep)
         self.max_candles = MAX_CANDLES.get(exchange_id)
         self.retries = retries
         self.order_visibility_delay = timeout + 5
@@ -124,12 +138,11 @@ class CcxtPlatform(Platform):
                 return getattr(self.exchange, method)(*args, **kwargs)
             except ccxt.BaseError as exc:
                 error = error_class(exc)(_first_line(exc), exchange=self.name, method=method,
-                                         code=type(exc).__name__)
+                                         code=type(exc).__name__, refused=refused(exc))
             if not isinstance(error, TemporaryError) or attempt == retries:
-                raise error
-            delay = min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(error, RateLimited) else 1)
-            log.warning("%s; retry %d/%d in %.1f s", error, attempt + 1, retries, delay)
-            self.sleep(delay)
+                raise given_up(error) if isinstance(error, TemporaryError) else error
+            log.warning("%s; retry %d/%d in %.1f s", error, attempt + 1, retries, backoff(attempt, error))
+            self.sleep(backoff(attempt, error))
         raise AssertionError("unreachable")
 
     # --- names ------------------------------------------------------------------------
@@ -173,12 +186,12 @@ class CcxtPlatform(Platform):
             raise UnknownMarket(f"{self.name} has no market {symbol}") from None
 
     # --- market data ------------------------------------------------------------------
-    def now(self) -> int:
+    def clock(self) -> float:
         """The venue's clock when ccxt can read it: a Pi may boot with a wrong one."""
         if self._clock_offset is None:
             server = int(self._call("fetch_time")) / 1000 if self.exchange.has.get("fetchTime") else time.time()
             self._clock_offset = server - time.time()
-        return int(time.time() + self._clock_offset)
+        return time.time() + self._clock_offset
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
         symbols = [self._known(s).symbol for s in markets]
@@ -225,19 +238,30 @@ class CcxtPlatform(Platform):
         return AccountInfo({code: to_decimal(amount, code) for code, amount in free.items()
                             if amount is not None and CURRENCY_RE.match(code)})
 
-    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """Never sent blindly: if the reply is lost, `ref` is looked up.  `ref` is new
-        (the journal refuses a ref twice), so it is not looked up before sending."""
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """create_order, once.  Its reply rarely tells the fill: unless it reports the order
+        final, the order is returned as pending, for place_order to ask about."""
         log.info("order %s: %s %s %s at market", ref, side, f"{volume:f}", market.symbol)
-        created = self.send_once(ref, market.symbol, "create_order", lambda: self._call(
-            "create_order", market.symbol, "market", side, f"{volume:f}", None, {"clientOrderId": ref}, retry=False))
-        if isinstance(created, Order):
-            return created
-        if self.exchange.has.get("fetchOrder"):  # the creation reply rarely tells the fill
-            created = self._call("fetch_order", created["id"], market.symbol)
-        return self._order(created, ref)
+        created = self._call("create_order", market.symbol, "market", side, f"{volume:f}", None,
+                             {"clientOrderId": ref}, retry=False)
+        if not created.get("id"):
+            raise TemporaryError(f"create_order reply for {ref} has no order id", exchange=self.name,
+                                 method="create_order")
+        if created.get("status") in EXCHANGE_FINAL and created.get("filled") is not None:
+            return self._order(created, ref)
+        return Order(ref=ref, order_id=str(created["id"]), market=market.symbol, side=side, status="pending",
+                     volume=volume, filled=ZERO, price=ZERO, cost=ZERO, fee=ZERO)
 
-    def get_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str, order_id: str = "") -> Order | None:
+        """By id when the venue can fetch one order, else among the open orders, then the
+        closed ones, by our clientOrderId."""
+        if order_id and self.exchange.has.get("fetchOrder"):
+            try:
+                return self._order(self._call("fetch_order", order_id), ref)
+            except PermanentError as exc:
+                if exc.code not in ("OrderNotFound", "InvalidOrder"):
+                    raise
+                return None
         for method in ("fetch_open_orders", "fetch_closed_orders"):
             for o in self._call(method, params={"clientOrderId": ref}):
                 if o.get("clientOrderId") == ref:

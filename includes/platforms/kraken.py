@@ -8,16 +8,10 @@ increasing across processes sharing a key, and Kraken's call counter.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
-import os
 import re
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from datetime import timezone
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -27,12 +21,13 @@ from typing import Any
 import krakenex
 import requests
 
-from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, InvalidNonce,
+from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, InvalidNonce, LockedOut,
                              MarketUnavailable, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
                              UnknownMarket)
 from includes.money import to_decimal
 from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
                                      split_market)
+from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +36,26 @@ MAX_CANDLES = 720
 # Kraken's names for currencies that the rest of the world spells otherwise.
 TO_COMMON = {"XBT": "BTC", "XDG": "DOGE"}
 FROM_COMMON = {v: k for k, v in TO_COMMON.items()}
-# REST call counter per API key (spec 2.4): tier -> (maximum, decay per second).
-TIERS = {"starter": (15.0, 0.33), "intermediate": (20.0, 0.5), "pro": (20.0, 1.0)}
 COST = {"TradesHistory": 2, "QueryTrades": 2, "Ledgers": 2, "QueryLedgers": 2,
         "AddOrder": 0, "CancelOrder": 0}
 CL_ORD_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
                        r"|[\x21-\x7e]{1,18})$", re.IGNORECASE)
 
+# Kraken's error strings (spec 2.3, docs.kraken.com "API error messages"), first prefix wins.
+# An error reply is an explicit refusal (nothing done), except where the class is a plain
+# TemporaryError: "busy", "unavailable", "deadline elapsed", "internal error" may come after
+# an order reached the book, so its fate is unknown until asked for.
 _ERRORS: list[tuple[str, type[ExchangeError]]] = [
     ("EAPI:Invalid nonce", InvalidNonce),
     ("EAPI:Rate limit exceeded", RateLimited),
     ("EOrder:Rate limit exceeded", RateLimited),
+    ("EGeneral:Too many requests", RateLimited),
     ("EService: Throttled", RateLimited),
     ("EService:Throttled", RateLimited),
+    ("EGeneral:Temporary lockout", LockedOut),
     ("EAPI:Invalid key", AuthenticationError),
     ("EAPI:Invalid signature", AuthenticationError),
     ("EGeneral:Permission denied", AuthenticationError),
-    ("EGeneral:Temporary lockout", AuthenticationError),
     ("EQuery:Unknown asset", UnknownMarket),
     ("EOrder:Insufficient funds", InsufficientFunds),
     ("EOrder:Order minimum not met", OrderTooSmall),
@@ -77,6 +75,16 @@ def error_class(code: str) -> type[ExchangeError]:
     return PermanentError
 
 
+def error_for(code: str, method: str) -> ExchangeError:
+    """The exception for an error reply, `refused` unless it may come after the work was done."""
+    cls = error_class(code)
+    message = LOCKOUT if cls is LockedOut else code
+    return cls(message, exchange="kraken", method=method, code=code, refused=cls is not TemporaryError)
+
+
+LOCKOUT = ("Kraken locked this API key out for about 15 minutes (EGeneral:Temporary lockout, after "
+           "repeated refused calls); the run stops")
+
 class _KrakenAPI(krakenex.API):
     """krakenex, with the nonce handed out by the key's gate instead of the clock."""
 
@@ -86,52 +94,6 @@ class _KrakenAPI(krakenex.API):
         return self.nonce
 
 
-class KeyGate:
-    """Serialises one API key's private calls across processes.
-
-    krakenex's nonce is the clock in milliseconds, so two cron jobs sharing a
-    key can send equal or out-of-order nonces.  Under an flock on a small state
-    file, each call takes max(now, last + 1) and holds the lock until Kraken has
-    answered, so nonces reach Kraken in increasing order.  The same file keeps
-    Kraken's call counter, so overlapping jobs share one budget.
-    """
-
-    def __init__(self, path: Path, tier: str, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.path = path
-        self.maximum, self.decay = TIERS[tier]
-        self.sleep = sleep
-
-    @contextmanager
-    def call(self, cost: int) -> Iterator[int]:
-        """Yields the nonce for one call, after waiting for room in the counter."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, 4096, 0)
-            state = json.loads(raw) if raw.strip() else {}
-            last_nonce = int(state.get("nonce", 0))
-            counter = self._decayed(state)
-            if counter + cost > self.maximum:
-                wait = (counter + cost - self.maximum) / self.decay
-                log.debug("Kraken call counter at %.2f: waiting %.1f s", counter, wait)
-                self.sleep(wait)
-                counter = self._decayed(state)
-            nonce = max(int(time.time() * 1000), last_nonce + 1)
-            try:
-                yield nonce
-            finally:
-                state = {"nonce": nonce, "counter": max(counter, 0.0) + cost, "at": time.time()}
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(state).encode(), 0)
-        finally:
-            os.close(fd)
-
-    def _decayed(self, state: dict[str, Any]) -> float:
-        elapsed = max(0.0, time.time() - float(state.get("at", 0)))
-        return max(0.0, float(state.get("counter", 0)) - elapsed * self.decay)
-
-
 class KrakenPlatform(Platform):
     name = "kraken"
     max_candles = MAX_CANDLES
@@ -139,8 +101,10 @@ class KrakenPlatform(Platform):
     def __init__(self, *, quote: str = "EUR", fee_percent: Decimal = Decimal("0.26"),
                  api_url: str = "https://api.kraken.com", key: str = "", secret: str = "",
                  state_dir: Path, rate_tier: str = "starter", public_calls_per_second: float = 1.0,
-                 timeout: float = 15, retries: int = 3,
+                 timeout: float = 15, retries: int = 3, ledger: Ledger | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        """`ledger`: where the key's nonce and call counter live (keygate.ledger_for); by default
+        a file in `state_dir`, for this host's processes alone."""
         super().__init__(quote, fee_percent)
         self.api = _KrakenAPI(key, secret)
         self.api.uri = api_url.rstrip("/")
@@ -148,8 +112,7 @@ class KrakenPlatform(Platform):
         self.retries = retries
         self.order_visibility_delay = timeout  # the sender is dead (we hold its lock): its request is done by then
         self.sleep = sleep
-        key_id = hashlib.sha256(key.encode()).hexdigest()[:12]
-        self.gate = KeyGate(state_dir / f"kraken-{key_id}.nonce", rate_tier, sleep)
+        self.gate = KeyGate(ledger or ledger_for("", self.name, key, state_dir), rate_tier, sleep)
         self._public_interval = 1.0 / public_calls_per_second
         self._last_public = 0.0
         self._clock_offset: float | None = None
@@ -179,11 +142,13 @@ class KrakenPlatform(Platform):
                 self._pace_public()
                 reply = self.api.query_public(method, params, timeout=self.timeout)
         except requests.HTTPError as exc:
+            # A 5xx page may come after the work was done; a 429 or another 4xx is a refusal.
             status = exc.response.status_code if exc.response is not None else None
-            cls = TemporaryError if status is None or status >= 500 or status == 429 else PermanentError
+            cls = TemporaryError if status is None or status >= 500 else PermanentError
             if status == 429:
                 cls = RateLimited
-            raise cls("HTTP error from Kraken", exchange=self.name, method=method, status=status) from None
+            raise cls("HTTP error from Kraken", exchange=self.name, method=method, status=status,
+                      refused=cls is not TemporaryError) from None
         except requests.Timeout:
             raise TemporaryError(f"no reply within {self.timeout:g} s", exchange=self.name,
                                  method=method) from None
@@ -206,7 +171,7 @@ class KrakenPlatform(Platform):
         for warning in (e for e in reply.get("error", []) if isinstance(e, str) and e.startswith("W")):
             log.warning("Kraken %s: %s", method, warning)
         if errors:
-            raise error_class(errors[0])(errors[0], exchange=self.name, method=method, code=errors[0])
+            raise error_for(errors[0], method)
         if "result" not in reply:
             raise TemporaryError("reply has no result", exchange=self.name, method=method)
         return reply["result"]
@@ -281,7 +246,7 @@ class KrakenPlatform(Platform):
             raise UnknownMarket(f"{self.name} has no market {symbol}") from None
 
     # --- market data ------------------------------------------------------------------
-    def now(self) -> int:
+    def clock(self) -> float:
         """Kraken's clock: a Pi has no real-time clock and may boot with a wrong one.
 
         Read off the Date header of the run's first reply; the Time call, paced as
@@ -290,7 +255,7 @@ class KrakenPlatform(Platform):
         if self._clock_offset is None:
             server = int(self._public("Time")["unixtime"])
             self._clock_offset = server - time.time()
-        return int(time.time() + self._clock_offset)
+        return time.time() + self._clock_offset
 
     def _read_clock(self) -> None:
         """The clock offset from the Date header of the reply just received, if it has one."""
@@ -356,44 +321,52 @@ class KrakenPlatform(Platform):
 
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
+        """Free balances: BalanceEx's balance less `hold_trade`, what open orders hold
+        (Balance would count it as free, and the agent would spend it twice)."""
         if self._markets is None:
             self.markets()  # the asset names of the pairs (XXBT is BTC)
         balances: dict[str, Decimal] = {}
-        for asset, amount in self._private("Balance").items():
+        for asset, entry in self._private("BalanceEx").items():
             if "." in asset:
                 continue  # staked, earn and tokenized variants (.S, .M, .F, .B, .T) are not spendable
             name = self._asset_names.get(asset) or self.canonical(
                 asset[1:] if len(asset) == 4 and asset[0] in "XZ" else asset)
-            balances[name] = balances.get(name, Decimal(0)) + to_decimal(amount, asset)
+            try:
+                free = to_decimal(entry["balance"], asset) - to_decimal(entry.get("hold_trade") or "0", asset)
+            except (KeyError, TypeError) as exc:
+                raise TemporaryError(f"malformed BalanceEx entry for {asset} ({exc})", exchange=self.name,
+                                     method="BalanceEx") from None
+            balances[name] = balances.get(name, Decimal(0)) + free
         return AccountInfo(balances)
 
-    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
-        """AddOrder is never re-sent blindly: a doubt is settled by asking for `ref`.
-
-        `ref` is new (the journal refuses a ref twice), so it is not looked up
-        before sending: that would cost two calls of Kraken's counter per order."""
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """AddOrder, once.  Its reply tells the txid, never the fill: the order is returned as
+        pending, for place_order to ask about.  `ref` is new (the journal refuses a ref twice),
+        so it is not looked up before sending: that would cost two calls of Kraken's counter."""
         if not CL_ORD_ID.match(ref):
-            raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name)
+            raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name,
+                                 refused=True)
         params = {"pair": market.exchange_symbol, "type": side, "ordertype": "market",
                   "volume": f"{volume:f}", "cl_ord_id": ref}
         log.info("order %s: %s %s %s at market", ref, side, params["volume"], market.symbol)
-        result = self.send_once(ref, market.symbol, "AddOrder",
-                                lambda: self._private("AddOrder", params, retry=False))
-        if isinstance(result, Order):
-            return result
-        txids = result.get("txid") or []
-        if not txids:
-            raise PermanentError(f"AddOrder for {ref} returned no txid", exchange=self.name, method="AddOrder")
-        return self._query_order(txids[0])
+        result = self._private("AddOrder", params, retry=False)
+        txids = result.get("txid") if isinstance(result, dict) else None
+        if not txids or not isinstance(txids, list):
+            raise TemporaryError(f"AddOrder reply for {ref} has no txid", exchange=self.name, method="AddOrder")
+        return Order(ref=ref, order_id=str(txids[0]), market=market.symbol, side=side, status="pending",
+                     volume=volume, filled=Decimal(0), price=Decimal(0), cost=Decimal(0), fee=Decimal(0))
 
-    def _query_order(self, txid: str) -> Order:
-        result = self._private("QueryOrders", {"txid": txid})
-        if txid not in result:
-            raise TemporaryError(f"order {txid} not in the QueryOrders reply", exchange=self.name,
-                                 method="QueryOrders")
-        return self._order(txid, result[txid])
-
-    def get_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str, order_id: str = "") -> Order | None:
+        """By txid when known (one call), else by cl_ord_id among the open orders, then the
+        closed ones (an order moves from the first to the second, never back)."""
+        if order_id:
+            try:
+                found = self._private("QueryOrders", {"txid": order_id})
+            except PermanentError as exc:
+                if exc.code and exc.code.startswith("EOrder:Invalid order"):
+                    return None  # not visible yet (or never was): the caller judges
+                raise
+            return self._order(order_id, found[order_id]) if order_id in found else None
         for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
             found = self._private(method, {"cl_ord_id": ref}).get(key) or {}
             for txid, order in found.items():
@@ -422,11 +395,6 @@ class KrakenPlatform(Platform):
                          closed_at=float(o["closetm"]) if o.get("closetm") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
-
-
-def new_ref() -> str:
-    """A client order reference Kraken accepts as cl_ord_id (a UUID)."""
-    return str(uuid.uuid4())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -57,11 +57,14 @@ class PaperPlatform(Platform):
     def now(self) -> int:
         return self.source.now()
 
+    def clock(self) -> float:
+        return self.source.clock()
+
     # The account and the fills are simulated.
     def get_account_info(self) -> AccountInfo:
         return AccountInfo(dict(self.balances))
 
-    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """Filled at once at `price`, with Kraken's arithmetic: cost rounded half-even,
         the fee rounded up, both to cost_decimals.  A ref never fills twice."""
         if ref in self.orders:
@@ -72,12 +75,12 @@ class PaperPlatform(Platform):
         if side == "buy":
             if quote < cost + fee:
                 raise InsufficientFunds(f"paper account has {quote} {market.quote}, the order needs "
-                                        f"{cost + fee}", exchange=self.name)
+                                        f"{cost + fee}", exchange=self.name, refused=True)
             base, quote = base + volume, quote - cost - fee
         else:
             if base < volume:
                 raise InsufficientFunds(f"paper account has {base} {market.base}, the order sells "
-                                        f"{volume}", exchange=self.name)
+                                        f"{volume}", exchange=self.name, refused=True)
             base, quote = base - volume, quote + cost - fee
         self.balances[market.base], self.balances[market.quote] = base, quote
         now = float(self.now())
@@ -88,7 +91,7 @@ class PaperPlatform(Platform):
         self._save()
         return order
 
-    def get_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str, order_id: str = "") -> Order | None:
         return self.orders.get(ref)
 
     def get_order_history(self) -> list[Order]:

@@ -97,10 +97,13 @@ class ReplayPlatform(Platform):
         self.half_spread = spread_percent / 200
         self.limits = dict(price_decimals=price_decimals, volume_decimals=volume_decimals,
                            cost_decimals=cost_decimals, min_volume=min_volume, min_cost=min_cost)
-        self.clock = 0
+        self.time = 0
 
     def now(self) -> int:
-        return self.clock
+        return self.time
+
+    def clock(self) -> float:
+        return float(self.time)
 
     def list_markets(self) -> list[Market]:
         return [Market(symbol=m, base=s.base, quote=self.quote, exchange_symbol=m, status="online",
@@ -110,10 +113,10 @@ class ReplayPlatform(Platform):
         """Tickers of the markets that had a price by now; volume_24h is not replayed (0)."""
         tickers = {}
         for market in markets:
-            price = self._series(market).last(self.clock)
+            price = self._series(market).last(self.time)
             if price is not None:
                 last = to_decimal(price)
-                tickers[market] = Ticker(market, self.clock, last, bid=last * (1 - self.half_spread),
+                tickers[market] = Ticker(market, self.time, last, bid=last * (1 - self.half_spread),
                                          ask=last * (1 + self.half_spread), volume_24h=ZERO)
         return tickers
 
@@ -127,9 +130,9 @@ class ReplayPlatform(Platform):
         if interval != series.interval:
             return []
         lo = 0 if since is None else bisect_left(series.ts, since)
-        hi = series.closed(self.clock)
+        hi = series.closed(self.time)
         candles = [series.candle(i) for i in range(lo, hi)]
-        if hi < len(series) and series.ts[hi] <= self.clock and hi >= lo:
+        if hi < len(series) and series.ts[hi] <= self.time and hi >= lo:
             price = to_decimal(series.open[hi])
             candles.append(Candle(series.ts[hi], price, price, price, price, ZERO, closed=False))
         return candles
@@ -141,10 +144,10 @@ class ReplayPlatform(Platform):
             raise UnknownMarket(f"the replay has no market {market}", exchange=self.name) from None
 
     # The replay is prices only: PaperPlatform wrapped around it fills the orders.
-    def place_order(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         raise self._no_orders()
 
-    def get_order(self, ref: str) -> Order | None:
+    def get_order(self, ref: str, order_id: str = "") -> Order | None:
         raise self._no_orders()
 
     def get_order_history(self) -> list[Order]:
@@ -154,4 +157,5 @@ class ReplayPlatform(Platform):
         raise self._no_orders()
 
     def _no_orders(self) -> PermanentError:
-        return PermanentError("the replay fills no orders: wrap it in PaperPlatform", exchange=self.name)
+        return PermanentError("the replay fills no orders: wrap it in PaperPlatform", exchange=self.name,
+                              refused=True)

@@ -11,7 +11,8 @@ NAMESPACES = ("live", "dry")
 DEFAULT_AGENT = "crontrader"   # an order's agent: the storage.namespace that sent it (the config's default)
 SIDES = ("buy", "sell")
 OPEN = ("intent", "sent", "unknown", "pending", "open")   # the exchange must be asked about these
-FINAL = ("closed", "canceled", "expired", "failed")
+EXCHANGE_FINAL = ("closed", "canceled", "expired")        # an exchange order's statuses once nothing more fills
+FINAL = (*EXCHANGE_FINAL, "failed")                       # failed: refused by the exchange, nothing placed
 
 if TYPE_CHECKING:
     from includes.config import Config

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import StorageError
 from includes.platforms.base import Candle
 from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
+from includes.storage.journal import Position, positions
 
 if TYPE_CHECKING:
     from includes.coinmarketcap import GlobalMetrics
@@ -127,6 +128,7 @@ TABLES = {t.name: t for t in (
         "result_at": "DOUBLE",
         "error": "TEXT",
         "agent": f"VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_AGENT}'",   # its storage.namespace (v3)
+        "lookups": "INTEGER NOT NULL DEFAULT 0",            # runs that asked the exchange and found it open (v4)
     }, key=("ref",)),
     Table("schema_version", {"version": "INTEGER NOT NULL"}),
 )}
@@ -155,7 +157,13 @@ def _v3_journal_agent(db: Cursor) -> None:
     db.execute(f"ALTER TABLE `orders` ADD COLUMN `agent` VARCHAR(64) NOT NULL DEFAULT '{DEFAULT_AGENT}'")
 
 
-MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed, _v3_journal_agent]
+def _v4_journal_lookups(db: Cursor) -> None:
+    """v4 counts the runs that asked about an order and found it still open or not yet
+    visible: a few of them, and the owner is told (a clock cannot be trusted to say it)."""
+    db.execute("ALTER TABLE `orders` ADD COLUMN `lookups` INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed, _v3_journal_agent, _v4_journal_lookups]
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 # Time column of the tables the backup job trims; never the order journal (orders).
@@ -565,6 +573,12 @@ class MarketDB:
         if not found:
             raise StorageError(f"market DB {self.where}: no journaled order {ref!r}")
 
+    def journal_looked_up(self, ref: str) -> int:
+        """One more run found the order `ref` still open (or not visible yet); how many have."""
+        with self._begin(write=True) as db:
+            db.execute("UPDATE `orders` SET `lookups` = `lookups` + 1 WHERE `ref` = %s", (ref,))
+            return int(db.value("SELECT `lookups` FROM `orders` WHERE `ref` = %s", (ref,)) or 0)
+
     def journal_order(self, order: Order, status: str | None = None) -> None:
         """Record the exchange's report of an order (its status unless `status` says otherwise)."""
         self.journal_result(order.ref, status or order.status, order_id=order.order_id or None,
@@ -589,18 +603,11 @@ class MarketDB:
                          f"AND `status` IN ({_marks(len(OPEN))}) ORDER BY `intent_at`, `ref`",
                          (agent, namespace, *OPEN))
 
-    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, dict[str, Any]]:
-        """Per thread, the filled buy not followed by a filled sell: what the thread holds."""
-        positions: dict[int, dict[str, Any]] = {}
-        for row in self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
-                             f"AND `status` IN ({_marks(len(FINAL))}) AND `thread` IS NOT NULL "
-                             "ORDER BY `intent_at`, `ref`", (agent, namespace, *FINAL)):
-            if row["filled"]:
-                if row["side"] == "buy":
-                    positions[row["thread"]] = row
-                else:
-                    positions.pop(row["thread"], None)
-        return positions
+    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
+        """Per thread, what its settled fills leave it holding (journal.positions)."""
+        return positions(self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                                   f"AND `status` IN ({_marks(len(FINAL))}) AND `thread` IS NOT NULL "
+                                   "ORDER BY `intent_at`, `ref`", (agent, namespace, *FINAL)))
 
     # --- trimming, for the backup job -----------------------------------------------------
     def _keys_in(self, table: Table, n: int) -> str:

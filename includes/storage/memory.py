@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
+from includes.storage.journal import Position, is_fill, positions
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
 from includes.trends import price_at
 
@@ -141,7 +142,7 @@ class MemoryMarketDB:
         self._rows: dict[str, dict[str, Any]] = {}
         self._seq: dict[str, int] = {}
         self._open: dict[str, dict[str, Any]] = {}
-        self._last_fill: dict[tuple[str, str, int], dict[str, Any]] = {}
+        self._fills: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
 
     def close(self) -> None:
         """Nothing to close."""
@@ -195,7 +196,8 @@ class MemoryMarketDB:
             "ref": ref, "agent": agent, "namespace": namespace, "exchange": exchange, "market": market, "side": side,
             "thread": thread, "intent_at": float(self.clock() if at is None else at),
             "amount_quote": amount_quote, "volume": volume, "status": "intent", "order_id": None,
-            "filled": None, "price": None, "cost": None, "fee": None, "result_at": None, "error": None}
+            "filled": None, "price": None, "cost": None, "fee": None, "result_at": None, "error": None,
+            "lookups": 0}
         self._seq[ref] = len(self._seq)
         self._open[ref] = row
 
@@ -216,6 +218,10 @@ class MemoryMarketDB:
         if row["thread"] is not None:
             self._place(row)
 
+    def journal_looked_up(self, ref: str) -> int:
+        self._rows[ref]["lookups"] += 1
+        return self._rows[ref]["lookups"]
+
     def journal_order(self, order: Order, status: str | None = None) -> None:
         self.journal_result(order.ref, status or order.status, order_id=order.order_id or None,
                             filled=order.filled, price=order.price, cost=order.cost, fee=order.fee,
@@ -234,24 +240,23 @@ class MemoryMarketDB:
         """Orders whose fate must be asked of the exchange before anything else."""
         return [dict(r) for r in self._ordered(self._open.values()) if (r["agent"], r["namespace"]) == (agent, namespace)]
 
-    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, dict[str, Any]]:
-        """Per thread, the filled buy not followed by a filled sell: what the thread holds."""
-        return {thread: dict(row) for (a, ns, thread), row in self._last_fill.items()
-                if (a, ns) == (agent, namespace) and row["side"] == "buy"}
+    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
+        """Per thread, what its settled fills leave it holding (journal.positions)."""
+        return positions(row for (a, ns, _), rows in self._fills.items() if (a, ns) == (agent, namespace)
+                         for row in self._ordered(rows))
 
     def _place(self, row: dict[str, Any]) -> None:
-        """Keep, per thread, its latest settled fill: a buy there is what the thread holds."""
+        """Keep, per thread, its fills from its latest filled buy on: all a position needs."""
         key = (row["agent"], row["namespace"], row["thread"])
-        last = self._last_fill.get(key)
-        if _fill(row):
-            if last is None or self._key(row) >= self._key(last):
-                self._last_fill[key] = row
-        elif last is row:           # no longer a fill (rare): look again at the thread's rows
-            fills = [r for r in self._rows.values() if (r["agent"], r["namespace"], r["thread"]) == key and _fill(r)]
-            if fills:
-                self._last_fill[key] = max(fills, key=self._key)
-            else:
-                del self._last_fill[key]
+        fills = self._fills.setdefault(key, [])
+        known = any(r is row for r in fills)
+        if known and not is_fill(row):      # no longer a fill (rare): look at the thread's rows again
+            rows = self._ordered(r for r in self._rows.values()
+                                 if (r["agent"], r["namespace"], r["thread"]) == key and is_fill(r))
+            buys = [i for i, r in enumerate(rows) if r["side"] == "buy"]
+            self._fills[key] = rows[buys[-1]:] if buys else []
+        elif is_fill(row) and not known:
+            self._fills[key] = [row] if row["side"] == "buy" else fills + [row]
 
     def _key(self, row: dict[str, Any]) -> tuple[float, int]:
         return row["intent_at"], self._seq[row["ref"]]
@@ -259,10 +264,6 @@ class MemoryMarketDB:
     def _ordered(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """By intent time, then in the order written (MarketDB's fractional stamps keep that order)."""
         return sorted(rows, key=self._key)
-
-
-def _fill(row: dict[str, Any]) -> bool:
-    return row["status"] in FINAL and bool(row["filled"])
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> None:

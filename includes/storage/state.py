@@ -250,6 +250,12 @@ class StateStore(ABC):
         return self._step(n, SELLING, _ref(order_ref), state=WAITING, value=ZERO, volume=ZERO,
                           lastsellvalue=sell_price)
 
+    def sell_part(self, n: int, order_ref: str, value: Decimal, volume: Decimal, sell_price: Decimal) -> bool:
+        """selling -> active once the sell order `order_ref` ended having filled part: the rest
+        (`volume`, worth `value` of what was paid) stays held."""
+        return self._step(n, SELLING, _ref(order_ref), state=ACTIVE, value=value, volume=volume,
+                          lastsellvalue=sell_price)
+
     def abort(self, n: int, order_ref: str) -> bool:
         """Undo claim or begin_sell when the order `order_ref` was definitely not placed."""
         ref = _ref(order_ref)

@@ -1,0 +1,175 @@
+"""One API key's private calls kept in order across processes, and across hosts.
+
+Kraken refuses a nonce that is not larger than the last one it accepted for the
+key, and counts the key's calls against a budget that decays over time (spec
+2.1, 2.4).  Every cron job sharing a key therefore takes its nonce and its share
+of the budget from one ledger, under one lock held until Kraken has answered, so
+nonces reach Kraken in the order they were handed out:
+
+- `FileLedger`: an flock on a small file in tmp/ (one host: the embedded default);
+- `RedisLedger`: a lock and a hash in the Redis that the hosts already share for
+  their state; the call budget decays on the Redis server's clock, and a nonce is
+  never below the last one handed out, so hosts whose clocks are seconds apart
+  never collide.
+
+What it does not do: it cannot order the calls of another program using the same
+key.  Give crontrader a key of its own.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from includes.errors import StorageError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+# REST call counter per API key (spec 2.4): tier -> (maximum, decay per second).
+TIERS = {"starter": (15.0, 0.33), "intermediate": (20.0, 0.5), "pro": (20.0, 1.0)}
+
+
+class Ledger(Protocol):
+    """Where one key's last nonce and call counter live."""
+
+    def held(self) -> AbstractContextManager[dict[str, Any]]:
+        """The key's state ({"nonce", "counter", "at"}), held exclusively; written back on exit."""
+
+    def clock(self) -> float:
+        """Seconds on the clock the counter decays on (the same for every holder)."""
+
+
+class KeyGate:
+    """Hands out one key's nonces, in order, and waits for room in its call counter."""
+
+    def __init__(self, ledger: Ledger, tier: str, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`clock`: this host's wall clock, the base of the nonces (a seam for skew tests)."""
+        self.ledger = ledger
+        self.maximum, self.decay = TIERS[tier]
+        self.sleep = sleep
+        self.clock = clock
+
+    @contextmanager
+    def call(self, cost: int) -> Iterator[int]:
+        """Yields the nonce for one call, held until the call is answered."""
+        with self.ledger.held() as state:
+            now = self.ledger.clock()
+            counter = self._decayed(state, now)
+            if counter + cost > self.maximum:
+                wait = (counter + cost - self.maximum) / self.decay
+                log.debug("call counter at %.2f: waiting %.1f s", counter, wait)
+                self.sleep(wait)
+                now = self.ledger.clock()
+                counter = self._decayed(state, now)
+            nonce = max(int(self.clock() * 1000), int(state.get("nonce", 0)) + 1)
+            try:
+                yield nonce
+            finally:
+                state.update(nonce=nonce, counter=counter + cost, at=now)
+
+    def _decayed(self, state: dict[str, Any], now: float) -> float:
+        elapsed = max(0.0, now - float(state.get("at", 0)))
+        return max(0.0, float(state.get("counter", 0)) - elapsed * self.decay)
+
+
+class FileLedger:
+    """The ledger in a small JSON file under an flock (processes of one host)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def clock(self) -> float:
+        return time.time()
+
+    @contextmanager
+    def held(self) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 4096, 0)
+            try:
+                state = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                log.warning("%s is not JSON: the call counter starts again from 0", self.path)
+                state = {}
+            yield state
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(state).encode(), 0)
+        finally:
+            os.close(fd)
+
+
+class RedisLedger:
+    """The ledger in the shared Redis: the hash `key` (crontrader:gate:<venue>-<key id>) and its lock.
+
+    The lock expires after `hold_seconds` (longer than any call), so a holder that
+    died frees it; a waiter gives up after `wait_seconds` with a TemporaryError.
+    Redis is connected on first use: jobs that make no private call never pay for it.
+    """
+
+    RELEASE = """
+        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+        return redis.call('DEL', KEYS[1])"""
+
+    def __init__(self, url: str, key: str, hold_seconds: float = 60, wait_seconds: float = 120,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url, self.key = url, key
+        self.hold_ms, self.wait_seconds, self.sleep = int(hold_seconds * 1000), wait_seconds, sleep
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=5,
+                                                socket_timeout=10)
+        return self._client
+
+    def clock(self) -> float:
+        seconds, micros = self._redis(self.client.time)
+        return seconds + micros / 1e6
+
+    @contextmanager
+    def held(self) -> Iterator[dict[str, Any]]:
+        lock, token = f"{self.key}:lock", secrets.token_hex(8)
+        deadline = time.monotonic() + self.wait_seconds
+        while not self._redis(self.client.set, lock, token, nx=True, px=self.hold_ms):
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"the API key's gate {lock} in Redis stayed held for "
+                                     f"{self.wait_seconds:g} s", exchange="gate")
+            self.sleep(0.01)
+        try:
+            state: dict[str, Any] = dict(self._redis(self.client.hgetall, self.key))
+            yield state
+            self._redis(self.client.hset, self.key, mapping={k: str(v) for k, v in state.items()})
+        finally:
+            self._redis(self.client.eval, self.RELEASE, 1, lock, token)
+
+    def _redis(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return call(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StorageError(f"Redis, for the API key's nonce: {str(exc).splitlines()[0]}") from exc
+
+
+def ledger_for(state_url: str, venue: str, key: str, tmp_dir: Path) -> Ledger:
+    """The ledger of API key `key` shared by everything that shares the state store: in
+    Redis when the state is there (hosts share it), else in tmp_dir/<venue>-<key id>.nonce.
+    The key itself is never written anywhere: only a hash of it names the ledger."""
+    key_id = f"{venue}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if state_url.startswith(("redis://", "rediss://")):
+        return RedisLedger(state_url, f"crontrader:gate:{key_id}")
+    return FileLedger(tmp_dir / f"{key_id}.nonce")

@@ -1,0 +1,61 @@
+"""What a thread holds, as its settled orders say: one rule for every journal.
+
+The market DB and the backtest's memory journal both answer `open_positions`
+with this fold, and the agent re-syncs its threads with it: a thread's volume
+and value always equal its orders' final fills.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from includes.storage import FINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What thread `thread` holds: `volume` of the market's base bought for `value` (quote, fees
+    included) at `price`, by the buy order `ref`, settled at `at`."""
+    thread: int
+    market: str
+    volume: Decimal
+    value: Decimal
+    price: Decimal
+    ref: str
+    at: float
+
+
+def is_fill(row: Mapping[str, Any]) -> bool:
+    """A settled order that moved coins."""
+    return row["status"] in FINAL and bool(row["filled"])
+
+
+def positions(rows: Iterable[Mapping[str, Any]]) -> dict[int, Position]:
+    """Per thread, what its settled fills leave it holding, from journal rows in intent order:
+    the last filled buy, less the fills of the sells after it (its value in proportion);
+    a thread whose sells took it all holds nothing."""
+    held: dict[int, Position] = {}
+    for row in rows:
+        n = row["thread"]
+        if n is None or not is_fill(row):
+            continue
+        filled = Decimal(row["filled"])
+        if row["side"] == "buy":
+            held[n] = Position(n, row["market"], filled, Decimal(row["cost"] or 0) + Decimal(row["fee"] or 0),
+                               Decimal(row["price"] or 0), row["ref"], float(row["result_at"] or row["intent_at"]))
+        elif n in held:
+            before = held[n]
+            left = before.volume - filled
+            if left <= 0:
+                del held[n]
+            else:
+                held[n] = Position(n, before.market, left, value_left(before.value, before.volume, left),
+                                   before.price, before.ref, before.at)
+    return held
+
+
+def value_left(value: Decimal, volume: Decimal, left: Decimal) -> Decimal:
+    """What `left` of a position of `volume` bought for `value` cost: its share, to 1e-8."""
+    return (value * left / volume).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
