@@ -26,6 +26,18 @@ BAD_REQUEST; CLIENTORDERID_ALREADY_EXISTS is 409 with
 Market orders fill at once, in full, at the ask (buy) or bid (sell); the
 commission is in quote currency.
 
+A real exchange is harder than that, and `inject` (or POST /_sim/fault from
+another process) makes it so: errors before the request is carried out or
+after (after=True: a POST /orders has placed its order), a dropped
+connection, a lost reply, and `lifecycle`, which scripts an order: OPEN with
+nothing filled for a while, then partly filled, then CLOSED filled or
+cancelled, and first invisible to the account's queries for a while (see
+`Lifecycle` and `inject`).  Our choices there: a lifecycle order cancelled
+without fills stays visible (unless `forget_unfilled_cancels`); a scripted
+fill is at the current ask or bid but never beyond the order's limit; a
+scripted market buy holds its quote at the ask at placement.
+`account_orders(key)` is the ground truth tests compare a client's view with.
+
 By hand: `python -m includes.simulators.bittrex --port 8081` (the clock then
 follows real time).
 """
