@@ -231,7 +231,7 @@ def test_time_and_system_status_follow_the_simulated_clock(kraken_sim: KrakenSim
 
 
 def test_unknown_methods(kraken_api: krakenex.API) -> None:
-    assert kraken_api.query_public("Depth", {"pair": "XBTEUR"})["error"] == ["EGeneral:Unknown method"]
+    assert kraken_api.query_public("Spread", {"pair": "XBTEUR"})["error"] == ["EGeneral:Unknown method"]
     assert call(kraken_api, "Ledgers")["error"] == ["EGeneral:Unknown method"]
 
 
@@ -467,14 +467,22 @@ def test_cancel_by_txid_userref_and_cl_ord_id(kraken_sim: KrakenSimulator, krake
         [("canceled", "User requested", "0.00000000")] * 3
 
 
-def test_validate_only_checks_even_when_false(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
-    for validate in (True, False, "false"):
+def test_validate_true_only_checks_and_false_places_the_order(kraken_sim: KrakenSimulator,
+                                                              kraken_api: krakenex.API) -> None:
+    """docs.kraken.com add-order: validate (boolean, default false) validates inputs only."""
+    for validate in (True, "true", 1):
         result = ok(call(kraken_api, "AddOrder", **BUY, validate=validate))
         assert result == {"descr": {"order": "buy 0.00100000 XBTEUR @ market"}}
     assert call(kraken_api, "AddOrder", **{**BUY, "volume": "1"}, validate=True)["error"] == \
         ["EOrder:Insufficient funds"]
-    assert ok(call(kraken_api, "ClosedOrders"))["count"] == 0
+    assert ok(call(kraken_api, "ClosedOrders"))["count"] == 0 and kraken_sim.account_orders(kraken_sim.test_key) == []
     assert {k: str(v) for k, v in kraken_sim.balances(kraken_sim.test_key).items()} == KRAKEN_TEST_BALANCES
+
+    placed = [ok(call(kraken_api, "AddOrder", **BUY, validate=validate))["txid"][0]
+              for validate in (False, "false", 0)]
+    assert [o.txid for o in kraken_sim.account_orders(kraken_sim.test_key)] == placed
+    assert kraken_sim.balances(kraken_sim.test_key)["XXBT"] == Decimal("0.053")
+    assert call(kraken_api, "AddOrder", **BUY, validate="maybe")["error"] == ["EGeneral:Invalid arguments:validate"]
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -13,11 +13,22 @@ what every simulator needs and nothing venue-specific:
   any venue (GENERIC_FAULTS); any other fault the subclass declares in `FAULTS`
   reaches its `handle()`:
     delay           seconds=1: wait, then answer normally (client timeouts)
-    http_500/520    a Cloudflare-style HTML error page; the call is not processed
-    malformed_json  HTTP 200 with a truncated JSON body; the call is not processed
+    http_500/520    a Cloudflare-style HTML error page
+    malformed_json  HTTP 200 with a truncated JSON body
+    drop            the connection is closed without an answer; the call is
+                    not processed (it never reached the server)
     lost_reply      the call IS processed, then the connection is closed without
                     an answer, or with seconds=N the answer is held N seconds
                     (past the client's timeout);
+  http_500, http_520 and malformed_json take after=False: the call is not
+  processed (the failure sits in front of the server); with after=True it IS
+  processed (an order reaches the book) and its answer is replaced, the case a
+  client must settle by asking what became of its call.  A subclass may also
+  declare SHAPING_FAULTS: faults that change how a call is carried out rather
+  than what it answers (a partial fill, an order's life cycle).  dispatch()
+  leaves them in the queue; the subclass takes them with take_fault(name,
+  shaping=True) when it carries the call out, so one call can meet a shaping
+  fault and an answer fault together;
 - a JSON control API under /_sim/ so that another process can drive the
   simulator: GET /_sim/calls, GET|POST /_sim/fault ({"method", "fault",
   "times", ...params}, or {"clear": true}).  Subclasses add their own entries to
@@ -33,12 +44,12 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-GENERIC_FAULTS = frozenset({"delay", "http_500", "http_520", "malformed_json", "lost_reply"})
+GENERIC_FAULTS = frozenset({"delay", "http_500", "http_520", "malformed_json", "drop", "lost_reply"})
 CONTROL_PREFIX = "/_sim/"
 
 CLOUDFLARE_PAGE = """<!DOCTYPE html>
@@ -87,6 +98,11 @@ def json_reply(obj: object, status: int = 200) -> Reply:
     return Reply(status, json.dumps(obj, default=str).encode())
 
 
+def truthy(value: object) -> bool:
+    """A fault or control flag as Python, JSON or a query string may give it."""
+    return value is True or (isinstance(value, (int, str)) and str(value).lower() in ("1", "true", "yes"))
+
+
 def cloudflare_reply(status: int) -> Reply:
     """The HTML page a CDN in front of an exchange sends during an outage."""
     page = CLOUDFLARE_PAGE.format(status=status, title=CLOUDFLARE_TITLES.get(status, "Error"))
@@ -97,6 +113,7 @@ class SimulatorServer:
     """Base of the exchange simulators (see the module docstring)."""
 
     FAULTS: frozenset[str] = frozenset()    # venue-specific faults handled by handle()
+    SHAPING_FAULTS: frozenset[str] = frozenset()    # of FAULTS, those the subclass takes itself
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, prefix: str = "") -> None:
         self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
@@ -190,9 +207,13 @@ class SimulatorServer:
         with self.lock:
             self._faults.clear()
 
-    def _take_fault(self, name: str) -> Fault | None:
+    def take_fault(self, name: str, shaping: bool = False, kinds: Collection[str] | None = None) -> Fault | None:
+        """The next fault for a call of `name`, counted as used: an answer fault, or
+        with `shaping` one of SHAPING_FAULTS (of `kinds` only, when given).  Call it
+        holding `self.lock`."""
         for fault in self._faults:
-            if fault.method in ("*", name):
+            if (fault.method in ("*", name) and (fault.kind in self.SHAPING_FAULTS) == shaping
+                    and (kinds is None or fault.kind in kinds)):
                 if fault.times is not None:
                     fault.times -= 1
                     if fault.times == 0:
@@ -208,16 +229,20 @@ class SimulatorServer:
         with self.lock:
             self.calls[name] += 1
             self.last_query[name] = request.query
-            fault = self._take_fault(name)
+            fault = self.take_fault(name)
         if fault is None:
             return self.handle(request, None)
         if fault.kind == "delay":
             self.wait(float(fault.params.get("seconds", 1)))
             return self.handle(request, None)
-        if fault.kind in ("http_500", "http_520"):
+        if fault.kind == "drop":
+            return Reply(drop=True)
+        if fault.kind in ("http_500", "http_520", "malformed_json"):
+            if truthy(fault.params.get("after", False)):
+                self.handle(request, None)          # carried out; only its answer is lost
+            if fault.kind == "malformed_json":
+                return Reply(200, b'{"error": [], "result": {"')
             return cloudflare_reply(int(fault.kind[5:]))
-        if fault.kind == "malformed_json":
-            return Reply(200, b'{"error": [], "result": {"')
         if fault.kind == "lost_reply":
             reply = self.handle(request, None)
             if "seconds" in fault.params:

@@ -82,19 +82,22 @@ import argparse
 import base64
 import hashlib
 import hmac
+import json
 import math
 import random
 import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from os import PathLike
 from urllib.parse import parse_qsl
 
 from includes.money import ZERO, round_down, round_half_even, to_decimal
-from includes.simulators.http import Fault, Reply, Request, SimulatorServer, json_reply
+from includes.simulators.http import Fault, Reply, Request, SimulatorServer, json_reply, truthy
 from includes.simulators.prices import Candle, Row, Series, read_candle_csv, synthetic_series
 
 INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)    # OHLC, minutes
@@ -109,8 +112,19 @@ CALL_COST = {"AddOrder": 0, "CancelOrder": 0, "TradesHistory": 2, "QueryTrades":
              "Ledgers": 2, "QueryLedgers": 2}                                    # default 1
 SYSTEM_STATUSES = ("online", "maintenance", "cancel_only", "post_only")
 OFLAGS = frozenset({"post", "fcib", "fciq", "nompp", "viqc"})
-NOT_MODELLED = ("leverage", "reduce_only", "starttm", "expiretm", "displayvol", "close[ordertype]",
-                "close[price]", "close[price2]")
+# AddOrder parameters the simulator does not model: accepted only at the value that means "not used"
+NOT_MODELLED = {"leverage": ("", "0", "none"), "reduce_only": ("", "false", "0"), "starttm": ("", "0", "+0"),
+                "expiretm": ("", "0", "+0"), "displayvol": ("", "0"), "price2": ("", "0"), "trigger": ("", "last"),
+                "close[ordertype]": ("",), "close[price]": ("", "0"), "close[price2]": ("", "0"),
+                "asset_class": ("", "currency"),
+                # one account never trades with itself: every self-trade prevention behaves alike
+                "stptype": ("", "cancel-newest", "cancel-oldest", "cancel-both")}
+LOOKUPS = ("QueryOrders", "OpenOrders", "ClosedOrders")     # the calls that advance a lifecycle by "lookups"
+LIFECYCLE_UNITS = ("lookups", "seconds")
+LIFECYCLE_ENDS = ("closed", "canceled")
+DEPTH_COUNT, MAX_DEPTH_COUNT = 100, 500
+TRADES_COUNT, MAX_TRADES_COUNT = 1000, 1000
+THROTTLE_SECONDS = 5                # EService:Throttled: the retry time it names, after now
 FEE_TIER_VOLUMES = (0, 50000, 100000, 250000, 500000, 1000000)
 TRADE_TYPES = ("all", "any position", "closed position", "closing position", "no position")
 
@@ -188,6 +202,58 @@ class Pair:
 
 
 @dataclass
+class Lifecycle:
+    """The script of a market order placed under a `lifecycle` fault (see KrakenSimulator.inject).
+
+    `elapsed` counts units since placement: the account's order lookups, or
+    simulated seconds.  Unit u (the u-th lookup, or the second ending at u) is in
+    the pending stage while u <= pending, in the open stage while u <= pending +
+    open, final after; the order is hidden while u <= hidden.  As the Bittrex
+    simulator's, except that a stage of length 0 is skipped at placement (u = 0):
+    pending=open=0 fills at once, as without the fault.
+    """
+    pending: float = 0
+    open: float = 0
+    fill: Decimal | None = None     # fraction of the volume executed on entering the open stage
+    end: str = "closed"             # or "canceled": the rest is never executed
+    hidden: float = 0
+    unit: str = "lookups"           # or "seconds"
+    elapsed: float = 0.0
+    stage: str = "pending"          # then "open", then "done"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> Lifecycle:
+        """Checked at inject time, so that a bad script fails the test that wrote it."""
+        unknown = set(params) - {"pending", "open", "fill", "end", "hidden", "unit"}
+        if unknown:
+            raise ValueError(f"unknown lifecycle parameters: {', '.join(sorted(unknown))}")
+        unit = params.get("unit", "lookups")
+        if unit not in LIFECYCLE_UNITS:
+            raise ValueError(f"lifecycle unit must be one of {', '.join(LIFECYCLE_UNITS)}, not {unit!r}")
+        counts = {}
+        for name in ("pending", "open", "hidden"):
+            value = params.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                    unit == "lookups" and value != int(value)):
+                raise ValueError(f"lifecycle {name} must be a number of {unit} >= 0, not {value!r}")
+            counts[name] = value
+        fill = params.get("fill")
+        if fill is not None:
+            fill = to_decimal(fill, "fill")
+            if not 0 < fill < 1:
+                raise ValueError(f"lifecycle fill must be a fraction between 0 and 1 (exclusive), not {fill}")
+        end = params.get("end", "closed")
+        if end not in LIFECYCLE_ENDS:
+            raise ValueError(f"lifecycle end must be one of {', '.join(LIFECYCLE_ENDS)}, not {end!r}")
+        return cls(counts["pending"], counts["open"], fill, end, counts["hidden"], unit)
+
+    @property
+    def lagging(self) -> bool:
+        """Still invisible to the account's queries."""
+        return self.hidden > 0 and self.elapsed <= self.hidden
+
+
+@dataclass
 class Order:
     txid: str
     account: str
@@ -210,6 +276,17 @@ class Order:
     reason: str | None = None
     misc: str = ""
     trades: list[str] = field(default_factory=list)
+    hold_price: Decimal | None = None   # a lifecycle market order holds its funds at the price of its placement
+    lifecycle: Lifecycle | None = None
+
+    @property
+    def visible(self) -> bool:
+        return self.lifecycle is None or not self.lifecycle.lagging
+
+    @property
+    def live(self) -> bool:
+        """Pending or open: it holds funds and can be canceled."""
+        return self.status in ("pending", "open")
 
 
 @dataclass
@@ -242,15 +319,60 @@ class Account:
 
 
 def sign(secret: str, path: str, body: bytes | str) -> str:
-    """API-Sign of a private call (spec §2.2), the nonce taken from the urlencoded `body`."""
+    """API-Sign of a private call (spec §2.2), the nonce taken from `body`: a JSON
+    object when it starts with "{", else urlencoded."""
     body = body.encode() if isinstance(body, str) else body
-    return _signature(base64.b64decode(secret), path, body)
+    try:
+        params = _json_params(body) if body.lstrip().startswith(b"{") else _form_params(body)
+    except KrakenError:
+        params = {}
+    return _signature(base64.b64decode(secret), path, body, params.get("nonce", ""))
 
 
-def _signature(secret: bytes, path: str, body: bytes) -> str:
-    nonce = dict(parse_qsl(body.decode("utf-8", "replace"))).get("nonce", "")
+def _signature(secret: bytes, path: str, body: bytes, nonce: str) -> str:
+    """HMAC-SHA512 of (path + SHA256(nonce + the raw body bytes)), as docs.kraken.com's
+    "Spot REST Authentication" gives it, for form and JSON bodies alike."""
     inner = hashlib.sha256(nonce.encode() + body).digest()
     return base64.b64encode(hmac.new(secret, path.encode() + inner, hashlib.sha512).digest()).decode()
+
+
+def _form_params(body: bytes) -> dict[str, str]:
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _json_params(body: bytes) -> dict[str, str]:
+    """The parameters of a JSON body as the strings a form body would carry: booleans
+    "true"/"false", numbers as written, lists comma-joined (txid), objects as
+    name[key] (close[ordertype]); null means absent."""
+    try:
+        obj = json.loads(body, parse_float=Decimal)
+    except ValueError:
+        raise KrakenError("EGeneral:Invalid arguments") from None
+    if not isinstance(obj, dict):
+        raise KrakenError("EGeneral:Invalid arguments")
+    params: dict[str, str] = {}
+
+    def text(value: object) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (str, int, Decimal)):
+            return str(value)
+        raise KrakenError("EGeneral:Invalid arguments")
+
+    def put(name: str, value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                put(f"{name}[{key}]", inner)
+        elif isinstance(value, list):
+            params[name] = ",".join(text(v) for v in value)
+        else:
+            params[name] = text(value)
+
+    for name, value in obj.items():
+        put(name, value)
+    return params
 
 
 def new_credentials() -> tuple[str, str]:
@@ -295,9 +417,13 @@ def _number(params: dict[str, str], name: str) -> Decimal | None:
 class KrakenSimulator(SimulatorServer):
     """Kraken's spot REST API on loopback; see the module docstring."""
 
-    FAULTS = frozenset({"service_unavailable", "busy", "rate_limit", "invalid_nonce", "partial_fill"})
     FAULT_ERRORS = {"service_unavailable": "EService:Unavailable", "busy": "EService:Busy",
-                    "rate_limit": "EAPI:Rate limit exceeded", "invalid_nonce": "EAPI:Invalid nonce"}
+                    "rate_limit": "EAPI:Rate limit exceeded", "invalid_nonce": "EAPI:Invalid nonce",
+                    "throttled": "EService:Throttled", "too_many_requests": "EGeneral:Too many requests",
+                    "deadline_elapsed": "EService:Deadline elapsed", "lockout": "EGeneral:Temporary lockout",
+                    "internal_error": "EGeneral:Internal error"}
+    SHAPING_FAULTS = frozenset({"partial_fill", "lifecycle"})
+    FAULTS = frozenset(FAULT_ERRORS) | SHAPING_FAULTS
 
     def __init__(self, *, clock: float | None = None, seed: int = 0, fee_percent: Decimal | str = "0.26",
                  maker_fee_percent: Decimal | str = "0.16", spread_percent: Decimal | str = "0.1",
@@ -318,18 +444,21 @@ class KrakenSimulator(SimulatorServer):
         self._pairs: dict[str, Pair] = {}
         self._pair_names: dict[str, str] = {}               # key, altname, wsname (upper case) -> key
         self._accounts: dict[str, Account] = {}
-        self._open: dict[str, Order] = {}
+        self._open: dict[str, Order] = {}                  # resting limit orders
+        self._lifecycle: dict[str, Order] = {}             # lifecycle orders still scripted or still hidden
         self._order_seq = 0
         self._trade_seq = 5_000_000
         self._public_counters: dict[str, tuple[float, float]] = {}
         self._public = {"Time": self._time, "SystemStatus": self._system_status, "Assets": self._assets_call,
-                        "AssetPairs": self._asset_pairs, "Ticker": self._ticker, "OHLC": self._ohlc}
-        self._private = {"Balance": self._balance, "TradeBalance": self._trade_balance,
+                        "AssetPairs": self._asset_pairs, "Ticker": self._ticker, "OHLC": self._ohlc,
+                        "Depth": self._depth, "Trades": self._trades}
+        self._private = {"Balance": self._balance, "BalanceEx": self._balance_ex, "TradeBalance": self._trade_balance,
                          "AddOrder": self._add_order, "QueryOrders": self._query_orders,
                          "OpenOrders": self._open_orders, "ClosedOrders": self._closed_orders,
                          "CancelOrder": self._cancel_order, "TradesHistory": self._trades_history}
         self.controls.update(time=self._control_time, price=self._control_price,
-                             pair_status=self._control_pair_status, system_status=self._control_system_status)
+                             pair_status=self._control_pair_status, system_status=self._control_system_status,
+                             complete_orders=lambda payload: {"completed": self.complete_orders()})
         if default_markets:
             for asset_id, altname, decimals, display in DEFAULT_ASSETS:
                 self.add_asset(asset_id, altname, decimals, display)
@@ -372,6 +501,26 @@ class KrakenSimulator(SimulatorServer):
     def balances(self, key: str) -> dict[str, Decimal]:
         with self.lock:
             return dict(self._account(key).balances)
+
+    def account_orders(self, key: str) -> list[Order]:
+        """Ground truth for tests: copies of every order the account ever placed, oldest
+        first, hidden ones included (fields txid, cl_ord_id, userref, side, ordertype,
+        pair (a Pair: .key, .altname), status, vol, vol_exec, cost, fee, reason, misc,
+        opentm, closetm, lifecycle)."""
+        with self.lock:
+            return [replace(o, trades=list(o.trades), lifecycle=replace(o.lifecycle) if o.lifecycle else None)
+                    for o in self._account(key).orders.values()]
+
+    def complete_orders(self) -> int:
+        """Finish every lifecycle order now, as if all its units had passed (at the
+        current prices), and show it; returns how many were still scripted or hidden."""
+        with self.lock:
+            orders = list(self._lifecycle.values())
+            for order in orders:
+                order.lifecycle.elapsed = math.inf
+                self._run_lifecycle(order)
+            self._lifecycle.clear()
+            return len(orders)
 
     def _account(self, key: str) -> Account:
         try:
@@ -471,6 +620,7 @@ class KrakenSimulator(SimulatorServer):
         with self.lock:
             self._clock = float(ts)
             self._settle()
+            self._advance_lifecycles(None, "seconds")
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
@@ -549,20 +699,26 @@ class KrakenSimulator(SimulatorServer):
         return request.path
 
     def inject(self, method: str, fault: str, times: int | None = 1, **params: object) -> None:
-        """As SimulatorServer.inject; partial_fill (fraction=0.5) applies to AddOrder only."""
+        """As SimulatorServer.inject, plus the faults of the module docstring; partial_fill
+        (fraction=0.5) and lifecycle (pending=0, open=0, fill=None, end="closed",
+        hidden=0, unit="lookups") apply to AddOrder only and are checked here."""
+        if fault in self.SHAPING_FAULTS and method != "AddOrder":
+            raise ValueError(f"{fault} applies to AddOrder only")
         if fault == "partial_fill":
-            if method != "AddOrder":
-                raise ValueError("partial_fill applies to AddOrder only")
             fraction = to_decimal(params.get("fraction", "0.5"), "fraction")
             if not 0 < fraction < 1:
                 raise ValueError(f"fraction must be between 0 and 1, not {fraction}")
             params["fraction"] = fraction
+        elif fault == "lifecycle":
+            Lifecycle.from_params(params)
         super().inject(method, fault, times, **params)
 
     def handle(self, request: Request, fault: Fault | None) -> Reply:
+        if fault is not None and fault.kind in self.FAULT_ERRORS:
+            if truthy(fault.params.get("after", False)):
+                self.handle(request, None)          # carried out, then answered with the error
+            return json_reply({"error": [self._fault_error(fault)]})
         try:
-            if fault is not None and fault.kind in self.FAULT_ERRORS:
-                raise KrakenError(self.FAULT_ERRORS[fault.kind])
             parts = request.path.split("/")
             if len(parts) != 4 or parts[1] != "0" or parts[2] not in ("public", "private"):
                 raise KrakenError("EGeneral:Unknown method", 404)
@@ -570,7 +726,7 @@ class KrakenSimulator(SimulatorServer):
                 if parts[2] == "public":
                     result = self._call_public(request, parts[3])
                 else:
-                    result = self._call_private(request, parts[3], fault)
+                    result = self._call_private(request, parts[3])
         except KrakenError as exc:
             return json_reply({"error": [exc.message]}, exc.status)
         return json_reply({"error": [], "result": result})
@@ -592,7 +748,13 @@ class KrakenSimulator(SimulatorServer):
             self._public_counters[request.client] = (counter + 1, now)
         return handler(request.query)
 
-    def _call_private(self, request: Request, method: str, fault: Fault | None) -> object:
+    def _fault_error(self, fault: Fault) -> str:
+        message = self.FAULT_ERRORS[fault.kind]
+        if fault.kind == "throttled":       # "EService: Throttled: [UNIX timestamp]" (spot REST rate limits)
+            message += f": {int(self._clock) + int(fault.params.get('seconds', THROTTLE_SECONDS))}"
+        return message
+
+    def _call_private(self, request: Request, method: str) -> object:
         handler = self._private.get(method)
         if handler is None:
             raise KrakenError("EGeneral:Unknown method")
@@ -601,14 +763,15 @@ class KrakenSimulator(SimulatorServer):
         account = self._accounts.get(request.headers.get("API-Key", ""))
         if account is None:
             raise KrakenError("EAPI:Invalid key")
-        expected = _signature(account.secret, request.path, request.body)
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        params = _json_params(request.body) if content_type == "application/json" else _form_params(request.body)
+        expected = _signature(account.secret, request.path, request.body, params.get("nonce", ""))
         if not hmac.compare_digest(expected.encode(), request.headers.get("API-Sign", "").encode("latin-1")):
             raise KrakenError("EAPI:Invalid signature")
-        params = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         self._use_nonce(account, params.get("nonce", ""))
         self._count_call(account, method)
-        if method == "AddOrder":
-            return self._add_order(account, params, fault.params["fraction"] if fault else None)
+        if method in LOOKUPS:
+            self._advance_lifecycles(account, "lookups")
         return handler(account, params)
 
     def _use_nonce(self, account: Account, text: str) -> None:
@@ -745,17 +908,109 @@ class KrakenSimulator(SimulatorServer):
                             pair.volume_text(r.volume), r.count] for r in committed + [still_open]],
                 "last": last}
 
+    def _depth(self, params: dict[str, str]) -> dict:
+        """A book around the ticker: its best ask and bid first, then a level every 0.02 %
+        (at least a tick), volumes a seeded 1-200 x ordermin that change each minute."""
+        pair = self._pair_arg(params.get("pair"))
+        count = _int(params, "count")
+        count = DEPTH_COUNT if count is None else count
+        if not 1 <= count <= MAX_DEPTH_COUNT:
+            raise KrakenError("EGeneral:Invalid arguments:count")
+        mid = self._mid(pair)
+        step = max(pair.tick_size, self._on_tick(pair, mid * Decimal("0.0002"), ROUND_HALF_EVEN))
+        now = int(self._clock)
+
+        def side(best: Decimal, direction: int, name: str) -> list[list]:
+            rng = random.Random(f"{self.seed}:{pair.key}:{now // 60}:{name}")
+            levels = []
+            for i in range(count):
+                price = best + direction * i * step
+                if price <= 0:
+                    break
+                levels.append([pair.price_text(price), pair.volume_text(pair.ordermin * rng.randint(1, 200)),
+                               now - rng.randrange(60)])
+            return levels
+
+        return {pair.key: {"asks": side(self._ask(pair, mid), 1, "asks"),
+                           "bids": side(self._bid(pair, mid), -1, "bids")}}
+
+    def _trades(self, params: dict[str, str]) -> dict:
+        """The public tape of the price path (see the module docstring), oldest first:
+        the last `count` trades, or the first `count` after `since` (seconds, or the
+        nanosecond `last` of an earlier answer)."""
+        pair = self._pair_arg(params.get("pair"))
+        count = _int(params, "count")
+        count = TRADES_COUNT if count is None else count
+        if not 1 <= count <= MAX_TRADES_COUNT:
+            raise KrakenError("EGeneral:Invalid arguments:count")
+        since = _number(params, "since")
+        series, now = self._series(pair), self._clock
+        if since is None:
+            tape = self._tape(pair, series, now - series.step * (count + 2), now)[-count:]
+            last = tape[-1][0] if tape else now
+        else:
+            after = float(since / 10 ** 9 if since >= 10 ** 12 else since)
+            start, tape = after - series.step, []
+            while len(tape) < count:
+                end = min(now, start + series.step * (count + 3))
+                page = self._tape(pair, series, start, end)
+                cut = series.holding(end) if end < now else None   # known only to its open at `end`
+                tape += [t for t in page if t[0] > after and (cut is None or t[0] < cut)]
+                if end >= now:
+                    break
+                start = cut if cut is not None else end
+            tape = tape[:count]
+            last = tape[-1][0] if tape else after
+        rows, previous = [], None
+        for when, price, volume, kind in tape:
+            rows.append([pair.price_text(price), pair.volume_text(volume), when,
+                         "s" if previous is not None and price < previous else "b", kind, "", int(when)])
+            previous = price
+        return {pair.key: rows, "last": str(int(round(last * 10 ** 9)))}
+
+    def _tape(self, pair: Pair, series: Series, start: float, t: float) -> list[tuple[float, Decimal, Decimal, str]]:
+        """(time, price, volume, "m"/"l") of the trades of the source candles opening in
+        [start, t]: four a closed candle with volume (open, low or high, high or low,
+        close, its volume split evenly), one at the open otherwise (ordermin, a stand-in:
+        no volume is known yet)."""
+        step, trades = series.step, []
+        for candle in series.candles(step, start, t):
+            if candle.ts + step > t or not candle.volume:
+                trades.append((float(candle.ts), self._on_tick(pair, candle.open, ROUND_HALF_EVEN), pair.ordermin,
+                               "m"))
+                continue
+            first, second = ((candle.low, candle.high) if candle.close >= candle.open
+                             else (candle.high, candle.low))
+            part = round_down(candle.volume / 4, pair.lot_decimals)
+            volumes = (part, part, part, candle.volume - 3 * part)
+            for i, (price, volume) in enumerate(zip((candle.open, first, second, candle.close), volumes)):
+                if volume > 0:
+                    trades.append((candle.ts + step * i / 4, self._on_tick(pair, price, ROUND_HALF_EVEN), volume,
+                                   "m" if i in (0, 3) else "l"))
+        return trades
+
     # --- private endpoints: account ---------------------------------------------------
     def _balance(self, account: Account, params: dict[str, str]) -> dict:
         return {asset: _fmt_balance(amount, self._assets[asset].decimals)
                 for asset, amount in account.balances.items()}
 
+    def _balance_ex(self, account: Account, params: dict[str, str]) -> dict:
+        """Per asset the balance, the (never used) credit and what live orders hold."""
+        result = {}
+        for asset, amount in account.balances.items():
+            places = self._assets[asset].decimals
+            result[asset] = {"balance": _fmt_balance(amount, places), "credit": _fmt(ZERO, places),
+                             "credit_used": _fmt(ZERO, places),
+                             "hold_trade": _fmt_balance(self._held(account, asset), places)}
+        return result
+
     def _trade_balance(self, account: Account, params: dict[str, str]) -> dict:
         target = self._asset_arg(params.get("asset") or "ZUSD")
         equity = sum((self._convert(amount, asset, target.id) for asset, amount in account.balances.items()),
                      ZERO)
-        unexecuted = sum((self._convert((o.vol - o.vol_exec) * o.price, o.pair.quote, target.id)
-                          for o in account.orders.values() if o.status == "open"), ZERO)
+        unexecuted = sum((self._convert((o.vol - o.vol_exec) * (o.price if o.price is not None else o.hold_price),
+                                        o.pair.quote, target.id)
+                          for o in account.orders.values() if o.live), ZERO)
         equity, unexecuted, zero = (_fmt(v, target.decimals) for v in (equity, unexecuted, ZERO))
         return {"eb": equity, "tb": equity, "m": zero, "n": zero, "c": zero, "v": zero, "e": equity, "mf": equity,
                 "uv": unexecuted}
@@ -782,17 +1037,26 @@ class KrakenSimulator(SimulatorServer):
         return ZERO
 
     # --- private endpoints: orders ----------------------------------------------------
-    def _add_order(self, account: Account, params: dict[str, str], fill_fraction: Decimal | None = None) -> dict:
+    def _add_order(self, account: Account, params: dict[str, str]) -> dict:
         side, ordertype = params.get("type"), params.get("ordertype")
         if side not in ("buy", "sell"):
             raise KrakenError("EGeneral:Invalid arguments:type")
         if ordertype not in ("market", "limit"):
             raise KrakenError("EGeneral:Invalid arguments:ordertype")
-        for name in NOT_MODELLED:
-            if params.get(name, "0") not in ("", "0"):
+        for name, defaults in NOT_MODELLED.items():
+            if params.get(name, "").lower() not in defaults:
                 raise KrakenError(f"EGeneral:Invalid arguments:{name}")
-        if params.get("timeinforce", "GTC") != "GTC":
+        if params.get("timeinforce", "GTC").upper() != "GTC":
             raise KrakenError("EGeneral:Invalid arguments:timeinforce")
+        validate = params.get("validate", "").lower()
+        if validate not in ("", "false", "0", "true", "1"):
+            raise KrakenError("EGeneral:Invalid arguments:validate")
+        deadline = params.get("deadline", "")
+        if deadline:
+            try:
+                expires = datetime.fromisoformat(deadline.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise KrakenError("EGeneral:Invalid arguments:deadline") from None
         volume = _number(params, "volume")
         if volume is None or volume <= 0:
             raise KrakenError("EGeneral:Invalid arguments:volume")
@@ -829,8 +1093,7 @@ class KrakenSimulator(SimulatorServer):
             raise KrakenError("EOrder:Order minimum not met")
         if volume * reference < pair.costmin:
             raise KrakenError("EOrder:Cost minimum not met")
-        if cl_ord_id is not None and any(o.cl_ord_id == cl_ord_id and o.status == "open"
-                                         for o in account.orders.values()):
+        if cl_ord_id is not None and any(o.cl_ord_id == cl_ord_id and o.live for o in account.orders.values()):
             raise KrakenError("EOrder:Duplicate cl_ord_id")
         if side == "buy":
             cost, fee = self._charges(pair, reference, volume, maker=False)
@@ -840,15 +1103,28 @@ class KrakenSimulator(SimulatorServer):
         if short:
             raise KrakenError("EOrder:Insufficient funds")
 
+        if deadline and expires < self._clock:
+            raise KrakenError("EService:Deadline elapsed")
+
         oflags = ",".join(flags) or "fciq"
         order = Order(self._new_id("O", account.orders), account.key, pair, side, ordertype, volume, price,
                       userref, cl_ord_id, oflags, self._clock, self._order_seq)
-        if "validate" in params:        # present means validate only, whatever its value
+        if validate in ("true", "1"):   # docs.kraken.com: validate (default false) checks without placing
             return {"descr": {"order": self._description(order)}}
         self._order_seq += 1
         account.orders[order.txid] = order
-        self._open[order.txid] = order
-        self._execute(order, market_price, fill_fraction)
+        shaping = self.take_fault("AddOrder", shaping=True,
+                                  kinds=("partial_fill", "lifecycle") if ordertype == "market" else ("partial_fill",))
+        if shaping is not None and shaping.kind == "lifecycle":
+            order.status, order.hold_price = "pending", market_price
+            order.lifecycle = Lifecycle.from_params(shaping.params)
+            self._lifecycle[order.txid] = order
+            self._run_lifecycle(order)
+            if order.lifecycle.stage == "done" and not order.lifecycle.lagging:
+                del self._lifecycle[order.txid]
+        else:
+            self._open[order.txid] = order
+            self._execute(order, market_price, shaping.params["fraction"] if shaping is not None else None)
         return {"descr": {"order": self._description(order)}, "txid": [order.txid]}
 
     def _check_open_for_orders(self, pair: Pair, ordertype: str, flags: list[str]) -> None:
@@ -929,20 +1205,82 @@ class KrakenSimulator(SimulatorServer):
 
     def _close(self, order: Order, status: str, reason: str | None = None) -> None:
         order.status, order.reason, order.closetm = status, reason, self._clock
+        if status == "canceled" and order.vol_exec:
+            order.misc = "partial"
         self._open.pop(order.txid, None)
 
-    def _available(self, account: Account, asset: str) -> Decimal:
-        """Balance not held by open orders (a buy holds its cost and taker fee at the limit price)."""
+    def _held(self, account: Account, asset: str, exclude: Order | None = None) -> Decimal:
+        """What live orders hold of `asset`: a buy its cost and taker fee at its limit price
+        (a lifecycle market buy: at the price of its placement), a sell its volume."""
         held = ZERO
         for order in account.orders.values():
-            if order.status != "open":
+            if order is exclude or not order.live:
                 continue
             remaining = order.vol - order.vol_exec
             if order.side == "buy" and asset == order.pair.quote:
-                held += sum(self._charges(order.pair, order.price, remaining, maker=False))
+                price = order.price if order.price is not None else order.hold_price
+                held += sum(self._charges(order.pair, price, remaining, maker=False))
             elif order.side == "sell" and asset == order.pair.base:
                 held += remaining
-        return account.balances.get(asset, ZERO) - held
+        return held
+
+    def _available(self, account: Account, asset: str, exclude: Order | None = None) -> Decimal:
+        """Balance not held by live orders (`exclude`'s own hold left out)."""
+        return account.balances.get(asset, ZERO) - self._held(account, asset, exclude)
+
+    # --- lifecycle orders ---------------------------------------------------------------
+    def _advance_lifecycles(self, account: Account | None, unit: str) -> None:
+        """One lookup of `account` (unit "lookups"), or the clock moved (unit "seconds", account None)."""
+        for order in list(self._lifecycle.values()):
+            script = order.lifecycle
+            if script.unit != unit or (account is not None and order.account != account.key):
+                continue
+            script.elapsed = (script.elapsed + 1 if unit == "lookups"
+                              else max(script.elapsed, self._clock - order.opentm))
+            self._run_lifecycle(order)
+            if script.stage == "done" and not script.lagging:
+                del self._lifecycle[order.txid]
+
+    def _run_lifecycle(self, order: Order) -> None:
+        """Carry out the stages of a lifecycle order that its `elapsed` has reached."""
+        script = order.lifecycle
+        if not order.live:              # canceled by CancelOrder, or short of funds
+            script.stage = "done"
+        if script.stage == "pending" and (script.elapsed > script.pending or not script.pending):
+            script.stage, order.status = "open", "open"
+            if script.fill is not None:
+                self._scripted_fill(order, round_down(order.vol * script.fill, order.pair.lot_decimals))
+        if script.stage == "open" and (script.elapsed > script.pending + script.open
+                                       or not script.pending + script.open):
+            script.stage = "done"
+            if order.live and script.end == "closed":
+                self._scripted_fill(order, order.vol - order.vol_exec)
+                if order.live:
+                    self._close(order, "closed")
+            elif order.live:
+                self._close(order, "canceled", "Partial fill" if order.vol_exec else "No fill")
+
+    def _scripted_fill(self, order: Order, volume: Decimal) -> None:
+        """Execute `volume` at the current ask (buy) or bid (sell) with the taker fee, as far
+        as the free balance (the order's own hold included) covers it; cancel the rest if not."""
+        if volume <= 0:
+            return
+        pair, account = order.pair, self._accounts[order.account]
+        mid = self._mid(pair)
+        if order.side == "buy":
+            price = self._ask(pair, mid)
+            free = self._available(account, pair.quote, exclude=order)
+            covered = min(volume, round_down(max(free, ZERO) / (price * (1 + self.fee_percent / 100)),
+                                             pair.lot_decimals))
+            while covered > 0 and sum(self._charges(pair, price, covered, maker=False)) > free:
+                covered -= Decimal(1).scaleb(-pair.lot_decimals)
+        else:
+            price = self._bid(pair, mid)
+            covered = min(volume, max(self._available(account, pair.base, exclude=order), ZERO))
+        if covered > 0:
+            self._fill(order, covered, price, maker=False)
+        if covered < volume:
+            self._close(order, "canceled", "Insufficient funds")
 
     def _new_id(self, first: str, taken: dict) -> str:
         while True:
@@ -968,7 +1306,7 @@ class KrakenSimulator(SimulatorServer):
                  "cost": pair.cost_text(order.cost), "fee": pair.cost_text(order.fee),
                  "price": pair.price_text(average), "stopprice": "0.00000", "limitprice": "0.00000",
                  "misc": order.misc, "oflags": order.oflags}
-        if order.status != "open":
+        if not order.live:
             entry["closetm"] = order.closetm
             entry["reason"] = order.reason
         if with_trades and order.trades:
@@ -978,14 +1316,15 @@ class KrakenSimulator(SimulatorServer):
     def _filtered(self, account: Account, params: dict[str, str], statuses: tuple[str, ...]) -> list[Order]:
         """The account's orders with these statuses matching the userref and cl_ord_id filters, newest first."""
         userref, cl_ord_id = _int(params, "userref"), params.get("cl_ord_id") or None
-        found = [o for o in account.orders.values() if o.status in statuses
+        found = [o for o in account.orders.values() if o.status in statuses and o.visible
                  and (userref is None or o.userref == userref)
                  and (cl_ord_id is None or o.cl_ord_id == cl_ord_id)]
         return found[::-1]
 
     def _open_orders(self, account: Account, params: dict[str, str]) -> dict:
         trades = _flag(params, "trades")
-        return {"open": {o.txid: self._order_json(o, trades) for o in self._filtered(account, params, ("open",))}}
+        return {"open": {o.txid: self._order_json(o, trades)
+                         for o in self._filtered(account, params, ("pending", "open"))}}
 
     def _closed_orders(self, account: Account, params: dict[str, str]) -> dict:
         closetime = params.get("closetime", "both")
@@ -994,7 +1333,7 @@ class KrakenSimulator(SimulatorServer):
 
         def bound(name: str) -> float | None:
             text = params.get(name, "")
-            if text in account.orders:
+            if text in account.orders and account.orders[text].visible:
                 order = account.orders[text]
                 return order.closetm if closetime == "close" and order.closetm else order.opentm
             return _number(params, name)
@@ -1020,7 +1359,7 @@ class KrakenSimulator(SimulatorServer):
         if not txids or len(txids) > MAX_QUERY_TXIDS:
             raise KrakenError("EGeneral:Invalid arguments:txid")
         userref = _int(params, "userref")
-        if any(t not in account.orders for t in txids):
+        if any(t not in account.orders or not account.orders[t].visible for t in txids):
             raise KrakenError("EOrder:Invalid order")
         trades = _flag(params, "trades")
         return {t: self._order_json(account.orders[t], trades) for t in txids
@@ -1038,11 +1377,14 @@ class KrakenSimulator(SimulatorServer):
             targets = [o for o in account.orders.values() if o.userref == int(txid)]
         else:
             targets = [account.orders[txid]] if txid in account.orders else []
-        targets = [o for o in targets if o.status == "open"]
+        targets = [o for o in targets if o.live and o.visible]
         if not targets:
             raise KrakenError("EOrder:Unknown order")
         for order in targets:
             self._close(order, "canceled", "User requested")
+            if order.lifecycle is not None:
+                order.lifecycle.stage = "done"
+                self._lifecycle.pop(order.txid, None)
         return {"count": len(targets)}
 
     def _trades_history(self, account: Account, params: dict[str, str]) -> dict:
@@ -1055,7 +1397,7 @@ class KrakenSimulator(SimulatorServer):
             return account.trades[text].time if text in account.trades else _number(params, name)
 
         start, end, ofs = bound("start"), bound("end"), _int(params, "ofs") or 0
-        found = [t for t in reversed(account.trades.values()) if kind in ("all", "no position")
+        found = [t for t in reversed(account.trades.values()) if kind in ("all", "no position") and t.order.visible
                  and (start is None or t.time > start) and (end is None or t.time <= end)]
         return {"trades": {t.txid: self._trade_json(t) for t in found[ofs:ofs + PAGE]}, "count": len(found)}
 
