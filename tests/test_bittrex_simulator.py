@@ -928,6 +928,22 @@ def test_a_scripted_fill_never_goes_beyond_the_limit(bittrex_sim: BittrexSimulat
     assert lookup(bittrex_sim, order["id"])["proceeds"] == "29.00000000"
 
 
+def test_a_scripted_buy_fills_only_what_the_funds_cover(bittrex_sim: BittrexSimulator) -> None:
+    bittrex_sim.set_price("BTC-EUR", "30000")
+    bittrex_sim.add_account("small", "small-secret", {"EUR": "100"})
+    bittrex_sim.inject("POST /v3/orders", "lifecycle", pending=1, open=1, fill="0.5")
+    order = call(bittrex_sim, "POST", "/v3/orders", new_order(quantity="0.003"), key="small",
+                 secret="small-secret").json()  # 90.27 EUR held at the ask of 30015
+    bittrex_sim.set_price("BTC-EUR", "40000")  # ask 40020: the half still fits, the rest does not
+    bittrex_sim.complete_orders()
+    [truth] = bittrex_sim.account_orders("small")
+    assert (truth.id, truth.status, truth.closed) == (order["id"], "CLOSED", START_TIME)
+    assert Decimal("0.0015") < truth.fill_quantity < Decimal("0.003")
+    left = bittrex_sim.balances("small")["EUR"]
+    assert left == 100 - truth.proceeds - truth.commission
+    assert 0 <= left < Decimal("40020e-8") * Decimal("1.0025")  # 0.00000001 BTC more would not fit
+
+
 def test_delete_cancels_the_rest_of_a_lifecycle_order(bittrex_sim: BittrexSimulator, bittrex_client) -> None:
     bittrex_sim.set_price("BTC-EUR", "30000")
     bittrex_sim.inject("POST /v3/orders", "lifecycle", open=5, fill="0.5")

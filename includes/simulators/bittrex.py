@@ -701,7 +701,8 @@ class BittrexSimulator:
           it stays OPEN unfilled for `pending` units, then OPEN for `open`
           units with `fill` (0 < fill < 1) of its quantity executed on entering
           that stage at the then-current ask (buy) or bid (sell), never beyond
-          its limit; then CLOSED: end="closed" executes the rest at the
+          its limit and as far as the funds cover (the rest is then cancelled);
+          then CLOSED: end="closed" executes the rest at the
           then-current price, end="canceled" leaves it unfilled (closedAt set;
           kept visible even with no fills unless forget_unfilled_cancels).  It
           is invisible (404 ORDER_DOES_NOT_EXIST, not listed, DELETE says it does
@@ -1224,23 +1225,33 @@ class BittrexSimulator:
                 self._scripted_fill(order, account, (order.quantity * script.fill).quantize(EIGHT, ROUND_DOWN))
         if script.stage == "open" and script.elapsed > script.pending + script.open:
             script.stage = "done"
-            if script.end == "closed":
+            if script.end == "closed" and order.closed is None:
                 self._scripted_fill(order, account, order.remaining)
-                self._close(order, account)
-            else:
-                self._cancel(order, account)
+            if order.closed is None:
+                (self._close if script.end == "closed" else self._cancel)(order, account)
 
     def _scripted_fill(self, order: Order, account: Account, quantity: Decimal) -> None:
-        """A fill at the current ask (buy) or bid (sell), never beyond the order's limit."""
+        """A fill at the current ask (buy) or bid (sell), never beyond the order's limit, as far
+        as the account's funds (the order's own hold included) cover it; the rest is cancelled if
+        not (a market buy holds at the ask of its placement, and the price may have risen)."""
         if quantity <= 0:
             return
         bid, ask = self._bid_ask(order.market)
+        free = account.available(order.hold_currency) + order.held
         if order.direction == "BUY":
             at = ask if order.limit is None else min(ask, order.limit)
+            covered = min(quantity, (max(free, Decimal(0)) / (at * (1 + self.commission_percent / 100)))
+                          .quantize(EIGHT, ROUND_DOWN))
+            while covered > 0 and sum(self._cost(covered, at)) > free:
+                covered -= EIGHT
         else:
             at = bid if order.limit is None else max(bid, order.limit)
-        self._fill(order, account, quantity, at, taker=True)
-        self._set_hold(order, account)
+            covered = min(quantity, max(free, Decimal(0)))
+        if covered > 0:
+            self._fill(order, account, covered, at, taker=True)
+            self._set_hold(order, account)
+        if covered < quantity:
+            self._cancel(order, account)
 
     def _match_open_orders(self) -> None:
         """Resting limit orders fill, at their limit, once the current price crosses it (a lifecycle
