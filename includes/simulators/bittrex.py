@@ -87,7 +87,6 @@ IMMEDIATE = ("IMMEDIATE_OR_CANCEL", "FILL_OR_KILL")
 RESTING = ("GOOD_TIL_CANCELLED", "POST_ONLY_GOOD_TIL_CANCELLED")
 ERROR_FAULTS = ("http_500", "http_503", "malformed_json", "throttled")  # take after=True
 FAULTS = ("delay", *ERROR_FAULTS, "drop", "partial_fill", "lost_reply", "lifecycle")
-ORDERS_ROUTE = ("POST", "/v3/orders")
 LIFECYCLE_ENDS = ("closed", "canceled")
 LIFECYCLE_UNITS = ("lookups", "seconds")
 LOOKUP_ROUTES = {("GET", "/v3/orders/{orderId}"), ("GET", "/v3/orders/open"), ("GET", "/v3/orders/closed")}
