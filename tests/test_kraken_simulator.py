@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import random
 import re
 import signal
@@ -720,6 +721,419 @@ def test_lost_reply_held_past_the_client_timeout(kraken_sim: KrakenSimulator, kr
     with pytest.raises(requests.exceptions.ReadTimeout):
         kraken_api.query_private("AddOrder", {**resting, "userref": 99}, timeout=0.3)
     assert len(ok(call(kraken_api, "OpenOrders", userref=99))["open"]) == 1
+
+
+@pytest.mark.parametrize("fault, after", [(f, a) for f in ("http_500", "http_520", "malformed_json") for a in (False, True)])
+def test_http_faults_before_or_after_the_order_reaches_the_book(kraken_sim: KrakenSimulator, kraken_api: krakenex.API,
+                                                                fault: str, after: bool) -> None:
+    kraken_sim.inject("AddOrder", fault, after=after)
+    expected = requests.exceptions.JSONDecodeError if fault == "malformed_json" else requests.exceptions.HTTPError
+    with pytest.raises(expected):
+        call(kraken_api, "AddOrder", **BUY, userref=5)
+    placed = kraken_sim.account_orders(kraken_sim.test_key)
+    assert [(o.userref, o.status, o.vol_exec) for o in placed] == ([(5, "closed", Decimal("0.001"))] if after else [])
+    assert len(ok(call(kraken_api, "ClosedOrders", userref=5))["closed"]) == (1 if after else 0)
+    assert kraken_sim.calls["AddOrder"] == 1
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("service_unavailable", "EService:Unavailable"), ("busy", "EService:Busy"),
+    ("deadline_elapsed", "EService:Deadline elapsed"), ("internal_error", "EGeneral:Internal error"),
+    ("too_many_requests", "EGeneral:Too many requests"), ("lockout", "EGeneral:Temporary lockout")])
+def test_error_faults_after_the_order_was_placed(kraken_sim: KrakenSimulator, kraken_api: krakenex.API,
+                                                 fault: str, message: str) -> None:
+    kraken_sim.inject("AddOrder", fault, after=True)
+    ref = str(uuid.uuid4())
+    assert call(kraken_api, "AddOrder", **BUY, cl_ord_id=ref) == {"error": [message]}
+    order, = kraken_sim.account_orders(kraken_sim.test_key)
+    assert (order.cl_ord_id, order.status, order.vol_exec) == (ref, "closed", Decimal("0.001"))
+    assert list(ok(call(kraken_api, "ClosedOrders", cl_ord_id=ref))["closed"]) == [order.txid]
+
+
+def test_throttled_names_the_time_to_retry_on_the_simulated_clock(kraken_sim: KrakenSimulator,
+                                                                  kraken_api: krakenex.API) -> None:
+    kraken_sim.set_time(1700000000)
+    kraken_sim.inject("Ticker", "throttled")
+    kraken_sim.inject("Ticker", "throttled", seconds=30)
+    assert kraken_api.query_public("Ticker", {"pair": "XBTEUR"})["error"] == ["EService:Throttled: 1700000005"]
+    assert kraken_api.query_public("Ticker", {"pair": "XBTEUR"})["error"] == ["EService:Throttled: 1700000030"]
+    kraken_sim.inject("AddOrder", "throttled")
+    assert call(kraken_api, "AddOrder", **BUY)["error"] == ["EService:Throttled: 1700000005"]
+    assert kraken_sim.account_orders(kraken_sim.test_key) == []        # not processed
+
+
+def test_drop_closes_the_connection_without_processing(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "drop")
+    with pytest.raises(requests.exceptions.ConnectionError):
+        call(kraken_api, "AddOrder", **BUY)
+    assert kraken_sim.calls["AddOrder"] == 1 and kraken_sim.account_orders(kraken_sim.test_key) == []
+    assert ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+
+
+def test_faults_with_after_through_the_control_api(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    control = kraken_sim.url + "/_sim/"
+    listed = requests.post(control + "fault", json={"method": "AddOrder", "fault": "deadline_elapsed",
+                                                    "after": True}, timeout=5).json()
+    assert listed == [{"method": "AddOrder", "fault": "deadline_elapsed", "times": 1, "after": True}]
+    assert call(kraken_api, "AddOrder", **BUY)["error"] == ["EService:Deadline elapsed"]
+    requests.post(control + "fault", json={"method": "AddOrder", "fault": "http_500", "after": False}, timeout=5)
+    with pytest.raises(requests.exceptions.HTTPError):
+        call(kraken_api, "AddOrder", **BUY)
+    assert [o.status for o in kraken_sim.account_orders(kraken_sim.test_key)] == ["closed"]
+    assert requests.post(control + "fault", json={"method": "Time", "fault": "lifecycle"}, timeout=5).status_code == 400
+
+
+# --- lifecycle orders ------------------------------------------------------------------------
+
+def order_state(api: krakenex.API, txid: str) -> tuple:
+    order = ok(call(api, "QueryOrders", txid=txid))[txid]
+    return order["status"], order["vol_exec"], order["cost"], order["fee"]
+
+
+def balance_ex(api: krakenex.API, asset: str) -> tuple[str, str]:
+    entry = ok(call(api, "BalanceEx"))[asset]
+    return entry["balance"], entry["hold_trade"]
+
+
+def test_lifecycle_by_lookups_each_order_query_is_a_unit(kraken_sim: KrakenSimulator,
+                                                         kraken_api: krakenex.API) -> None:
+    """pending=1, open=1: the first lookup sees it pending, the second open (0.4 filled
+    at the ask then), the third closed; QueryOrders, OpenOrders and ClosedOrders all count."""
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    kraken_sim.inject("AddOrder", "lifecycle", pending=1, open=1, fill="0.4")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    truth, = kraken_sim.account_orders(kraken_sim.test_key)
+    assert (truth.txid, truth.status, truth.vol_exec) == (txid, "pending", 0)
+    # the whole order is held at the ask of its placement: cost 30.01500 + fee 0.07804
+    assert balance_ex(kraken_api, "ZEUR") == ("1000.0000", "30.09304")      # BalanceEx is no lookup
+    assert ok(call(kraken_api, "TradesHistory"))["count"] == 0               # nor TradesHistory
+    assert order_state(kraken_api, txid) == ("pending", "0.00000000", "0.00000", "0.00000")
+    kraken_sim.set_price("XBTEUR", "31000.0")                                # ask 31015.5
+    opened = ok(call(kraken_api, "OpenOrders"))["open"][txid]
+    assert (opened["status"], opened["vol_exec"], opened["cost"]) == ("open", "0.00040000", "12.40620")
+    closed = ok(call(kraken_api, "ClosedOrders"))["closed"][txid]
+    # + 0.0006 x 31015.5 = 18.60930
+    assert (closed["status"], closed["vol_exec"], closed["cost"], closed["price"]) == \
+        ("closed", "0.00100000", "31.01550", "31015.5")
+    truth, = kraken_sim.account_orders(kraken_sim.test_key)
+    assert (truth.status, truth.vol_exec, truth.cost) == ("closed", Decimal("0.001"), Decimal("31.0155"))
+
+
+def test_lifecycle_stage_by_stage(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    """pending=2, open=1: lookups 1-2 see it pending, lookup 3 opens it (0.4 filled at
+    the ask then), lookup 4 closes it (the rest at the ask then)."""
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    kraken_sim.inject("AddOrder", "lifecycle", pending=2, open=1, fill="0.4")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    assert order_state(kraken_api, txid) == ("pending", "0.00000000", "0.00000", "0.00000")
+    assert order_state(kraken_api, txid) == ("pending", "0.00000000", "0.00000", "0.00000")
+    kraken_sim.set_price("XBTEUR", "31000.0")                                # ask 31015.5
+    # 0.0004 x 31015.5 = 12.40620, fee 0.0322561 rounded up
+    assert order_state(kraken_api, txid) == ("open", "0.00040000", "12.40620", "0.03226")
+    # the rest (0.0006) is held at the placement ask 30015.0: 18.00900 + 0.04683
+    assert balance_ex(kraken_api, "ZEUR") == ("987.56154", "18.05583")
+    kraken_sim.set_price("XBTEUR", "32000.0")                                # ask 32016.0
+    # + 0.0006 x 32016.0 = 19.20960, fee 0.0499450 rounded up
+    order = ok(call(kraken_api, "QueryOrders", txid=txid, trades=True))[txid]
+    assert (order["status"], order["vol_exec"], order["cost"], order["fee"], order["price"], len(order["trades"])) == \
+        ("closed", "0.00100000", "31.61580", "0.08221", "31615.8", 2)
+    assert balance_ex(kraken_api, "ZEUR") == ("968.30199", "0.0000")
+    truth, = kraken_sim.account_orders(kraken_sim.test_key)
+    assert (truth.status, truth.vol_exec, truth.cost, truth.fee) == \
+        ("closed", Decimal("0.001"), Decimal("31.61580"), Decimal("0.08221"))
+
+
+def test_lifecycle_by_seconds_ignores_lookups(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    kraken_sim.inject("AddOrder", "lifecycle", pending=10, open=20, unit="seconds")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    assert [order_state(kraken_api, txid)[0] for _ in range(3)] == ["pending"] * 3
+    kraken_sim.advance(10)
+    assert order_state(kraken_api, txid)[0] == "pending"
+    kraken_sim.advance(1)
+    assert order_state(kraken_api, txid)[:2] == ("open", "0.00000000")      # fill=None: nothing while open
+    kraken_sim.set_price("XBTEUR", "30100.0")                               # ask 30115.1 (30115.05 up)
+    kraken_sim.advance(19)
+    assert order_state(kraken_api, txid)[0] == "open"
+    kraken_sim.advance(1)
+    assert order_state(kraken_api, txid) == ("closed", "0.00100000", "30.11510", "0.07830")
+
+
+def test_lifecycle_partial_fill_then_canceled(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    kraken_sim.inject("AddOrder", "lifecycle", open=1, fill="0.5", end="canceled")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    # pending=0: it opens on placement and half fills at once: 0.0005 x 30015.0 = 15.00750 + 0.03902
+    assert kraken_sim.balances(kraken_sim.test_key)["XXBT"] == Decimal("0.0505")
+    assert order_state(kraken_api, txid) == ("open", "0.00050000", "15.00750", "0.03902")
+    order = ok(call(kraken_api, "QueryOrders", txid=txid))[txid]
+    assert (order["status"], order["vol_exec"], order["misc"], order["reason"]) == \
+        ("canceled", "0.00050000", "partial", "Partial fill")
+    assert balance_ex(kraken_api, "ZEUR") == ("984.95348", "0.0000")
+    assert [(o.status, o.vol_exec) for o in kraken_sim.account_orders(kraken_sim.test_key)] == \
+        [("canceled", Decimal("0.0005"))]
+
+
+def test_lifecycle_without_stages_fills_at_once(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "lifecycle")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    assert kraken_sim.account_orders(kraken_sim.test_key)[0].status == "closed"
+    assert order_state(kraken_api, txid)[:2] == ("closed", "0.00100000")
+
+
+def test_lifecycle_hidden_order_is_unknown_for_a_while(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    ref = str(uuid.uuid4())
+    kraken_sim.inject("AddOrder", "lifecycle", pending=5, hidden=2)
+    txid, = ok(call(kraken_api, "AddOrder", **BUY, cl_ord_id=ref))["txid"]
+    assert call(kraken_api, "QueryOrders", txid=txid)["error"] == ["EOrder:Invalid order"]       # lookup 1
+    assert call(kraken_api, "CancelOrder", txid=txid)["error"] == ["EOrder:Unknown order"]       # no lookup
+    assert call(kraken_api, "CancelOrder", cl_ord_id=ref)["error"] == ["EOrder:Unknown order"]
+    assert ok(call(kraken_api, "OpenOrders"))["open"] == {}                                       # lookup 2
+    assert call(kraken_api, "AddOrder", **BUY, cl_ord_id=ref)["error"] == ["EOrder:Duplicate cl_ord_id"]
+    assert list(ok(call(kraken_api, "OpenOrders", cl_ord_id=ref))["open"]) == [txid]             # lookup 3
+    assert [(o.txid, o.status) for o in kraken_sim.account_orders(kraken_sim.test_key)] == [(txid, "pending")]
+
+
+def test_lifecycle_hidden_after_it_filled(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "lifecycle", hidden=1)
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    assert kraken_sim.balances(kraken_sim.test_key)["XXBT"] == Decimal("0.051")      # filled at once
+    assert ok(call(kraken_api, "ClosedOrders")) == {"closed": {}, "count": 0}
+    assert ok(call(kraken_api, "TradesHistory"))["count"] == 0
+    assert list(ok(call(kraken_api, "ClosedOrders"))["closed"]) == [txid]
+    assert ok(call(kraken_api, "TradesHistory"))["count"] == 1
+
+
+def test_lifecycle_order_holds_its_funds(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    kraken_sim.inject("AddOrder", "lifecycle", pending=3)
+    ok(call(kraken_api, "AddOrder", **{**BUY, "volume": "0.03"}))        # holds 900.45000 + 2.34117 EUR
+    assert call(kraken_api, "AddOrder", **{**BUY, "volume": "0.004"})["error"] == ["EOrder:Insufficient funds"]
+    assert ok(call(kraken_api, "AddOrder", **{**BUY, "volume": "0.003"}))["txid"]
+    kraken_sim.inject("AddOrder", "lifecycle", pending=3)
+    ok(call(kraken_api, "AddOrder", pair="XBTEUR", type="sell", ordertype="market", volume="0.05"))
+    assert balance_ex(kraken_api, "XXBT") == ("0.0530000000", "0.0500000000")
+    assert call(kraken_api, "AddOrder", pair="XBTEUR", type="sell", ordertype="market",
+                volume="0.004")["error"] == ["EOrder:Insufficient funds"]
+    trade_balance = ok(call(kraken_api, "TradeBalance", asset="ZEUR"))
+    assert Decimal(trade_balance["uv"]) > 900
+
+
+def test_delayed_buy_fills_what_the_funds_cover_and_cancels_the_rest(kraken_sim: KrakenSimulator) -> None:
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    key, secret = kraken_sim.add_account(balances={"ZEUR": "31"})
+    api = client(kraken_sim, key, secret)
+    kraken_sim.inject("AddOrder", "lifecycle", pending=1)
+    txid, = ok(call(api, "AddOrder", **BUY))["txid"]                 # 30.09304 at ask 30015.0: covered
+    kraken_sim.set_price("XBTEUR", "33000.0")                         # ask 33016.5
+    assert order_state(api, txid)[0] == "pending"
+    order = ok(call(api, "QueryOrders", txid=txid))[txid]
+    # 31 EUR buy 0.00093649 at 33016.5: cost 30.91962 + fee 0.08040 = 31.00002 > 31, so 0.00093648
+    assert (order["status"], order["vol_exec"], order["misc"], order["reason"]) == \
+        ("canceled", "0.00093648", "partial", "Insufficient funds")
+    balance = kraken_sim.balances(key)
+    assert Decimal(0) <= balance["ZEUR"] < Decimal("0.001") and balance["XXBT"] == Decimal("0.00093648")
+    truth, = kraken_sim.account_orders(key)
+    assert (truth.vol_exec, str(truth.cost + truth.fee)) == (Decimal("0.00093648"), str(31 - balance["ZEUR"]))
+
+
+def test_cancel_a_pending_lifecycle_order(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "lifecycle", pending=3, open=1, fill="0.5")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY, userref=9))["txid"]
+    assert ok(call(kraken_api, "CancelOrder", txid=9)) == {"count": 1}
+    assert balance_ex(kraken_api, "ZEUR") == ("1000.0000", "0.0000")
+    states = [order_state(kraken_api, txid) for _ in range(5)]
+    assert states == [("canceled", "0.00000000", "0.00000", "0.00000")] * 5
+    assert ok(call(kraken_api, "QueryOrders", txid=txid))[txid]["reason"] == "User requested"
+    assert call(kraken_api, "CancelOrder", txid=txid)["error"] == ["EOrder:Unknown order"]
+
+
+def test_cancel_an_open_partly_filled_lifecycle_order(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "lifecycle", open=5, fill="0.5")
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    assert ok(call(kraken_api, "CancelOrder", txid=txid)) == {"count": 1}
+    order = ok(call(kraken_api, "QueryOrders", txid=txid))[txid]
+    assert (order["status"], order["vol_exec"], order["misc"]) == ("canceled", "0.00050000", "partial")
+    assert kraken_sim.balances(kraken_sim.test_key)["XXBT"] == Decimal("0.0505")
+
+
+def test_complete_orders_finishes_every_script(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "lifecycle", times=2, pending=100, hidden=100)
+    a, b = (ok(call(kraken_api, "AddOrder", **BUY))["txid"][0] for _ in range(2))
+    assert kraken_sim.complete_orders() == 2
+    assert list(ok(call(kraken_api, "QueryOrders", txid=f"{a},{b}"))) == [a, b]
+    assert [o.status for o in kraken_sim.account_orders(kraken_sim.test_key)] == ["closed", "closed"]
+    kraken_sim.inject("AddOrder", "lifecycle", pending=100)
+    ok(call(kraken_api, "AddOrder", **BUY))
+    assert requests.post(kraken_sim.url + "/_sim/complete_orders", json={}, timeout=5).json() == {"completed": 1}
+    assert kraken_sim.balances(kraken_sim.test_key)["XXBT"] == Decimal("0.053")
+
+
+def test_a_lifecycle_and_an_answer_fault_on_one_call(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.inject("AddOrder", "lifecycle", pending=1)
+    kraken_sim.inject("AddOrder", "internal_error", after=True)
+    assert call(kraken_api, "AddOrder", **BUY)["error"] == ["EGeneral:Internal error"]
+    assert [o.status for o in kraken_sim.account_orders(kraken_sim.test_key)] == ["pending"]
+    kraken_sim.inject("AddOrder", "lifecycle", pending=1)
+    kraken_sim.inject("AddOrder", "busy")        # refused at the door: the lifecycle waits for a placed order
+    assert call(kraken_api, "AddOrder", **BUY)["error"] == ["EService:Busy"]
+    ok(call(kraken_api, "AddOrder", **{**BUY, "ordertype": "limit", "price": "20000.0"}))   # limit: not scripted
+    ok(call(kraken_api, "AddOrder", **BUY))
+    assert [o.status for o in kraken_sim.account_orders(kraken_sim.test_key)] == ["pending", "open", "pending"]
+
+
+def test_lifecycle_parameters_are_checked_at_injection(kraken_sim: KrakenSimulator) -> None:
+    for bad in ({"fill": "1"}, {"end": "expired"}, {"unit": "minutes"}, {"pending": 1.5}, {"pending": -1},
+                {"colour": "red"}):
+        with pytest.raises(ValueError):
+            kraken_sim.inject("AddOrder", "lifecycle", **bad)
+    with pytest.raises(ValueError):
+        kraken_sim.inject("*", "lifecycle")
+    kraken_sim.inject("AddOrder", "lifecycle", pending=1.5, unit="seconds")
+
+
+# --- BalanceEx, order parameters, JSON bodies ------------------------------------------------
+
+def test_balance_ex_shows_what_open_orders_hold(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    assert ok(call(kraken_api, "BalanceEx")) == {
+        "ZEUR": {"balance": "1000.0000", "credit": "0.0000", "credit_used": "0.0000", "hold_trade": "0.0000"},
+        "XXBT": {"balance": "0.0500000000", "credit": "0.0000000000", "credit_used": "0.0000000000",
+                 "hold_trade": "0.0000000000"},
+        "XETH": {"balance": "0.5000000000", "credit": "0.0000000000", "credit_used": "0.0000000000",
+                 "hold_trade": "0.0000000000"}}
+    ok(call(kraken_api, "AddOrder", pair="XBTEUR", type="buy", ordertype="limit", price="20000.0", volume="0.001"))
+    ok(call(kraken_api, "AddOrder", pair="ETHEUR", type="sell", ordertype="limit", price="9000.00", volume="0.2"))
+    balances = ok(call(kraken_api, "BalanceEx"))
+    # 0.001 x 20000.0 = 20.00000, taker fee 0.05200 held
+    assert (balances["ZEUR"]["balance"], balances["ZEUR"]["hold_trade"]) == ("1000.0000", "20.05200")
+    assert balances["XETH"]["hold_trade"] == "0.2000000000"
+    assert ok(call(kraken_api, "Balance"))["ZEUR"] == "1000.0000"     # Balance shows totals
+
+
+@pytest.mark.parametrize("fields", [{"reduce_only": "false"}, {"reduce_only": False}, {"leverage": "none"},
+                                    {"starttm": "0"}, {"expiretm": "0"}, {"stptype": "cancel-newest"},
+                                    {"timeinforce": "gtc"}, {"trigger": "last"}, {"oflags": "fciq"},
+                                    {"deadline": "2999-01-01T00:00:00Z"}, {"displayvol": ""}])
+def test_parameters_at_their_default_are_accepted(kraken_sim: KrakenSimulator, kraken_api: krakenex.API,
+                                                  fields: dict) -> None:
+    txid, = ok(call(kraken_api, "AddOrder", **BUY, **fields))["txid"]
+    assert kraken_sim.account_orders(kraken_sim.test_key)[0].txid == txid
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"reduce_only": "true"}, "EGeneral:Invalid arguments:reduce_only"),
+    ({"stptype": "cancel-all"}, "EGeneral:Invalid arguments:stptype"),
+    ({"starttm": "+60"}, "EGeneral:Invalid arguments:starttm"),
+    ({"price2": "25000"}, "EGeneral:Invalid arguments:price2"),
+    ({"close[ordertype]": "limit"}, "EGeneral:Invalid arguments:close[ordertype]"),
+    ({"deadline": "soon"}, "EGeneral:Invalid arguments:deadline"),
+    ({"deadline": "2001-01-01T00:00:00Z"}, "EService:Deadline elapsed"),
+])
+def test_parameters_the_simulator_cannot_model_are_refused(kraken_sim: KrakenSimulator, kraken_api: krakenex.API,
+                                                           fields: dict, message: str) -> None:
+    assert call(kraken_api, "AddOrder", **BUY, **fields)["error"] == [message]
+    assert kraken_sim.account_orders(kraken_sim.test_key) == []
+
+
+def raw_json(sim: KrakenSimulator, key: str, secret: str, method: str, body: str,
+             signature: str | None = None) -> dict:
+    """A private call with a JSON body, signed over its exact bytes unless `signature` is given."""
+    path = f"/0/private/{method}"
+    headers = {"API-Key": key, "API-Sign": signature or sign(secret, path, body), "Content-Type": "application/json"}
+    return requests.post(sim.url + path, data=body.encode(), headers=headers, timeout=5).json()
+
+
+def test_json_bodies_signed_over_their_raw_bytes(kraken_sim: KrakenSimulator) -> None:
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    key, secret = kraken_sim.add_account(balances={"ZEUR": "100"})
+    body = '{"nonce": 1700000000001, "pair": "XBTEUR", "type": "buy", "ordertype": "market", "volume": 0.001,' \
+           ' "validate": false, "reduce_only": false, "userref": 7}'
+    txid, = ok(raw_json(kraken_sim, key, secret, "AddOrder", body))["txid"]
+    # the nonce is the JSON's; the same body again is a replay
+    assert raw_json(kraken_sim, key, secret, "AddOrder", body)["error"] == ["EAPI:Invalid nonce"]
+    order = ok(raw_json(kraken_sim, key, secret, "QueryOrders",
+                        json.dumps({"nonce": "1700000000002", "txid": [txid], "trades": True})))[txid]
+    assert (order["userref"], order["vol_exec"], len(order["trades"])) == (7, "0.00100000", 1)
+    assert ok(raw_json(kraken_sim, key, secret, "Balance", '{"nonce":1700000000003}'))["XXBT"] == "0.0010000000"
+
+
+def test_json_bodies_with_a_bad_signature_are_refused(kraken_sim: KrakenSimulator) -> None:
+    key, secret = kraken_sim.add_account(balances={"ZEUR": "100"})
+    path = "/0/private/AddOrder"
+    body = json.dumps({"nonce": 1700000000001, "pair": "XBTEUR", "type": "buy", "ordertype": "market",
+                       "volume": "0.001"})
+    respaced = body.replace(", ", ",")          # the same object, other bytes
+    assert raw_json(kraken_sim, key, secret, "AddOrder", body, sign(secret, path, respaced))["error"] == \
+        ["EAPI:Invalid signature"]
+    assert raw_json(kraken_sim, key, new_credentials()[1], "AddOrder", body)["error"] == ["EAPI:Invalid signature"]
+    # signed as JSON but sent as a form: the server reads no nonce from it
+    assert raw_private(kraken_sim, key, secret, "AddOrder", body)["error"] == ["EAPI:Invalid signature"]
+    assert raw_json(kraken_sim, key, secret, "Balance", '{"nonce": 5', sign(secret, "/0/private/Balance", ""))[
+        "error"] == ["EGeneral:Invalid arguments"]
+    assert kraken_sim.account_orders(key) == []
+    assert ok(raw_json(kraken_sim, key, secret, "AddOrder", body))["txid"]     # the same body, rightly signed
+
+
+# --- Depth and Trades ------------------------------------------------------------------------------
+
+def test_depth_is_a_book_around_the_ticker(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.set_price("XBTEUR", "30000.0")
+    book = ok(kraken_api.query_public("Depth", {"pair": "XBTEUR", "count": 5}))
+    assert list(book) == ["XXBTZEUR"]
+    asks, bids = book["XXBTZEUR"]["asks"], book["XXBTZEUR"]["bids"]
+    assert len(asks) == len(bids) == 5
+    assert all([type(v) for v in level] == [str, str, int] for level in asks + bids)
+    ticker = ok(kraken_api.query_public("Ticker", {"pair": "XBTEUR"}))["XXBTZEUR"]
+    assert (asks[0][0], bids[0][0]) == (ticker["a"][0], ticker["b"][0]) == ("30015.0", "29985.0")
+    ask_prices, bid_prices = [Decimal(a[0]) for a in asks], [Decimal(b[0]) for b in bids]
+    assert ask_prices == sorted(set(ask_prices)) and bid_prices == sorted(set(bid_prices), reverse=True)
+    assert all(Decimal(level[1]) >= Decimal("0.0001") and level[2] <= kraken_sim.clock for level in asks + bids)
+    full = ok(kraken_api.query_public("Depth", {"pair": "XBTEUR"}))["XXBTZEUR"]
+    assert len(full["asks"]) == 100 and full["asks"][:5] == asks and full["bids"][:5] == bids
+    assert kraken_api.query_public("Depth", {"pair": "XBTEUR", "count": 501})["error"] == \
+        ["EGeneral:Invalid arguments:count"]
+    assert kraken_api.query_public("Depth", {"pair": "NOPE"})["error"] == ["EQuery:Unknown asset pair"]
+
+
+def test_trades_follow_the_price_path(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.set_time(kraken_sim.clock // 60 * 60 + 30)
+    result = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR"}))
+    trades, last = result["XXBTZEUR"], result["last"]
+    assert len(trades) == 1000 and isinstance(last, str)
+    assert all([type(v) for v in t] == [str, str, float, str, str, str, int] and t[3] in "bs" and t[4] in "ml"
+               for t in trades)
+    times = [t[2] for t in trades]
+    assert times == sorted(times) and times[-1] <= kraken_sim.clock and int(last) == int(times[-1] * 10 ** 9)
+    ticker = ok(kraken_api.query_public("Ticker", {"pair": "XBTEUR"}))["XXBTZEUR"]
+    assert trades[-1][0] == ticker["c"][0]                      # the last trade is the last price
+    # every closed minute: its volume, and prices within its low and high
+    minutes = ok(kraken_api.query_public("OHLC", {"pair": "XBTEUR"}))["XXBTZEUR"]
+    by_minute: dict[int, list] = {}
+    for t in trades:
+        by_minute.setdefault(int(t[2]) // 60 * 60, []).append(t)
+    for ts, _, high, low, _, _, volume, _ in minutes[-100:-1]:
+        assert sum(Decimal(t[1]) for t in by_minute[ts]) == Decimal(volume)
+        assert all(Decimal(low) <= Decimal(t[0]) <= Decimal(high) for t in by_minute[ts])
+    assert kraken_api.query_public("Trades", {"pair": "XBTEUR", "count": 0})["error"] == \
+        ["EGeneral:Invalid arguments:count"]
+
+
+def test_trades_since_pages_forward(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
+    kraken_sim.set_time(kraken_sim.clock // 60 * 60)
+    start = kraken_sim.clock - 3600
+    first = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": int(start), "count": 50}))
+    assert len(first["XXBTZEUR"]) == 50 and all(t[2] > start for t in first["XXBTZEUR"])
+    second = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": first["last"], "count": 50}))
+    both = first["XXBTZEUR"] + second["XXBTZEUR"]
+    whole = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": int(start), "count": 100}))
+    assert both == whole["XXBTZEUR"] and second["last"] == whole["last"]
+    assert [t[6] for t in both] == sorted({t[6] for t in both})
+    latest = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR"}))["last"]
+    assert ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": latest}))["XXBTZEUR"] == []
+    kraken_sim.advance(120)
+    newer = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": latest}))["XXBTZEUR"]
+    assert newer and all(t[2] * 10 ** 9 > int(latest) for t in newer)
+    assert newer[-1][0] == ok(kraken_api.query_public("Ticker", {"pair": "XBTEUR"}))["XXBTZEUR"]["c"][0]
 
 
 # --- control API, markets, command line ----------------------------------------------------
