@@ -1119,7 +1119,7 @@ def test_trades_follow_the_price_path(kraken_sim: KrakenSimulator, kraken_api: k
 
 
 def test_trades_since_pages_forward(kraken_sim: KrakenSimulator, kraken_api: krakenex.API) -> None:
-    kraken_sim.set_time(kraken_sim.clock // 60 * 60)
+    kraken_sim.set_time(kraken_sim.clock // 60 * 60 + 10)
     start = kraken_sim.clock - 3600
     first = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": int(start), "count": 50}))
     assert len(first["XXBTZEUR"]) == 50 and all(t[2] > start for t in first["XXBTZEUR"])
@@ -1134,6 +1134,8 @@ def test_trades_since_pages_forward(kraken_sim: KrakenSimulator, kraken_api: kra
     newer = ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "since": latest}))["XXBTZEUR"]
     assert newer and all(t[2] * 10 ** 9 > int(latest) for t in newer)
     assert newer[-1][0] == ok(kraken_api.query_public("Ticker", {"pair": "XBTEUR"}))["XXBTZEUR"]["c"][0]
+    kraken_sim.set_price("XBTEUR", "31000.0")       # mid-minute, on a path not aligned on minutes
+    assert ok(kraken_api.query_public("Trades", {"pair": "XBTEUR", "count": 1}))["XXBTZEUR"][0][0] == "31000.0"
 
 
 # --- control API, markets, command line ----------------------------------------------------

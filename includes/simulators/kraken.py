@@ -961,32 +961,34 @@ class KrakenSimulator(SimulatorServer):
                 start = cut if cut is not None else end
             tape = tape[:count]
             last = tape[-1][0] if tape else after
-        rows, previous = [], None
-        for when, price, volume, kind in tape:
-            rows.append([pair.price_text(price), pair.volume_text(volume), when,
-                         "s" if previous is not None and price < previous else "b", kind, "", int(when)])
-            previous = price
+        rows = [[pair.price_text(price), pair.volume_text(volume), when, side, kind, "", int(when)]
+                for when, price, volume, side, kind in tape]
         return {pair.key: rows, "last": str(int(round(last * 10 ** 9)))}
 
-    def _tape(self, pair: Pair, series: Series, start: float, t: float) -> list[tuple[float, Decimal, Decimal, str]]:
-        """(time, price, volume, "m"/"l") of the trades of the source candles opening in
-        [start, t]: four a closed candle with volume (open, low or high, high or low,
+    def _tape(self, pair: Pair, series: Series, start: float, t: float) -> list[tuple]:
+        """(time, price, volume, side, "m"/"l") of the trades of the source candles opening
+        in [start, t]: four a closed candle with volume (open, low or high, high or low,
         close, its volume split evenly), one at the open otherwise (ordermin, a stand-in:
-        no volume is known yet)."""
+        no volume is known yet).  A trade is a buy when its price is not below the one
+        before it in its candle (the open: when the candle closes at or above it), so
+        that every page of a tape reads alike."""
         step, trades = series.step, []
-        for candle in series.candles(step, start, t):
+        for candle in series.candles(1, start, t):      # one row a source candle, even unaligned ones
+            rising = candle.close >= candle.open
             if candle.ts + step > t or not candle.volume:
                 trades.append((float(candle.ts), self._on_tick(pair, candle.open, ROUND_HALF_EVEN), pair.ordermin,
-                               "m"))
+                               "b" if rising else "s", "m"))
                 continue
-            first, second = ((candle.low, candle.high) if candle.close >= candle.open
-                             else (candle.high, candle.low))
+            first, second = (candle.low, candle.high) if rising else (candle.high, candle.low)
             part = round_down(candle.volume / 4, pair.lot_decimals)
             volumes = (part, part, part, candle.volume - 3 * part)
+            previous = None
             for i, (price, volume) in enumerate(zip((candle.open, first, second, candle.close), volumes)):
+                up = rising if previous is None else price >= previous
+                previous = price
                 if volume > 0:
                     trades.append((candle.ts + step * i / 4, self._on_tick(pair, price, ROUND_HALF_EVEN), volume,
-                                   "m" if i in (0, 3) else "l"))
+                                   "b" if up else "s", "m" if i in (0, 3) else "l"))
         return trades
 
     # --- private endpoints: account ---------------------------------------------------
