@@ -469,8 +469,9 @@ def _order_from_row(row: Any) -> Order:
                  fee=row["fee"] or zero, closed_at=float(row["result_at"]) if row["result_at"] else None)
 
 
-def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
-    """One cron run: the stop file, the mode, the lock, then the agent.  None when skipped."""
+def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | None = None) -> RunSummary | None:
+    """One cron run: the stop file, the mode, the lock, then the agent.  None when skipped.
+    `platform`: the exchange, made from the config when None (a seam for tests)."""
     from includes.platforms import make_platform
     from includes.platforms.paper import PaperPlatform
     from includes.runtime import dry_run_requested, stop_requested
@@ -480,7 +481,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False) -> RunSummary | None:
         log.info("stop file present: sleeping")
         return None
     mode = "dry" if force_dry_run or dry_run_requested(cfg) else "live"
-    platform = make_platform(cfg, live=mode == "live")
+    platform = platform or make_platform(cfg, live=mode == "live")
     exchange = platform.name  # the venue's name, under which get_api_data stored its candles
     if mode == "dry":
         ledger = cfg.path(cfg.paths.tmp) / f"paper-{cfg.storage.namespace}.json"

@@ -9,6 +9,8 @@ command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium fonts-dejavu-core)
+# A wrong wall clock for a real trade_agent.py process (the order-fault walk).
+command -v faketime >/dev/null 2>&1 || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)"
   apt-get update -qq

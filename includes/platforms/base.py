@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from includes.errors import (ExchangeError, InvalidNonce, MarketUnavailable, OrderStateUnknown, OrderTooSmall,
                              RateLimited, TemporaryError, UnknownMarket)
-from includes.money import ZERO, round_down
+from includes.money import ZERO, round_down, round_half_even, round_up
 from includes.storage import EXCHANGE_FINAL
 from includes.trends import price_at, trends
 
@@ -47,7 +47,7 @@ def retrying(call: Callable[[], T], retries: int, sleep: Callable[[float], None]
             return call()
         except TemporaryError as exc:
             if attempt == retries:
-                raise given_up(exc) from None
+                raise given_up(exc) if retries else exc from None
             log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, backoff(attempt, exc))
             sleep(backoff(attempt, exc))
     raise AssertionError("unreachable")
@@ -86,6 +86,12 @@ class Market:
         if price <= 0:
             raise OrderTooSmall(f"{self.symbol}: no usable price ({price})")
         return round_down(amount_quote / price, self.volume_decimals)
+
+    def charges(self, volume: Decimal, price: Decimal, fee_percent: Decimal) -> tuple[Decimal, Decimal]:
+        """(cost, fee) of a fill of `volume` at `price`, as Kraken reckons them: the cost rounded
+        half-even and the fee rounded up, both to cost_decimals."""
+        cost = round_half_even(volume * price, self.cost_decimals)
+        return cost, round_up(cost * fee_percent / 100, self.cost_decimals)
 
     def check_order(self, volume: Decimal, price: Decimal) -> None:
         """Refuse, before anything is sent, an order the venue would refuse."""
@@ -296,7 +302,7 @@ class Platform(ABC):
             except ExchangeError as exc:
                 if exc.refused and isinstance(exc, (InvalidNonce, RateLimited)):
                     if attempt == self.retries:
-                        raise given_up(exc) from None
+                        raise given_up(exc) if attempt else exc from None
                     log.warning("%s; order %s sent again", exc, ref)
                     self.sleep(backoff(attempt, exc))
                     continue
@@ -332,8 +338,12 @@ class Platform(ABC):
         return order
 
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
-        """The volume a market buy of at most `amount_quote`, fee included, may ask for."""
+        """The most a market buy may ask for so that its cost and fee, rounded as the venue rounds
+        them, stay within `amount_quote` at `price`."""
         volume = market.order_volume(amount_quote / (1 + self.fee_percent / 100), price)
+        step = Decimal(1).scaleb(-market.volume_decimals)
+        while volume > 0 and sum(market.charges(volume, price, self.fee_percent)) > amount_quote:
+            volume -= step  # rounding took it over by a hair: one lot step less
         market.check_order(volume, price)
         return volume
 

@@ -78,8 +78,18 @@ def refused(exc: ccxt.BaseError) -> bool:
     return isinstance(exc, REFUSALS) and not isinstance(exc, ccxt.BadResponse)
 
 
+def _json(path: str, reply: Any) -> Any:
+    """A reply that is not JSON is an error.  ccxt hands an unparsable body over as its text,
+    and its parsers then read it as empty: a malformed QueryOrders reply would become
+    "order not found", a malformed OpenOrders reply "no open orders"."""
+    if isinstance(reply, (str, bytes)):
+        raise ccxt.BadResponse(f"{path}: reply is not JSON")
+    return reply
+
+
 def _gated(cls: type[ccxt.Exchange]) -> type[ccxt.Exchange]:
-    """`cls` whose private calls take their nonce from a KeyGate, and hold its lock until answered."""
+    """`cls` whose private calls take their nonce from a KeyGate, and hold its lock until answered,
+    and whose replies must be JSON."""
 
     class Gated(cls):
         gate: KeyGate
@@ -87,11 +97,11 @@ def _gated(cls: type[ccxt.Exchange]) -> type[ccxt.Exchange]:
 
         def fetch2(self, path: str, api: Any = "public", *args: Any, **kwargs: Any) -> Any:
             if (api[0] if isinstance(api, list) else api) == "public":
-                return super().fetch2(path, api, *args, **kwargs)
+                return _json(path, super().fetch2(path, api, *args, **kwargs))
             with self.gate.call(0) as nonce:  # cost 0: ccxt paces the calls itself (rateLimit)
                 self.gate_nonce = nonce
                 try:
-                    return super().fetch2(path, api, *args, **kwargs)
+                    return _json(path, super().fetch2(path, api, *args, **kwargs))
                 finally:
                     self.gate_nonce = None
 
@@ -140,7 +150,7 @@ class CcxtPlatform(Platform):
                 error = error_class(exc)(_first_line(exc), exchange=self.name, method=method,
                                          code=type(exc).__name__, refused=refused(exc))
             if not isinstance(error, TemporaryError) or attempt == retries:
-                raise given_up(error) if isinstance(error, TemporaryError) else error
+                raise given_up(error) if attempt else error
             log.warning("%s; retry %d/%d in %.1f s", error, attempt + 1, retries, backoff(attempt, error))
             self.sleep(backoff(attempt, error))
         raise AssertionError("unreachable")

@@ -41,7 +41,10 @@ class Ledger(Protocol):
     """Where one key's last nonce and call counter live."""
 
     def held(self) -> AbstractContextManager[dict[str, Any]]:
-        """The key's state ({"nonce", "counter", "at"}), held exclusively; written back on exit."""
+        """The key's state ({"nonce", "counter", "at"}), held exclusively."""
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write `state` back, while it is held."""
 
     def clock(self) -> float:
         """Seconds on the clock the counter decays on (the same for every holder)."""
@@ -71,10 +74,11 @@ class KeyGate:
                 now = self.ledger.clock()
                 counter = self._decayed(state, now)
             nonce = max(int(self.clock() * 1000), int(state.get("nonce", 0)) + 1)
-            try:
-                yield nonce
-            finally:
-                state.update(nonce=nonce, counter=counter + cost, at=now)
+            # Recorded before the call: a process killed while waiting for Kraken's answer must
+            # not leave a nonce Kraken has seen unrecorded (every later call would be refused).
+            state.update(nonce=nonce, counter=counter + cost, at=now)
+            self.ledger.save(state)
+            yield nonce
 
     def _decayed(self, state: dict[str, Any], now: float) -> float:
         elapsed = max(0.0, now - float(state.get("at", 0)))
@@ -86,6 +90,7 @@ class FileLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._fd: int | None = None
 
     def clock(self) -> float:
         return time.time()
@@ -93,7 +98,7 @@ class FileLedger:
     @contextmanager
     def held(self) -> Iterator[dict[str, Any]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.pread(fd, 4096, 0)
@@ -103,10 +108,12 @@ class FileLedger:
                 log.warning("%s is not JSON: the call counter starts again from 0", self.path)
                 state = {}
             yield state
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(state).encode(), 0)
         finally:
+            self._fd = None
             os.close(fd)
+
+    def save(self, state: dict[str, Any]) -> None:
+        os.pwrite(self._fd, json.dumps(state).encode().ljust(4096), 0)
 
 
 class RedisLedger:
@@ -150,11 +157,12 @@ class RedisLedger:
                                      f"{self.wait_seconds:g} s", exchange="gate")
             self.sleep(0.01)
         try:
-            state: dict[str, Any] = dict(self._redis(self.client.hgetall, self.key))
-            yield state
-            self._redis(self.client.hset, self.key, mapping={k: str(v) for k, v in state.items()})
+            yield dict(self._redis(self.client.hgetall, self.key))
         finally:
             self._redis(self.client.eval, self.RELEASE, 1, lock, token)
+
+    def save(self, state: dict[str, Any]) -> None:
+        self._redis(self.client.hset, self.key, mapping={k: str(v) for k, v in state.items()})
 
     def _redis(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         import redis

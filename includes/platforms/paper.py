@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from includes.errors import InsufficientFunds
-from includes.money import round_half_even, round_up
 from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
 from includes.runtime import write_atomic
 
@@ -69,8 +68,7 @@ class PaperPlatform(Platform):
         the fee rounded up, both to cost_decimals.  A ref never fills twice."""
         if ref in self.orders:
             return self.orders[ref]
-        cost = round_half_even(volume * price, market.cost_decimals)
-        fee = round_up(cost * self.fee_percent / 100, market.cost_decimals)
+        cost, fee = market.charges(volume, price, self.fee_percent)
         base, quote = self.balances.get(market.base, Decimal(0)), self.balances.get(market.quote, Decimal(0))
         if side == "buy":
             if quote < cost + fee:
