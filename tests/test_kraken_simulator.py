@@ -781,6 +781,11 @@ def test_faults_with_after_through_the_control_api(kraken_sim: KrakenSimulator, 
         call(kraken_api, "AddOrder", **BUY)
     assert [o.status for o in kraken_sim.account_orders(kraken_sim.test_key)] == ["closed"]
     assert requests.post(control + "fault", json={"method": "Time", "fault": "lifecycle"}, timeout=5).status_code == 400
+    requests.post(control + "fault", json={"method": "AddOrder", "fault": "lifecycle", "pending": 1, "fill": "0.5",
+                                          "open": 1}, timeout=5)
+    txid, = ok(call(kraken_api, "AddOrder", **BUY))["txid"]
+    assert order_state(kraken_api, txid)[:2] == ("pending", "0.00000000")
+    assert order_state(kraken_api, txid)[:2] == ("open", "0.00050000")
 
 
 # --- lifecycle orders ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A local Kraken spot REST simulator that the real krakenex client talks to unchanged.
+"""A local Kraken spot REST simulator that real Kraken clients talk to unchanged.
 
     with KrakenSimulator() as sim:
         key, secret = sim.add_account(balances={"ZEUR": "100"})
@@ -7,10 +7,15 @@
         api.query_private("AddOrder", {"pair": "XBTEUR", "type": "buy", "ordertype": "market",
                                        "volume": "0.001"})
 
+ccxt's `kraken` needs every URL of `exchange.urls["api"]` set to `sim.url`;
+python-kraken-sdk's clients take `url=sim.url` (tests/test_kraken_sim_clients.py
+drives both).
+
 It follows ../shared/spec/exchange-apis.md §1-3: the same paths, parameters,
 JSON shapes, error strings, authentication (API-Sign recomputed from the raw body
-bytes) and per-key call counter.  Where the spec marks a detail unconfirmed, the
-simulator does what it suggests; the choices it had to make are listed here.
+bytes) and per-key call counter, and docs.kraken.com where the spec is silent.
+"[docs: page]" marks a behaviour docs.kraken.com documents, "[ours]" a choice of
+the simulator's where Kraken documents nothing.
 
 Market model
 - Every pair follows a price path on a simulated clock (`clock`, `set_time`,
@@ -36,42 +41,133 @@ Market model
   and ignored), always at the first fee tier.  cost = price x volume rounded
   half-even to cost_decimals; fee = cost x percent / 100 rounded up to
   cost_decimals; a buy debits cost + fee, a sell credits cost - fee.
-- Only `market` and `limit` orders with `timeinforce` GTC are modelled: other
-  order types and the margin, scheduling and conditional-close parameters are
-  refused with `EGeneral:Invalid arguments:<field>` rather than ignored.
+- Depth [docs: get-order-book: asks/bids of [price, volume, timestamp], count
+  1-500, default 100]: the ticker's ask and bid first, then a level every
+  0.02 % of the price (at least a tick); volumes are a seeded 1-200 x ordermin
+  that change each simulated minute, timestamps within the last minute [ours:
+  the book is scenery, our own orders are not in it].
+- Trades [docs: get-recent-trades: [price, volume, time, "b"/"s", "m"/"l",
+  misc, trade_id], "last" a nanosecond string, the last 1000 by default]: the
+  tape of the price path [ours]: four trades a closed source candle with volume
+  (open, low or high, high or low, close; its volume split evenly, so a
+  minute's trades add up to its OHLC volume), one at the open of the candle
+  holding the clock (volume ordermin: its volume is not known yet), so the last
+  trade is the ticker's last price.  A trade is a buy when its price is not
+  below the one before it in its candle.  trade_id is the trade's unix second.
+  `since` takes seconds or an earlier answer's nanosecond `last`; count 1-1000.
+  Our own orders' fills are not on the public tape [ours].
+- Only `market` and `limit` orders with `timeinforce` GTC are modelled.  A
+  parameter the simulator does not model is accepted at the value that means
+  "not used" - reduce_only=false, leverage=none, starttm/expiretm=0,
+  displayvol, price2, close[...] empty, trigger=last, asset_class=currency,
+  any documented stptype (one account never trades with itself) - and refused
+  with `EGeneral:Invalid arguments:<field>` at any other value rather than
+  ignored [ours].  Parameters Kraken does not know are ignored, as Kraken does
+  [Kraken support, "API error messages": unnecessary parameters are ignored].
+  `deadline` (RFC 3339) already past is `EService:Deadline elapsed` [docs:
+  add-order, spot-errors]; a later one is met at once.
+- validate [docs: add-order: boolean, default false, "validate inputs only, do
+  not submit order"]: true/1 checks and answers the description without a txid;
+  false/0 or absent places the order (older krakenex-era docs treated any
+  value as validate-only; the current docs do not).
+
+Orders
+- Statuses pending, open, closed, canceled [docs: order-lifecycle].  OpenOrders
+  lists pending and open orders; closetm and reason appear once an order is
+  final.  CancelOrder cancels the rest of a pending or open order; a canceled
+  order that filled in part has misc "partial".
+- BalanceEx [docs: get-extended-balance: per asset balance, hold_trade, credit,
+  credit_used; available = balance + credit - credit_used - hold_trade]:
+  balance as Balance gives it, credit and credit_used 0, hold_trade what the
+  account's pending and open orders hold (a buy its cost and taker fee at its
+  limit, or at the ask of its placement for a lifecycle market buy; a sell its
+  volume), in the asset's decimals or more.
+
+Authentication [docs: spot-rest-auth]: API-Sign = HMAC-SHA512(path +
+SHA256(nonce + body)) over the exact body bytes.  A body with Content-Type
+application/json [docs: the newer reference pages send JSON, e.g.
+get-extended-balance] is verified over its raw text with the nonce taken from
+the JSON object; its values may be strings, numbers, booleans (true/false),
+lists (txid: comma-joined [ours]) or objects (close: close[ordertype]...
+[ours]).  A JSON body that does not parse is `EGeneral:Invalid arguments` [ours].
+
+Faults, injected with inject(method, fault, times=1, **params) (method "*" for
+any) or POST /_sim/fault {"method", "fault", "times", ...params}:
+- those of includes.simulators.http: delay (seconds=1), http_500, http_520 and
+  malformed_json (after=False: the call is not processed; after=True: it is,
+  an AddOrder places its order, and the answer is replaced), drop (closed
+  without an answer, not processed), lost_reply (processed, then dropped, or
+  held `seconds`);
+- Kraken errors, HTTP 200, after=False (not processed) or after=True
+  (processed, then the error replaces the result): service_unavailable
+  "EService:Unavailable", busy "EService:Busy", rate_limit "EAPI:Rate limit
+  exceeded", invalid_nonce "EAPI:Invalid nonce", throttled "EService:Throttled:
+  <unix time of the simulated clock + seconds (5)>" [docs: spot REST rate
+  limits writes "EService: Throttled: [UNIX timestamp]"; we write it without
+  the space, as every other Kraken error and the clients that parse it do],
+  too_many_requests "EGeneral:Too many requests" [ccxt's map], deadline_elapsed
+  "EService:Deadline elapsed", lockout "EGeneral:Temporary lockout",
+  internal_error "EGeneral:Internal error" [docs: spot-errors];
+- partial_fill (AddOrder only, fraction=0.5): a market order fills that much
+  and ends canceled (reason "Partial fill", misc "partial"), a limit order
+  fills that much at once and rests for the rest;
+- lifecycle (AddOrder only; pending=0, open=0, fill=None, end="closed",
+  hidden=0, unit="lookups"): the next market order placed is accepted (txid
+  returned) but not executed at once.  Unit u (the u-th QueryOrders, OpenOrders
+  or ClosedOrders call of the account, each advancing every lifecycle order of
+  the account by one before it is answered; or with unit="seconds" the
+  simulated second ending at u) is in stage "pending" while u <= pending, "open"
+  while u <= pending + open, final after; a stage of length 0 is skipped at
+  placement, so pending=open=0 fills at once as without the fault.  On opening
+  it executes `fill` (0 < fill < 1) of its volume at the then-current ask
+  (buy) or bid (sell) with the taker fee; the final step executes the rest at
+  the then-current price and closes it (end="closed") or cancels the rest
+  (end="canceled", reason "Partial fill", or "No fill" when nothing filled
+  [ours]).  While pending or open it holds its funds (a buy at the ask of its
+  placement, taker fee included); a buy whose free quote cannot cover the
+  price of the moment fills what it covers and cancels the rest (reason
+  "Insufficient funds" [ours]).  For u <= hidden it is invisible: QueryOrders
+  answers as for an unknown txid, OpenOrders, ClosedOrders and TradesHistory
+  leave it out, CancelOrder says unknown order; its cl_ord_id is taken all the
+  same.  Example, pending=1, open=1, fill=0.4: the first lookup sees it pending,
+  the second open with 0.4 filled, the third closed.  Limit orders do not take
+  a lifecycle; an AddOrder refused or only validated leaves it for the next
+  order; the same AddOrder can also meet an answer fault (http_500 after=True,
+  deadline_elapsed after=True, lost_reply...).  complete_orders() ends every
+  script now.  The Bittrex simulator's lifecycle works alike.
 
 Driving it (thread-safe; pair names may be keys, altnames or wsnames):
 - accounts: add_account(key=None, secret=None, balances=None, tier="starter",
   nonce_window=0) -> (key, secret), set_balance(key, asset, amount),
-  balances(key) -> {asset: Decimal}, rest_counter(key), decay_counters(seconds);
+  balances(key) -> {asset: Decimal}, account_orders(key) -> [Order] (copies of
+  every order ever placed, oldest first, hidden ones included: txid, cl_ord_id,
+  userref, side, pair (a Pair: .key), status, vol, vol_exec, cost, fee, reason,
+  misc, lifecycle), complete_orders(), rest_counter(key),
+  decay_counters(seconds);
 - markets: add_pair(key, base, quote, price, ...), add_synthetic_pairs(n,
   quote="ZEUR") -> keys, pair(name), set_pair_status(pair, status),
   set_system_status(status);
 - prices: clock, set_time(ts), advance(seconds), load_candles(pair, rows or CSV
   path, interval=None), set_price(pair, price), price(pair), bid_ask(pair);
-- faults: inject(method, fault, times=1, **params), method "*" for any: those of
-  includes.simulators.http (delay, http_500, http_520, malformed_json,
-  lost_reply), plus service_unavailable, busy, rate_limit and invalid_nonce (the
-  error string, the call unprocessed) and partial_fill (AddOrder only,
-  fraction=0.5: a market order fills that much and ends canceled, a limit
-  order fills that much at once and rests for the rest);
-- `calls`, a Counter of the API methods called;
+- faults: inject(...), clear_faults(); `calls`, a Counter of the API methods
+  called, and `last_query`;
 - the JSON control API: POST /_sim/time {"ts"} or {"advance"}, /_sim/price
   {"pair", "price"}, /_sim/pair_status {"pair", "status"}, /_sim/system_status
-  {"status"}, /_sim/fault {"method", "fault", "times", ...}; GET /_sim/calls.
+  {"status"}, /_sim/fault {"method", "fault", "times", ...} or {"clear": true},
+  /_sim/complete_orders {}; GET /_sim/calls.
 
 Choices for unconfirmed details: API errors are HTTP 200; checks run key ->
 signature -> nonce -> rate limit -> arguments -> pair -> business rules; an
 unknown method is `EGeneral:Unknown method`; too many decimals is
 `EGeneral:Invalid arguments:volume|price`, a price off the tick `EOrder:Invalid
 price`; an unknown txid in QueryOrders is `EOrder:Invalid order`; a cl_ord_id
-already used by an open order is `EOrder:Duplicate cl_ord_id`; a market order
-cut short by the partial_fill fault ends `canceled` with reason "Partial fill"
-and misc "partial"; an order refused by a pair or system status gets
-`EService:Market in <status> mode` (`EService:Unavailable` under maintenance,
-which also refuses cancels); the optional per-IP public limit answers
-`EAPI:Rate limit exceeded`.  Repeated auth failures do not lead to
-`EGeneral:Temporary lockout`.
+already used by a pending or open order is `EOrder:Duplicate cl_ord_id`; an
+order refused by a pair or system status gets `EService:Market in <status>
+mode` (`EService:Unavailable` under maintenance, which also refuses cancels);
+the optional per-IP public limit answers `EAPI:Rate limit exceeded`; a Depth or
+Trades count out of range is `EGeneral:Invalid arguments:count`.  Repeated
+auth failures do not lead to `EGeneral:Temporary lockout` (the lockout fault
+stands in).
 
 Run by hand: python -m includes.simulators.kraken --port 8080 [--csv FILE --pair
 XXBTZEUR ...] [--seed N] prints its URL and a funded demo key and secret.
