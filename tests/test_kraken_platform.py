@@ -165,7 +165,7 @@ def test_the_exchange_refusing_an_order_is_a_clear_error(kraken_venue):
 
 def test_wrong_key_or_secret_is_refused(kraken_venue):
     other_key, other_secret = new_credentials()
-    with pytest.raises(AuthenticationError, match="kraken/Balance: EAPI:Invalid signature"):
+    with pytest.raises(AuthenticationError, match="kraken/BalanceEx: EAPI:Invalid signature"):
         kraken_venue.platform(secret=other_secret).get_account_info()
     with pytest.raises(AuthenticationError, match="EAPI:Invalid key"):
         kraken_venue.platform(key=other_key, secret=other_secret).get_account_info()
@@ -177,9 +177,9 @@ def test_wrong_key_or_secret_is_refused(kraken_venue):
                                    "rate_limit", "invalid_nonce"])
 def test_safe_calls_are_retried_through_a_passing_fault(kraken_venue, fault):
     platform = kraken_venue.platform()
-    kraken_venue.sim.inject("Balance", fault, times=1)
+    kraken_venue.sim.inject("BalanceEx", fault, times=1)
     assert platform.get_account_info().balance("EUR") == Decimal(1000)
-    assert kraken_venue.sim.calls["Balance"] == 2
+    assert kraken_venue.sim.calls["BalanceEx"] == 2
 
 
 @pytest.mark.parametrize("fault, message", [
@@ -228,7 +228,7 @@ def test_an_order_lost_before_reaching_the_book_is_unknown_not_resent(kraken_ven
     platform.markets()
     sim.inject("AddOrder", "http_500")
     ref = new_ref()
-    with pytest.raises(OrderStateUnknown, match=f"order {ref} for BTC/EUR: .*HTTP 500"):
+    with pytest.raises(OrderStateUnknown, match=f"order {ref} for BTC/EUR may be placed: .*HTTP 500"):
         platform.buy(Decimal(5), "BTC", ref)
     assert sim.calls["AddOrder"] == 1
     assert platform.get_order(ref) is None
@@ -270,13 +270,13 @@ def test_a_later_nonce_from_another_process_never_overtakes_a_slow_call(kraken_v
     sim = kraken_venue.sim
     mine = kraken_venue.platform(retries=0)
     mine.markets()
-    sim.inject("Balance", "delay", seconds=0.6)
+    sim.inject("BalanceEx", "delay", seconds=0.6)
     queue = multiprocessing.get_context("fork").Queue()
     args = (sim.url, kraken_venue.key, kraken_venue.secret, kraken_venue.state_dir)
     other = multiprocessing.get_context("fork").Process(target=_slow_balance, args=(args, queue))
     other.start()
     deadline = time.monotonic() + 10
-    while sim.calls["Balance"] == 0:  # the other process's call is in the simulator, delayed
+    while sim.calls["BalanceEx"] == 0:  # the other process's call is in the simulator, delayed
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert mine.get_account_info().balance("EUR") == Decimal(1000)

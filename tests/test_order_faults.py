@@ -128,11 +128,11 @@ class KrakenVenue:
         return dict(pending=rng.choice([0, 30, 90]), open=rng.choice([0, 60, 200]), hidden=rng.choice([0, 0, 1]),
                     unit="seconds", fill=rng.choice([None, "0.5", "0.75"]), end=rng.choice(["closed", "canceled"]))
 
-    def inject(self, method: str, fault: str, after: bool) -> None:
+    def inject(self, method: str, fault: str, after: bool, times: int) -> None:
         params: dict[str, Any] = {"after": True} if after else {}
         if fault == "delay":
             params = {"seconds": TIMEOUT + 0.1}
-        self.sim.inject(method, fault, times=1, **params)
+        self.sim.inject(method, fault, times=times, **params)
 
     def script_order(self, params: dict[str, Any]) -> None:
         self.sim.inject(self.order_method, "lifecycle", times=1, **params)
@@ -277,8 +277,9 @@ class Walk:
                 fault, may_follow = rng.choice(venue.faults)
                 method = venue.order_method if rng.random() < 0.4 else rng.choice(venue.methods)
                 after = may_follow and rng.random() < 0.5
-                venue.inject(method, fault, after)
-                self.note(f"fault {fault}{' after' if after else ''} on {method}")
+                times = rng.choice((1, 1, 2, 3))     # an outage outlasting the client's retry, sometimes
+                venue.inject(method, fault, after, times)
+                self.note(f"fault {fault}{' after' if after else ''} on {method}", f" x{times}")
         if rng.random() < 0.3:
             script = venue.lifecycle(rng)
             venue.script_order(script)
@@ -371,10 +372,13 @@ class Walk:
                 bad(f"{currency}: the balance moved {change}, the threads hold {tracked}, in flight {flying}")
         if balances.get("EUR", D(0)) < 0:
             bad(f"the EUR balance is negative: {balances['EUR']}")
-        tied = sum((t.value for t in threads if t.state in (ACTIVE, SELLING)), D(0)) + \
-            MAX_PER_TRADE * sum(t.state == BUYING for t in threads)
-        if tied > self.cfg.trading.budget:
-            bad(f"the threads tie up {tied} EUR, over the budget {self.cfg.trading.budget}")
+        # What the agent committed: each holding thread's buy as sized (a fill the exchange delayed
+        # may cost more if the price rose meanwhile), each buy in flight at the most it may cost.
+        committed = sum((D(journal[p.ref]["amount_quote"]) for n, p in held.items()
+                         if n not in in_flight and p.ref in journal), D(0))
+        committed += MAX_PER_TRADE * sum(t.state in (BUYING, SELLING) for t in threads)
+        if committed > self.cfg.trading.budget:
+            bad(f"the threads committed {committed} EUR, over the budget {self.cfg.trading.budget}")
 
 
 def make_walk(venue: Any, tmp_path: Path, seed: int) -> Walk:

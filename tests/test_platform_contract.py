@@ -194,11 +194,82 @@ def test_an_order_lost_before_the_book_is_unknown_and_not_sent_again(venue):
     platform.markets()
     venue.fail_next_order("http_500")
     ref = new_ref()
-    with pytest.raises(OrderStateUnknown, match=f"order {ref} for BTC/EUR: .*not found by its reference"):
+    with pytest.raises(OrderStateUnknown, match=f"order {ref} for BTC/EUR may be placed"):
         platform.buy(Decimal(5), "BTC", ref)
     assert venue.order_calls() == 1
     assert platform.get_order(ref) is None
     assert venue.balance("EUR") == EUR
+
+
+def test_a_placed_order_whose_confirmation_fails_is_never_called_refused(venue):
+    """Defect 1 of the order-lifecycle issue: the order went through, the reads after it
+    failed (5xx pages).  It may be reported pending or unknown, never as a refusal."""
+    needs_wire(venue)
+    platform = venue.platform()
+    platform.markets()
+    venue.fail_next_lookups("http_500", times=10)
+    ref = new_ref()
+    try:
+        order = platform.buy(Decimal(5), "BTC", ref)
+    except OrderStateUnknown as exc:
+        assert not exc.refused
+    else:
+        assert order.ref == ref and order.order_id
+    venue.sim.clear_faults()
+    found = platform.get_order(ref)
+    assert found is not None and found.done and found.filled > 0
+    assert venue.order_calls() == 1 and venue.balance("BTC") == BTC + found.filled
+
+
+def test_a_lost_reply_whose_lookups_fail_too_is_unknown(venue):
+    """Defect 2: the reply is lost and the lookup by reference fails as well: unknown, not failed."""
+    needs_wire(venue)
+    platform = venue.platform()
+    platform.markets()
+    venue.fail_next_order("lost_reply")
+    venue.fail_next_lookups("http_500", times=10)
+    ref = new_ref()
+    with pytest.raises(OrderStateUnknown, match=f"order {ref} for BTC/EUR may be placed") as raised:
+        platform.buy(Decimal(5), "BTC", ref)
+    assert not raised.value.refused
+    venue.sim.clear_faults()
+    assert platform.get_order(ref).filled > 0 and venue.order_calls() == 1
+
+
+@pytest.mark.parametrize("script, status, part", [
+    ({"pending": 10}, "pending", None),
+    ({"open": 10, "fill": "0.5"}, "open", Decimal("0.5")),
+], ids=["pending", "partly-filled"])
+def test_an_order_not_final_yet_is_reported_as_it_is(venue, script, status, part):
+    """A market order need not be final when the exchange answers: it comes back as it is,
+    after a short bounded poll, and later lookups see it through to its end."""
+    needs_wire(venue)
+    platform = venue.platform()
+    platform.markets()
+    venue.script_next_order(**script)
+    ref = new_ref()
+    order = platform.buy(Decimal(5), "BTC", ref)
+    assert not order.done and order.ref == ref
+    assert order.filled == (round_down(order.volume * part, 8) if part else 0)
+    for _ in range(20):
+        order = platform.get_order(ref, order.order_id)
+        if order.done:
+            break
+    assert order.status == "closed" and order.filled == order.volume and venue.order_calls() == 1
+
+
+def test_a_market_order_canceled_after_a_partial_fill_reports_what_filled(venue):
+    needs_wire(venue)
+    platform = venue.platform()
+    platform.markets()
+    venue.script_next_order(open=1, fill="0.5", end="canceled")
+    order = platform.buy(Decimal(5), "BTC", new_ref())
+    for _ in range(5):
+        if order.done:
+            break
+        order = platform.get_order(order.ref, order.order_id)
+    assert order.status == "canceled" and 0 < order.filled < order.volume
+    assert venue.balance("BTC") == BTC + order.filled
 
 
 def _account_in_another_process(venue, queue) -> None:

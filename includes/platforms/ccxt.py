@@ -35,6 +35,7 @@ from includes.storage import EXCHANGE_FINAL
 from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
                                      Ticker, backoff, given_up, split_market)
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
+from includes.platforms.kraken import VISIBILITY_MARGIN, deadline_seconds, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,9 @@ class CcxtPlatform(Platform):
         self.exchange.gate = KeyGate(ledger or ledger_for("", exchange_id, key, state_dir), rate_tier, sleep)
         self.max_candles = MAX_CANDLES.get(exchange_id)
         self.retries = retries
-        self.order_visibility_delay = timeout + 5
+        self.timeout = timeout
+        self.order_visibility_delay = (deadline_seconds(timeout) + VISIBILITY_MARGIN if exchange_id == "kraken"
+                                       else timeout + 5)
         self.sleep = sleep
         self._clock_offset: float | None = None
 
@@ -252,8 +255,11 @@ class CcxtPlatform(Platform):
         """create_order, once.  Its reply rarely tells the fill: unless it reports the order
         final, the order is returned as pending, for place_order to ask about."""
         log.info("order %s: %s %s %s at market", ref, side, f"{volume:f}", market.symbol)
-        created = self._call("create_order", market.symbol, "market", side, f"{volume:f}", None,
-                             {"clientOrderId": ref}, retry=False)
+        params: dict[str, Any] = {"clientOrderId": ref}
+        if self.exchange_id == "kraken":  # a late request is refused (kraken.py: deadline)
+            params["deadline"] = rfc3339(self.clock() + deadline_seconds(self.timeout))
+        created = self._call("create_order", market.symbol, "market", side, f"{volume:f}", None, params,
+                             retry=False)
         if not created.get("id"):
             raise TemporaryError(f"create_order reply for {ref} has no order id", exchange=self.name,
                                  method="create_order")

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from datetime import timezone
+from datetime import datetime, timezone
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -67,6 +67,25 @@ _ERRORS: list[tuple[str, type[ExchangeError]]] = [
 ]
 
 
+# AddOrder's `deadline` (docs.kraken.com, Add Order): an RFC 3339 time after which the matching
+# engine rejects the request, "in presence of latency or order queueing", from now + 2 s
+# (older docs: 5 s) to now + 60 s.
+DEADLINE_RANGE = (5.0, 60.0)
+# Seconds past the deadline after which "not found by its reference" proves an order was never
+# placed: our reading of Kraken's clock is off by up to a second (the Date header), and a placed
+# order takes a moment to show in OpenOrders and ClosedOrders.
+VISIBILITY_MARGIN = 10.0
+
+
+def deadline_seconds(timeout: float) -> float:
+    """How far ahead an order's deadline is set: the client's timeout, within Kraken's range."""
+    return min(DEADLINE_RANGE[1], max(DEADLINE_RANGE[0], timeout))
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def error_class(code: str) -> type[ExchangeError]:
     """The project's exception for one of Kraken's error strings."""
     for prefix, cls in _ERRORS:
@@ -110,7 +129,10 @@ class KrakenPlatform(Platform):
         self.api.uri = api_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
-        self.order_visibility_delay = timeout  # the sender is dead (we hold its lock): its request is done by then
+        # Every AddOrder carries a deadline on Kraken's clock: an order request held up in a queue is
+        # refused once it passed, so an order not found that much later never shows up afterwards.
+        self.deadline_seconds = deadline_seconds(timeout)
+        self.order_visibility_delay = self.deadline_seconds + VISIBILITY_MARGIN
         self.sleep = sleep
         self.gate = KeyGate(ledger or ledger_for("", self.name, key, state_dir), rate_tier, sleep)
         self._public_interval = 1.0 / public_calls_per_second
@@ -347,7 +369,7 @@ class KrakenPlatform(Platform):
             raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name,
                                  refused=True)
         params = {"pair": market.exchange_symbol, "type": side, "ordertype": "market",
-                  "volume": f"{volume:f}", "cl_ord_id": ref}
+                  "volume": f"{volume:f}", "cl_ord_id": ref, "deadline": rfc3339(self.clock() + self.deadline_seconds)}
         log.info("order %s: %s %s %s at market", ref, side, params["volume"], market.symbol)
         result = self._private("AddOrder", params, retry=False)
         txids = result.get("txid") if isinstance(result, dict) else None

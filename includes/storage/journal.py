@@ -14,6 +14,9 @@ from typing import Any
 from includes.storage import FINAL
 
 
+INTENT_STEP = 0.001  # seconds between two intents of one agent, at least: their order is the journal's
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """What thread `thread` holds: `volume` of the market's base bought for `value` (quote, fees

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import StorageError
 from includes.platforms.base import Candle
 from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
-from includes.storage.journal import Position, positions
+from includes.storage.journal import INTENT_STEP, Position, positions
 
 if TYPE_CHECKING:
     from includes.coinmarketcap import GlobalMetrics
@@ -546,16 +546,21 @@ class MarketDB:
                        thread: int | None = None, amount_quote: Decimal | None = None,
                        volume: Decimal | None = None, at: float | None = None, agent: str = DEFAULT_AGENT) -> None:
         """Record an order before it is sent; a second intent with the same ref is refused.
-        `namespace` is live or dry; `agent`, the storage.namespace of the agent sending it."""
+        `namespace` is live or dry; `agent`, the storage.namespace of the agent sending it.
+        `at` (the exchange's clock) is a floor: an intent is dated after the agent's last one,
+        so the journal's order is the order of the intents whatever a clock did in between."""
         _check(namespace, NAMESPACES, "namespace")
         _check(side, SIDES, "side")
         with self._begin(write=True) as db:
+            last = db.value("SELECT MAX(`intent_at`) FROM `orders` WHERE `agent` = %s AND `namespace` = %s",
+                            (agent, namespace))
+            at = max(time.time() if at is None else at, float(last or 0) + INTENT_STEP)
             try:
                 db.execute("INSERT INTO `orders` (`ref`, `agent`, `namespace`, `exchange`, `market`, `side`, "
                            "`thread`, `intent_at`, `amount_quote`, `volume`, `status`) "
                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                           (ref, agent, namespace, exchange, market, side, thread,
-                            time.time() if at is None else at, amount_quote, volume, "intent"))
+                           (ref, agent, namespace, exchange, market, side, thread, at, amount_quote, volume,
+                            "intent"))
             except self._driver.IntegrityError:
                 raise StorageError(f"market DB {self.where}: order {ref!r} is already journaled") from None
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
-from includes.storage.journal import Position, is_fill, positions
+from includes.storage.journal import INTENT_STEP, Position, is_fill, positions
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
 from includes.trends import price_at
 
@@ -143,6 +143,7 @@ class MemoryMarketDB:
         self._seq: dict[str, int] = {}
         self._open: dict[str, dict[str, Any]] = {}
         self._fills: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        self._last_intent: dict[tuple[str, str], float] = {}
 
     def close(self) -> None:
         """Nothing to close."""
@@ -192,9 +193,11 @@ class MemoryMarketDB:
         _check(side, SIDES, "side")
         if ref in self._rows:
             raise StorageError(f"{self.where}: order {ref!r} is already journaled")
+        at = max(float(self.clock() if at is None else at), self._last_intent.get((agent, namespace), 0.0) + INTENT_STEP)
+        self._last_intent[(agent, namespace)] = at
         row = self._rows[ref] = {
             "ref": ref, "agent": agent, "namespace": namespace, "exchange": exchange, "market": market, "side": side,
-            "thread": thread, "intent_at": float(self.clock() if at is None else at),
+            "thread": thread, "intent_at": at,
             "amount_quote": amount_quote, "volume": volume, "status": "intent", "order_id": None,
             "filled": None, "price": None, "cost": None, "fee": None, "result_at": None, "error": None,
             "lookups": 0}

@@ -54,7 +54,14 @@ class Venue(Protocol):
         """Requests that search the account's orders (for one of ours, by its ref)."""
 
     def fail_next_order(self, fault: str, **params: Any) -> None:
-        """lost_reply: the order is carried out, its reply lost; http_500: it never reaches the book."""
+        """lost_reply: the order is carried out, its reply lost; http_500: it never reaches the book
+        (with after=True: it does, then the reply is the error page)."""
+
+    def fail_next_lookups(self, fault: str, times: int) -> None:
+        """The next `times` requests that ask about orders (by id or by ref) fail with `fault`."""
+
+    def script_next_order(self, **lifecycle: Any) -> None:
+        """The next order goes through the simulator's `lifecycle` (pending, open, fill, end, hidden, unit)."""
 
     def wrong_key(self) -> dict[str, str]:
         """Options of a client whose key or secret the venue refuses."""
@@ -67,7 +74,7 @@ class Venue(Protocol):
 class KrakenSimVenue:
     name = "kraken"
     wire = True
-    balance_method = "Balance"
+    balance_method = "BalanceEx"
 
     def __init__(self, tmp_path: Path, sim: KrakenSimulator | None = None) -> None:
         from tests.plugins.platforms import START, KrakenVenue  # plugins import each other lazily
@@ -101,6 +108,13 @@ class KrakenSimVenue:
     def fail_next_order(self, fault: str, **params: Any) -> None:
         self.sim.inject("AddOrder", fault, **params)
 
+    def fail_next_lookups(self, fault: str, times: int) -> None:
+        for method in ("QueryOrders", "OpenOrders", "ClosedOrders"):
+            self.sim.inject(method, fault, times=times)
+
+    def script_next_order(self, **lifecycle: Any) -> None:
+        self.sim.inject("AddOrder", "lifecycle", **lifecycle)
+
     def wrong_key(self) -> dict[str, str]:
         return {"secret": new_credentials()[1]}
 
@@ -114,28 +128,14 @@ class KrakenSimVenue:
         self.sim.stop()
 
 
-class KrakenSimulatorWithBalanceEx(KrakenSimulator):
-    """The Kraken simulator plus BalanceEx, which ccxt's kraken.fetch_balance calls
-    (the spec and the simulator have Balance only).  Market orders hold nothing."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._private["BalanceEx"] = self._balance_ex
-
-    def _balance_ex(self, account: Any, params: dict[str, str]) -> dict:
-        return {asset: {"balance": amount, "hold_trade": "0"}
-                for asset, amount in self._balance(account, params).items()}
-
-
 class CcxtKrakenVenue(KrakenSimVenue):
     name = "ccxt-kraken"
-    balance_method = "BalanceEx"
 
     def __init__(self, tmp_path: Path) -> None:
         from tests.plugins.platforms import START
 
         pytest.importorskip("ccxt")
-        super().__init__(tmp_path, KrakenSimulatorWithBalanceEx(clock=START))
+        super().__init__(tmp_path, KrakenSimulator(clock=START))
         self.state_dir = tmp_path
 
     def platform(self, **options: Any) -> Platform:
@@ -217,6 +217,13 @@ class BittrexSimVenue:
 
     def fail_next_order(self, fault: str, **params: Any) -> None:
         self.sim.inject("POST /v3/orders", fault, **params)
+
+    def fail_next_lookups(self, fault: str, times: int) -> None:
+        for where in ("GET /v3/orders/{orderId}", "GET /v3/orders/open", "GET /v3/orders/closed"):
+            self.sim.inject(where, fault, times=times)
+
+    def script_next_order(self, **lifecycle: Any) -> None:
+        self.sim.inject("POST /v3/orders", "lifecycle", **lifecycle)
 
     def wrong_key(self) -> dict[str, str]:
         return {"secret": "not-the-secret"}
