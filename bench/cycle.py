@@ -12,7 +12,6 @@ Also prints where the start-up time goes (python -X importtime, top modules).
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -73,11 +72,13 @@ class Bench:
 
     def five_minutes_later(self) -> None:
         """Kraken's call counter as a 5-minute gap leaves it, at Kraken and in the key's
-        gate file (decayed to 0; the nonce stays)."""
+        gate, in Redis where the state is (decayed to 0; the nonce stays)."""
         self.sim.decay_counters(300)
-        for gate in (self.home / "tmp").glob("kraken-*.nonce"):
-            state = json.loads(gate.read_text())
-            gate.write_text(json.dumps(state | {"counter": 0}))
+        client = redis.Redis.from_url(REDIS_URL)
+        for gate in client.scan_iter("crontrader:gate:kraken-*"):
+            if not gate.endswith(b":lock"):
+                client.hset(gate, "counter", 0)
+        client.close()
 
     def new_namespace(self) -> None:
         self.write_config(uuid.uuid4().hex[:8])

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -44,11 +42,13 @@ from includes.agent import run_agent
 from includes.config import Config, load_config, write_private
 from includes.errors import CrontraderError
 from includes.platforms import make_platform
+from includes.platforms.base import Candle
 from includes.platforms.keygate import FileLedger
 from includes.storage import OPEN
 from includes.storage.journal import positions
 from includes.storage.marketdb import MarketDB
 from includes.storage.state import ACTIVE, BUYING, SELLING, open_state_store
+from tests.plugins.agent import wall_clock_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SOAK = os.environ.get("CRONTRADER_SOAK") == "1"
@@ -60,7 +60,6 @@ D = Decimal
 MAX_PER_TRADE = D(20)
 MAX_THREADS = 3
 TIMEOUT = 0.4           # the client's timeout, seconds: a `delay` fault outlasts it
-FAKETIME = shutil.which("faketime")
 
 pytestmark = [pytest.mark.slow]
 
@@ -233,10 +232,9 @@ class Walk:
         with ledger.held() as state:   # the walk's calls outran any counter: start afresh
             ledger.save({**state, "counter": 0})
         command = [sys.executable, str(ROOT / "trade_agent.py"), "--config", str(self.path)]
-        env = dict(os.environ)
-        if wall_clock and FAKETIME:
-            command = [FAKETIME, "-f", wall_clock, *command]
-            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+        env = dict(os.environ, CRONTRADER_CRASH_AT="")
+        if wall_clock:
+            env.update(wall_clock_env(wall_clock))
             self.note(f"wall clock {wall_clock}")
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -381,6 +379,20 @@ class Walk:
             bad(f"the threads committed {committed} EUR, over the budget {self.cfg.trading.budget}")
 
 
+def history(cfg: Config, venue: Any) -> None:
+    """Flat 5-minute candles at the walk's reference prices, in the market DB as get_api_data
+    leaves them, for as long as the walk lasts: trends are then each price against its
+    reference, and a run asks the exchange for no candles (order calls are what the walk is for)."""
+    db = MarketDB(cfg.resolve_url(cfg.storage.market_db))
+    step = 300
+    span = range(START - 30 * 3600, START + int(max(STEPS.values()) * SCALE + 10) * 60, step)
+    exchange = "ccxt" if venue.name == "ccxt-kraken" else venue.name
+    for currency, price in venue.start_prices.items():
+        db.upsert_candles(exchange, f"{currency}/EUR", step // 60,
+                          [Candle(ts, price, price, price, price, D(1)) for ts in span])
+    db.close()
+
+
 def make_walk(venue: Any, tmp_path: Path, seed: int) -> Walk:
     key_file = tmp_path / "exchange.key"
     write_private(key_file, venue.key_lines())
@@ -399,8 +411,10 @@ def make_walk(venue: Any, tmp_path: Path, seed: int) -> Walk:
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
+    cfg = load_config(path)
+    history(cfg, venue)
     start = venue.balances()
-    return Walk(venue, load_config(path), path, random.Random(f"{seed}-{venue.name}"),
+    return Walk(venue, cfg, path, random.Random(f"{seed}-{venue.name}"),
                 {c: start.get(c, D(0)) for c in venue.pairs})
 
 

@@ -20,7 +20,6 @@ from array import array
 from bisect import bisect_left, bisect_right
 from decimal import Decimal
 from functools import lru_cache
-from itertools import accumulate
 from operator import add, mul
 from os import PathLike
 from typing import NamedTuple
@@ -71,14 +70,13 @@ def synthetic_path(seed: int | str, start_price: Decimal | str, start_ts: int, m
 class Series:
     """Candles of one market, oldest first, each `step` seconds long.  Immutable."""
 
-    __slots__ = ("step", "ts", "o", "h", "l", "c", "v", "pexp", "vexp", "_sums")
+    __slots__ = ("step", "ts", "o", "h", "l", "c", "v", "pexp", "vexp")
 
     def __init__(self, step: int, ts: array, o: array, h: array, l: array, c: array, v: array,
                  pexp: int, vexp: int) -> None:
         self.step = step            # seconds
         self.ts, self.o, self.h, self.l, self.c, self.v = ts, o, h, l, c, v
         self.pexp, self.vexp = pexp, vexp   # value = integer * 10**-exp
-        self._sums: tuple[list[int], list[int], list[int]] | None = None
 
     @classmethod
     def from_rows(cls, rows: list[Row], step: int | None = None) -> Series:
@@ -174,8 +172,9 @@ class Series:
     def summary(self, start: float, t: float) -> Candle | None:
         """One candle over the source candles opening in [start, t]; None when there are none.
 
-        candles() with one bucket, from running sums and C-level max/min: a Ticker call
-        summarises two days of 1-minute candles a pair, and must answer as fast as Kraken.
+        candles() with one bucket, from C-level sums, max and min over the window's slices: a
+        Ticker call summarises a day of 1-minute candles a pair, and must answer as fast as
+        Kraken, also right after set_price has rewritten the path.
         """
         lo, hi = bisect_left(self.ts, start), bisect_right(self.ts, t)
         if lo >= hi:
@@ -185,18 +184,9 @@ class Series:
         close = self.c[closed - 1] if closed > lo else self.o[lo]
         if closed < hi:
             high, low, close = max(high, self.o[closed]), min(low, self.o[closed]), self.o[closed]
-        v, pv, traded = self._running_sums()
-        return self._candle(self.ts[lo], self.o[lo], high, low, close, v[closed] - v[lo], pv[closed] - pv[lo],
-                            traded[closed] - traded[lo])
-
-    def _running_sums(self) -> tuple[list[int], list[int], list[int]]:
-        """Running volume, (high + low + close) x volume and count of candles with volume,
-        from 0 before the first candle; made on first use."""
-        if self._sums is None:
-            pv = map(mul, map(add, map(add, self.h, self.l), self.c), self.v)
-            self._sums = (list(accumulate(self.v, initial=0)), list(accumulate(pv, initial=0)),
-                          list(accumulate((x > 0 for x in self.v), initial=0)))
-        return self._sums
+        v = self.v[lo:closed]
+        pv = sum(map(mul, map(add, map(add, self.h[lo:closed], self.l[lo:closed]), self.c[lo:closed]), v))
+        return self._candle(self.ts[lo], self.o[lo], high, low, close, sum(v), pv, len(v) - v.count(0))
 
     def until(self, t: float) -> Series:
         """What is known just before `t`: the candles opening before it, the one holding it cut to its open."""

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import glob
 from decimal import Decimal
 
 import pytest
@@ -18,6 +19,16 @@ def move(sim, currency: str, factor: str) -> None:
     pair = sim.pair(PAIRS[currency])
     price = (sim.price(PAIRS[currency]) * Decimal(factor)).quantize(Decimal(1).scaleb(-pair.pair_decimals))
     sim.set_price(PAIRS[currency], price)
+
+
+def wall_clock_env(offset: str) -> dict[str, str]:
+    """Environment that moves a process's wall clock by `offset` ("+3h", "-365d"): libfaketime
+    preloaded (Debian's faketime, installed by tests/setup.sh); its monotonic clock stays true.
+    Preloaded directly, not through the faketime command, so a SIGKILL reaches the process itself."""
+    found = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+    if not found:
+        pytest.fail("libfaketime is missing: tests/setup.sh installs Debian's faketime")
+    return {"LD_PRELOAD": found[0], "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 @pytest.fixture
