@@ -138,7 +138,9 @@ class Agent:
                 raise
             self._doubt(row, f"could not be asked about ({exc})")
             return
-        if order is None:
+        if order is None and row["order_id"]:   # the exchange gave it an id: placed, whatever a lookup says
+            self._doubt(row, f"placed as {row['order_id']} but not found by its reference")
+        elif order is None:
             age = self.platform.clock() - float(row["intent_at"])  # both on the exchange's clock
             # A negative age is a clock that moved back: runs minutes apart bound it instead.
             if age >= self.platform.order_visibility_delay or (age < 0 and row["lookups"] >= ATTENTION_RUNS):

@@ -65,20 +65,21 @@ def check_state_equals_exchange(cfg, venue, start_xbt: Decimal = Decimal("0.01")
     assert held["ETH"] == balances.get("XETH", Decimal(0))
 
 
-def settle(run) -> None:
-    """Normal runs until nothing is left in flight (an order sent just before a crash
-    is trusted as 'never placed' only after the client timeout)."""
-    for _ in range(3):
+def settle(run, venue) -> None:
+    """Normal runs, a cron period apart on the exchange's clock, until nothing is left in
+    flight (an order journaled just before a crash is trusted as 'never placed' only once
+    its deadline and a margin have passed on Kraken's clock)."""
+    for _ in range(2):
+        venue.sim.advance(60)
         result = run()
         assert result.returncode == 0, result.stderr
-        time.sleep(1.1)
 
 
 @pytest.mark.parametrize("step", BUY_STEPS)
 def test_a_kill_during_a_buy_neither_duplicates_nor_loses_an_order(live, kraken_venue, step):
     crashed = live(crash_at=step)
     assert crashed.returncode == -9
-    settle(live)
+    settle(live, kraken_venue)
     check_state_equals_exchange(live.cfg, kraken_venue)
     store = open_state(live.cfg, "live")
     assert [t.currency for t in store.threads()] == ["BTC", "ETH"]
@@ -91,7 +92,7 @@ def test_a_kill_during_a_sell_neither_duplicates_nor_loses_an_order(live, kraken
     move(kraken_venue.sim, "BTC", "1.1")
     crashed = live(crash_at=step)
     assert crashed.returncode == -9
-    settle(live)
+    settle(live, kraken_venue)
     check_state_equals_exchange(live.cfg, kraken_venue)
     db = open_market_db(live.cfg)
     sells = [r for r in db.journal("live", agent=live.cfg.storage.namespace) if r["side"] == "sell" and r["filled"]]

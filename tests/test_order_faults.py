@@ -93,7 +93,7 @@ class KrakenVenue:
         from includes.simulators.kraken import KrakenSimulator
 
         self.sim = KrakenSimulator(clock=START).start()
-        self.key, self.secret = self.sim.add_account(balances={"ZEUR": "100", "XXBT": "0.01"}, tier="pro")
+        self.key, self.secret = self.sim.add_account(balances={"ZEUR": "1000", "XXBT": "0.01"}, tier="pro")
         self.pairs = {"BTC": "XXBTZEUR", "ETH": "XETHZEUR"}
         self.start_prices = {c: self.sim.price(p) for c, p in self.pairs.items()}
 
@@ -166,7 +166,7 @@ class BittrexVenue:
 
         self.sim = BittrexSimulator(rate_limit=10 ** 9).start()
         self.key, self.secret = "walk-key", "walk-secret"
-        self.sim.add_account(self.key, self.secret, {"EUR": "100", "BTC": "0.01"})
+        self.sim.add_account(self.key, self.secret, {"EUR": "1000", "BTC": "0.01"})
         self.pairs = {"BTC": "BTC-EUR", "ETH": "ETH-EUR"}
         self.start_prices = {c: self.sim.price(p) for c, p in self.pairs.items()}
 

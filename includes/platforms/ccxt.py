@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 import ccxt
 
 from includes.errors import (AuthenticationError, ConfigError, ExchangeError, InsufficientFunds,
-                             InvalidNonce, MarketUnavailable, PermanentError, RateLimited, TemporaryError,
-                             UnknownMarket)
+                             InvalidNonce, LockedOut, MarketUnavailable, PermanentError, RateLimited,
+                             TemporaryError, UnknownMarket)
 from includes.money import ZERO, to_decimal
 from includes.storage import EXCHANGE_FINAL
 from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
@@ -45,7 +45,11 @@ MAX_CANDLES = {"kraken": 720}
 EXACT_ERRORS: dict[str, dict[str, type[ccxt.BaseError]]] = {
     "kraken": {"EAPI:Invalid signature": ccxt.AuthenticationError,
                "EService:Deadline elapsed": ccxt.ExchangeNotAvailable,
-               "EGeneral:Too many requests": ccxt.RateLimitExceeded}}
+               "EGeneral:Too many requests": ccxt.RateLimitExceeded,
+               "EGeneral:Temporary lockout": ccxt.AccountSuspended}}   # ccxt says DDoSProtection: no retry helps
+# ... and those that carry a varying tail ("EService:Throttled: <unix time>").
+BROAD_ERRORS: dict[str, dict[str, type[ccxt.BaseError]]] = {
+    "kraken": {"EService:Throttled": ccxt.RateLimitExceeded}}
 
 # Errors that are an explicit refusal by the venue: nothing was done.  A bare
 # ccxt.ExchangeError (an error string ccxt does not know), a BadResponse (a malformed
@@ -63,6 +67,8 @@ _ERRORS: list[tuple[type[ccxt.BaseError], type[ExchangeError]]] = [
     (ccxt.OnMaintenance, MarketUnavailable),
     (ccxt.MarketClosed, MarketUnavailable),
     (ccxt.OperationFailed, TemporaryError),  # network trouble, timeouts, 5xx, unreadable replies
+    (ccxt.BadResponse, TemporaryError),      # a reply that is not what the API sends (malformed, cut)
+    (ccxt.AccountSuspended, LockedOut),
     (ccxt.AuthenticationError, AuthenticationError),
     (ccxt.BadSymbol, UnknownMarket),
     (ccxt.InsufficientFunds, InsufficientFunds),
@@ -131,6 +137,7 @@ class CcxtPlatform(Platform):
             "enableRateLimit": True, "rateLimit": 1000 / calls_per_second})
         self.exchange.number = str  # ccxt's switch: numbers stay the venue's strings, Decimal stays exact
         self.exchange.exceptions["exact"].update(EXACT_ERRORS.get(exchange_id, {}))
+        self.exchange.exceptions["broad"].update(BROAD_ERRORS.get(exchange_id, {}))
         if api_url:
             self.exchange.urls["api"] = _repointed(self.exchange.urls["api"], api_url)
         self.exchange.gate = KeyGate(ledger or ledger_for("", exchange_id, key, state_dir), rate_tier, sleep)

@@ -12,9 +12,13 @@ funded Starter-tier account:
 
 Drive it from the test: sim.set_time(ts) / sim.advance(s), sim.set_price(pair,
 price), sim.load_candles(pair, rows_or_csv), sim.set_pair_status(pair, status),
-sim.set_system_status(status), sim.inject(method, fault, times=1, **params),
-sim.add_account(..., tier="pro").  Read sim.calls["AddOrder"],
-sim.balances(key), sim.price(pair), sim.bid_ask(pair).
+sim.set_system_status(status), sim.inject(method, fault, times=1, **params) (faults
+before the call or, with after=True, after it was carried out; "lifecycle" on
+AddOrder scripts the next market order: pending, open, fill, end, hidden, unit),
+sim.complete_orders(), sim.add_account(..., tier="pro").  Read sim.calls["AddOrder"],
+sim.balances(key), sim.account_orders(key) (every order placed, the ground truth),
+sim.price(pair), sim.bid_ask(pair).  The module docstring of
+includes/simulators/kraken.py lists every fault.
 
 `kraken_api` is a krakenex.API pointed at `kraken_sim` with the test key.
 
