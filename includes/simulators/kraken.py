@@ -185,7 +185,6 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal
@@ -194,6 +193,7 @@ from urllib.parse import parse_qsl
 
 from includes.money import ZERO, round_down, round_half_even, to_decimal
 from includes.simulators.http import Fault, Reply, Request, SimulatorServer, json_reply, truthy
+from includes.simulators.lifecycle import Lifecycle
 from includes.simulators.prices import Candle, Row, Series, read_candle_csv, synthetic_series
 
 INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)    # OHLC, minutes
@@ -216,8 +216,6 @@ NOT_MODELLED = {"leverage": ("", "0", "none"), "reduce_only": ("", "false", "0")
                 # one account never trades with itself: every self-trade prevention behaves alike
                 "stptype": ("", "cancel-newest", "cancel-oldest", "cancel-both")}
 LOOKUPS = ("QueryOrders", "OpenOrders", "ClosedOrders")     # the calls that advance a lifecycle by "lookups"
-LIFECYCLE_UNITS = ("lookups", "seconds")
-LIFECYCLE_ENDS = ("closed", "canceled")
 DEPTH_COUNT, MAX_DEPTH_COUNT = 100, 500
 TRADES_COUNT, MAX_TRADES_COUNT = 1000, 1000
 THROTTLE_SECONDS = 5                # EService:Throttled: the retry time it names, after now
@@ -295,58 +293,6 @@ class Pair:
 
     def cost_text(self, value: Decimal) -> str:
         return _fmt(value, self.cost_decimals)
-
-
-@dataclass
-class Lifecycle:
-    """The script of a market order placed under a `lifecycle` fault (see KrakenSimulator.inject).
-
-    `elapsed` counts units since placement: the account's order lookups, or
-    simulated seconds.  Unit u (the u-th lookup, or the second ending at u) is in
-    the pending stage while u <= pending, in the open stage while u <= pending +
-    open, final after; the order is hidden while u <= hidden.  As the Bittrex
-    simulator's, except that a stage of length 0 is skipped at placement (u = 0):
-    pending=open=0 fills at once, as without the fault.
-    """
-    pending: float = 0
-    open: float = 0
-    fill: Decimal | None = None     # fraction of the volume executed on entering the open stage
-    end: str = "closed"             # or "canceled": the rest is never executed
-    hidden: float = 0
-    unit: str = "lookups"           # or "seconds"
-    elapsed: float = 0.0
-    stage: str = "pending"          # then "open", then "done"
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, object]) -> Lifecycle:
-        """Checked at inject time, so that a bad script fails the test that wrote it."""
-        unknown = set(params) - {"pending", "open", "fill", "end", "hidden", "unit"}
-        if unknown:
-            raise ValueError(f"unknown lifecycle parameters: {', '.join(sorted(unknown))}")
-        unit = params.get("unit", "lookups")
-        if unit not in LIFECYCLE_UNITS:
-            raise ValueError(f"lifecycle unit must be one of {', '.join(LIFECYCLE_UNITS)}, not {unit!r}")
-        counts = {}
-        for name in ("pending", "open", "hidden"):
-            value = params.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                    unit == "lookups" and value != int(value)):
-                raise ValueError(f"lifecycle {name} must be a number of {unit} >= 0, not {value!r}")
-            counts[name] = value
-        fill = params.get("fill")
-        if fill is not None:
-            fill = to_decimal(fill, "fill")
-            if not 0 < fill < 1:
-                raise ValueError(f"lifecycle fill must be a fraction between 0 and 1 (exclusive), not {fill}")
-        end = params.get("end", "closed")
-        if end not in LIFECYCLE_ENDS:
-            raise ValueError(f"lifecycle end must be one of {', '.join(LIFECYCLE_ENDS)}, not {end!r}")
-        return cls(counts["pending"], counts["open"], fill, end, counts["hidden"], unit)
-
-    @property
-    def lagging(self) -> bool:
-        """Still invisible to the account's queries."""
-        return self.hidden > 0 and self.elapsed <= self.hidden
 
 
 @dataclass
