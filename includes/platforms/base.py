@@ -213,10 +213,10 @@ class Platform(ABC):
         """
 
     @abstractmethod
-    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order | None:
-        """Send one market order, once, tagged with `ref`; what the reply tells of it (None: nothing
-        but that it was taken).  Raises ExchangeError, with `refused` set only for an explicit
-        refusal (see place_order)."""
+    def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
+        """Send one market order, once, tagged with `ref`: the order as its reply tells it (at
+        least its id; "pending" with nothing filled when the reply says no more).  Raises
+        ExchangeError, with `refused` set only for an explicit refusal (see the class docstring)."""
 
     @abstractmethod
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
