@@ -20,7 +20,7 @@ from includes.platforms import make_platform
 from includes.platforms.keygate import FileLedger, RedisLedger
 from includes.platforms.kraken import error_for
 from includes.storage import open_market_db, open_state
-from includes.storage.state import ACTIVE, BUYING, WAITING
+from includes.storage.state import ACTIVE, BUYING
 from tests.conftest import REDIS_URL
 from tests.plugins.agent import move, wall_clock_env
 
@@ -239,3 +239,24 @@ def test_the_config_puts_the_nonce_where_the_state_is(job_config, redis_namespac
     on_disk = make_platform(job_config(), live=False)
     assert isinstance(in_redis.gate.ledger, RedisLedger) and in_redis.gate.ledger.key.startswith("crontrader:gate:kraken-")
     assert isinstance(on_disk.gate.ledger, FileLedger) and on_disk.gate.ledger.path.suffix == ".nonce"
+
+
+def test_a_gate_lock_left_by_a_dead_host_expires_and_a_live_one_is_waited_for(redis_namespace):
+    import redis
+
+    from includes.errors import TemporaryError as Temporary
+    from includes.platforms.keygate import KeyGate
+
+    key = f"{redis_namespace}:gate"
+    client = redis.Redis.from_url(REDIS_URL)
+    client.set(f"{key}:lock", "a host that died mid-call", px=300)
+    gate = KeyGate(RedisLedger(REDIS_URL, key, hold_seconds=5, wait_seconds=10), "pro")
+    with gate.call(1) as first:
+        pass
+    with gate.call(1) as second:
+        assert second > first
+    client.set(f"{key}:lock", "a host still calling", px=60_000)
+    with pytest.raises(Temporary, match="stayed held for 0.2 s"):
+        with KeyGate(RedisLedger(REDIS_URL, key, wait_seconds=0.2), "pro").call(1):
+            pass
+    client.close()

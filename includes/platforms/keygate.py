@@ -173,11 +173,13 @@ class RedisLedger:
             raise StorageError(f"Redis, for the API key's nonce: {str(exc).splitlines()[0]}") from exc
 
 
-def ledger_for(state_url: str, venue: str, key: str, tmp_dir: Path) -> Ledger:
+def ledger_for(state_url: str, venue: str, key: str, tmp_dir: Path, timeout: float = 15) -> Ledger:
     """The ledger of API key `key` shared by everything that shares the state store: in
     Redis when the state is there (hosts share it), else in tmp_dir/<venue>-<key id>.nonce.
-    The key itself is never written anywhere: only a hash of it names the ledger."""
+    The key itself is never written anywhere: only a hash of it names the ledger.
+    `timeout`: the longest a call may take; the Redis lock outlives it."""
     key_id = f"{venue}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if state_url.startswith(("redis://", "rediss://")):
-        return RedisLedger(state_url, f"crontrader:gate:{key_id}")
+        return RedisLedger(state_url, f"crontrader:gate:{key_id}", hold_seconds=timeout + 30,
+                           wait_seconds=2 * timeout + 60)
     return FileLedger(tmp_dir / f"{key_id}.nonce")
