@@ -443,6 +443,11 @@ def test_a_random_walk_of_faults_never_loses_or_doubles_an_order(name, tmp_path,
     with capsys.disabled():
         print(f"\n{name}: seed {SEED}, {walk.counts['steps']} steps in {time.monotonic() - began:.0f} s, "
               f"{len(venue.orders())} exchange orders, journal {dict(statuses)}, 0 violations")
-        for what, n in sorted(walk.counts.items()):
-            print(f"  {n:6d}  {what}")
+        kinds = Counter()
+        for what, n in walk.counts.items():
+            if what.startswith("fault "):
+                kinds[what.split(" on ")[0][6:]] += n
+            else:
+                print(f"  {n:6d}  {what}")
+        print("  faults by kind: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
     assert statuses["closed"] + statuses["canceled"] > 20 * SCALE, "the walk traded too little to prove anything"
