@@ -104,7 +104,7 @@ def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
 
     interval = cfg.market_data.candle_interval
     try:
-        last = db.last_candle_ts_by_market(exchange, interval)
+        last = db.last_candle_ts_by_market(exchange, interval, [m.symbol for m in markets])
     except StorageError as exc:
         log.warning("%s; fetching recent candles for every market", exc)
         last = {}
