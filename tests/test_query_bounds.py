@@ -79,6 +79,16 @@ def plans(db: MarketDB, statements: list[tuple[str, Any]]) -> list[str]:
     return scans
 
 
+def used(db: MarketDB, sql: str, params: Any) -> set[str]:
+    """The indexes of `orders` that the plan of `sql` reads."""
+    with db._begin() as c:
+        if db._mysql:
+            c.cursor.execute("EXPLAIN " + sql, params)
+            return {r[5] for r in c.cursor.fetchall() if r[2] == "orders"}
+        c.cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "?"), c.params(params))
+        return set(re.findall(r"orders USING (?:COVERING )?INDEX (\w+)", " ".join(r[-1] for r in c.cursor.fetchall())))
+
+
 def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monkeypatch):
     db = MarketDB(db_url)
     try:
@@ -107,5 +117,7 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         monkeypatch.undo()
         assert len(seen) > 10
         assert plans(db, seen) == []
+        assert all(used(db, sql, params) == {"orders_status"} for sql, params in seen if "`status` IN (" in sql
+                   and "`thread`" not in sql)     # open intents: by their status, not past every row
     finally:
         db.close()

@@ -631,21 +631,20 @@ class MarketDB:
         return self._all(sql + " ORDER BY `intent_at`, `ref`", params)
 
     def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
-        """Orders whose fate must be asked of the exchange before anything else."""
-        return self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
-                         f"AND `status` IN ({_marks(len(OPEN))}) ORDER BY `intent_at`, `ref`",
-                         (agent, namespace, *OPEN))
+        """Orders whose fate must be asked of the exchange before anything else, oldest intent first.
+        Sorted here: an ORDER BY would lead SQLite to orders_time, past every row of the agent."""
+        rows = self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                         f"AND `status` IN ({_marks(len(OPEN))})", (agent, namespace, *OPEN))
+        return sorted(rows, key=lambda r: (float(r["intent_at"]), r["ref"]))
 
     def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
         """Per thread, what its settled fills leave it holding (journal.positions), from the
         rows that can matter only: its latest filled buy and the settled orders after it,
         each found through orders_thread, however many failed attempts the journal holds."""
         filled = "`filled` <> 0" if self._mysql else "CAST(`filled` AS REAL) <> 0"
-        threads = ("WITH RECURSIVE `t` (`n`) AS ("      # an index probe per thread, not a scan of them
-                   "SELECT MIN(`thread`) FROM `orders` WHERE `agent` = %s AND `namespace` = %s "
-                   "UNION ALL SELECT (SELECT MIN(`thread`) FROM `orders` WHERE `agent` = %s AND `namespace` = %s "
-                   "AND `thread` > `t`.`n`) FROM `t` WHERE `t`.`n` IS NOT NULL) "
-                   "SELECT `n` FROM `t` WHERE `n` IS NOT NULL")
+        # the threads one index probe each (a recursive CTE's correlated step is a scan on MariaDB)
+        following = ("SELECT `thread` FROM `orders` WHERE `agent` = %s AND `namespace` = %s AND `thread` > %s "
+                     "ORDER BY `thread` LIMIT 1")
         last_buy = ("SELECT `intent_at` FROM `orders` WHERE `agent` = %s AND `namespace` = %s AND `thread` = %s "
                     f"AND `status` = %s AND `side` = 'buy' AND {filled} ORDER BY `intent_at` DESC LIMIT 1")
         after = (f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s AND `thread` = %s "
@@ -653,7 +652,8 @@ class MarketDB:
                  "AND `intent_at` >= %s ORDER BY `intent_at`, `ref`")
         rows: list[dict[str, Any]] = []
         with self._begin() as db:
-            for (n,) in db.tuples(threads, (agent, namespace, agent, namespace)):
+            n = -1
+            while (n := db.value(following, (agent, namespace, n))) is not None:
                 # failed rows are never fills ("nothing placed"): they are not read at all
                 starts = [db.value(last_buy, (agent, namespace, n, status)) for status in EXCHANGE_FINAL]
                 start = max((float(at) for at in starts if at is not None), default=None)
