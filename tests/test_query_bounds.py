@@ -52,6 +52,8 @@ def test_open_positions_read_from_the_indexes_agree_with_the_whole_journal_folde
         everything = [r for r in db.journal("live") if r["status"] in FINAL and r["thread"] is not None]
         assert db.open_positions("live") == positions(everything)
         assert db.open_positions("live")                        # something is held: the test means something
+        assert [r["ref"] for r in db.settled("live")] == [
+            r["ref"] for r in db.journal("live") if r["status"] in ("closed", "canceled", "expired")]
         assert [r["ref"] for r in db.open_intents("live")] == [
             r["ref"] for r in db.journal("live") if r["status"] == "intent"]
     finally:
@@ -108,6 +110,7 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         db.closes_at("kraken", MARKETS[1], 5, [T0 + 86400 * 3 - h * 3600 for h in (0, 2, 6, 12, 24, 48)])
         db.open_intents("live")                                                 # trade_agent
         db.open_positions("live")
+        db.settled("live")                                                      # plot_graphs
         db.journal_intent("new", namespace="live", exchange="kraken", market=MARKETS[1], side="buy", thread=1)
         db.journal_result("new", "failed", error="EOrder:Insufficient funds")
         db.journal_looked_up("new")
@@ -118,6 +121,6 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         assert len(seen) > 10
         assert plans(db, seen) == []
         assert all(used(db, sql, params) == {"orders_status"} for sql, params in seen if "`status` IN (" in sql
-                   and "`thread`" not in sql)     # open intents: by their status, not past every row
+                   and "`thread` =" not in sql)   # open intents, settled: by their status, not past every row
     finally:
         db.close()

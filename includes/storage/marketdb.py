@@ -630,6 +630,13 @@ class MarketDB:
             params.append(since)
         return self._all(sql + " ORDER BY `intent_at`, `ref`", params)
 
+    def settled(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+        """The agent's orders that settled on the exchange (all that may have moved coins: not
+        the failed ones, however many), oldest intent first, through orders_status."""
+        rows = self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                         f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))})", (agent, namespace, *EXCHANGE_FINAL))
+        return sorted(rows, key=lambda r: (float(r["intent_at"]), r["ref"]))   # an ORDER BY: see open_intents
+
     def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
         """Orders whose fate must be asked of the exchange before anything else, oldest intent first.
         Sorted here: an ORDER BY would lead SQLite to orders_time, past every row of the agent."""
