@@ -16,8 +16,8 @@ growth <= +5 MiB for each job on both databases.
     python bench/growth.py                   # the full size (about 10 minutes)
 
 Also the agent's threads() on a Redis of the bench's own (--redis-port) holding 1 M
-unrelated keys, against the scan it replaced.  Not measured here yet: the whole scripts
-against the simulator (get_api_data's cycle with 600 markets).
+unrelated keys, against the scan it replaced, and get_api_data's cycles over 600 markets
+of the simulator against the cron period.
 """
 from __future__ import annotations
 
@@ -114,13 +114,18 @@ def job(name: str, db: MarketDB, n_markets: int) -> None:
         db.journal_intent(ref, namespace="live", exchange="kraken", market=symbols[0], side="buy", thread=1,
                           agent=AGENT)
         db.journal_result(ref, "failed", error="bench")
+    elif name == "plot_graphs":      # the trades of both namespaces, two days of candles of 5 markets
+        db.settled("live", agent=AGENT)
+        db.settled("dry", agent=AGENT)
+        for m in symbols[:5]:
+            db.candles("kraken", m, 5, since=NOW - 2 * 86400)
     elif name == "backup --dry-run":  # a day to take, as monthly runs leave it: a month is the same either way
         from includes.backup import plan
         oldest = db._one("SELECT MIN(`ts`) FROM `candles`")
         plan(db, oldest + 86400)
 
 
-JOBS = ("get_api_data", "trade_agent", "backup --dry-run")
+JOBS = ("get_api_data", "trade_agent", "plot_graphs", "backup --dry-run")
 
 
 def explain(url: str, n_markets: int) -> None:
@@ -161,12 +166,14 @@ def explain(url: str, n_markets: int) -> None:
             with db._begin() as c:
                 if db._mysql:
                     c.cursor.execute("EXPLAIN " + sql, params)
-                    for r in c.cursor.fetchall():
-                        print(f"      {r[2] or '':10} type={r[3]} key={r[5]} rows={r[8]} {r[9] or ''}")
+                    lines = [f"{r[2] or '':10} type={r[3]} key={r[5]} rows={r[8]} {r[9] or ''}"
+                             for r in c.cursor.fetchall()]
                 else:
                     c.cursor.execute("EXPLAIN QUERY PLAN " + sql.replace("%s", "?"), c.params(params))
-                    for r in c.cursor.fetchall():
-                        print(f"      {r[-1]}")
+                    lines = [r[-1] for r in c.cursor.fetchall() if r[-1] not in ("UNION ALL", "COMPOUND QUERY")]
+            for line in dict.fromkeys(lines):    # a UNION ALL of probes: each plan once, with its count
+                n = lines.count(line)
+                print(f"      {line}{f'  (x{n})' if n > 1 else ''}")
         db.close()
 
 
@@ -222,6 +229,46 @@ def redis_threads(n_keys: int, port: int) -> None:
         client.close()
 
 
+def many_markets(n: int) -> None:
+    """get_api_data's cycles over `n` markets of the Kraken simulator, every 10 minutes: the
+    candle calls each makes against its budget at Kraken's public pace of 1 call/s (run here
+    at 1,000/s; the wall time at 1/s is the calls', as the pacer spaces them)."""
+    import logging
+
+    import yaml
+
+    from includes.config import load_config
+    from includes.marketdata import CYCLE_SECONDS, CYCLE_SHARE, OTHER_CALLS, fetch_cycle
+    from includes.platforms import make_platform
+    from includes.simulators.kraken import KrakenSimulator
+    from includes.storage.spool import Spool
+
+    budget = int(CYCLE_SECONDS * CYCLE_SHARE * 1.0) - OTHER_CALLS
+    print(f"\nget_api_data over {n} markets, a cycle every {CYCLE_SECONDS // 60} min, "
+          f"budget {budget} candle calls (1 call/s)")
+    print(f"  {'cycle':>5} {'due':>5} {'OHLC':>5} {'behind':>6} {'wall at 1/s':>11} {'without budget':>14}")
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as home, KrakenSimulator(clock=NOW) as sim:
+        bases = [sim.pair(k).base for k in sim.add_synthetic_pairs(n)]
+        config = {"paths": {k: str(Path(home) / k) for k in ("log", "tmp", "img")},
+                  "exchange": {"api_url": sim.url, "public_calls_per_second": 1000},
+                  "trading": {"currencies": bases},
+                  "storage": {"market_db": f"sqlite:///{Path(home) / 'market.db'}"}}
+        (Path(home) / "config.yaml").write_text(yaml.safe_dump(config))
+        cfg = load_config(Path(home) / "config.yaml")
+        for cycle in range(1, 7):
+            db = MarketDB(cfg.storage.market_db)
+            before = sim.calls.get("OHLC", 0)
+            report = fetch_cycle(cfg, make_platform(cfg, live=False), db, Spool(Path(home) / "spool"), None,
+                                 budget=budget)
+            db.close()
+            calls = sim.calls.get("OHLC", 0) - before
+            print(f"  {cycle:5} {report.due:5} {calls:5} {report.behind:6} {calls + OTHER_CALLS:9} s "
+                  f"{report.due + OTHER_CALLS:12} s")
+            sim.advance(CYCLE_SECONDS)
+    logging.disable(logging.NOTSET)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="markets and journal rows times this (trials)")
@@ -275,6 +322,7 @@ def main() -> int:
                 print(f"\nplans on {engine}, 1 year and {journal} journal rows:")
                 explain(urls[engine, "large"], n_markets)
         redis_threads(round(1_000_000 * args.scale), args.redis_port)
+        many_markets(max(10, round(600 * args.scale)))
     finally:
         for case in cases:
             conn.cursor().execute(f"DROP DATABASE IF EXISTS `ct_growth_{tag}_{case}`")
