@@ -317,6 +317,7 @@ class RedisStateStore(StateStore):
         self.where = f"Redis at {server}/{kw.get('db', 0)}"
         self._scripts = {name: self.client.register_script(getattr(self, name))
                          for name in ("MOVE", "UNLOCK", "EXTEND")}
+        self._registered = False   # _register_old_threads has run
 
     @_translated
     def _move(self, n: int, expected: str, expected_ref: str | None, fields: dict[str, str]) -> bool:
@@ -331,11 +332,14 @@ class RedisStateStore(StateStore):
 
     def _register_old_threads(self) -> None:
         """Threads written before the set existed are found by a scan, once, and registered."""
+        if self._registered:
+            return
         if not self.client.exists(self._numbers):
             numbers = [key.rsplit(":", 1)[1] for key in
                        self.client.scan_iter(match=self.namespace + "thread:*", count=1000)]
             if numbers:
                 self.client.sadd(self._numbers, *numbers)
+        self._registered = True
 
     @_translated
     def ensure_threads(self, total: int) -> int:
