@@ -209,7 +209,8 @@ def requests_benchmark(markets: int = 50) -> bool:
                               ("5 min later (every next candle due)", 290)):
             sim.advance(advance)
             db = MarketDB(cfg.storage.market_db)
-            last = db.last_candle_ts_by_market("kraken", 5) if (home / "market.db").exists() else {}
+            symbols = [f"{c}/EUR" for c in currencies]
+            last = db.last_candle_ts_by_market("kraken", 5, symbols) if (home / "market.db").exists() else {}
             db.close()
             due = sum(1 for c in currencies if last.get(f"{c}/EUR") is None or sim.clock >= last[f"{c}/EUR"] + 300)
             before = dict(sim.calls)

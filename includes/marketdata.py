@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 AVAILABLE_FILE = "available.markets.tmp"
 FIRST_FETCH_CANDLES = 720     # a market seen for the first time gets this much history
 BACKFILL_INTERVALS = (60, 240, 1440)
+CYCLE_SECONDS = 600           # crontab.example runs get_api_data every 10 minutes
+CYCLE_SHARE = 0.5             # of it, the candle calls' share: a cycle ends well before the next starts
+OTHER_CALLS = 3               # the listing, the tickers, a retry
 
 
 @dataclass
@@ -36,7 +39,9 @@ class CycleReport:
     tickers: int = 0
     candles: int = 0
     due: int = 0
+    behind: int = 0           # due markets left for the next cycles by the call budget
     failed: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)    # holes one call could not fill: the owner is told
     global_metrics: bool = False
 
     @property
@@ -76,9 +81,16 @@ def record_markets(db: MarketDB, spool: Spool, platform: Platform, now: int) -> 
     return markets
 
 
+def call_budget(cfg: Config) -> int:
+    """Candle calls one cycle may make: its share of the cron period at the exchange's public
+    pace (1 call/s: 297), so that no cycle outlasts the period whatever the number of markets."""
+    return max(1, int(CYCLE_SECONDS * CYCLE_SHARE * cfg.exchange.public_calls_per_second) - OTHER_CALLS)
+
+
 def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
-                timeseries: TimeSeriesWriter | None) -> CycleReport:
-    """One run of get_api_data."""
+                timeseries: TimeSeriesWriter | None, budget: int | None = None) -> CycleReport:
+    """One run of get_api_data: the due markets, most overdue first, within `budget` candle
+    calls (call_budget); those left over come first in the next cycles."""
     report = CycleReport()
     replayed = _replay(db, spool)
     if replayed:
@@ -104,17 +116,29 @@ def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
 
     interval = cfg.market_data.candle_interval
     try:
-        last = db.last_candle_ts_by_market(exchange, interval)
+        last = db.last_candle_ts_by_market(exchange, interval, [m.symbol for m in markets])
     except StorageError as exc:
         log.warning("%s; fetching recent candles for every market", exc)
         last = {}
-    for market in progress(markets, total=len(markets), desc="candles"):
-        since = last.get(market.symbol)
-        if since is not None and now < since + interval * 60:
-            continue  # the stored candle is still open: nothing new yet
-        report.due += 1
+    step = interval * 60
+    due = sorted(((last.get(m.symbol), m) for m in markets
+                  if last.get(m.symbol) is None or now >= last[m.symbol] + step),   # else the stored candle is open
+                 key=lambda d: -1 if d[0] is None else d[0])                        # new markets, then the oldest
+    budget = call_budget(cfg) if budget is None else budget
+    report.due = len(due)
+    calls = 0
+    for i, (since, market) in enumerate(progress(due, total=len(due), desc="candles")):
+        if calls >= budget:
+            report.behind = len(due) - i
+            log.warning("%d markets due, %d fetched within this cycle's budget of %d calls; %d wait for the "
+                        "next cycles, the most overdue %s", len(due), i, budget, report.behind,
+                        "never fetched yet" if since is None else f"{(now - since) // 60} min behind")
+            break
+        calls += 1
         if since is None:
             since = now - FIRST_FETCH_CANDLES * interval * 60
+        elif platform.max_candles is not None and now - since > platform.max_candles * step:
+            calls += _fill_gap(platform, db, spool, timeseries, report, market.symbol, interval, since, now)
         try:
             candles = platform.get_candles(market.symbol, interval, since=since)
         except ExchangeError as exc:
@@ -128,6 +152,34 @@ def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
     log.info("%d markets: %d tickers, %d candles from %d due markets%s", len(markets), report.tickers,
              report.candles, report.due, f"; failed: {', '.join(report.failed)}" if report.failed else "")
     return report
+
+
+def _fill_gap(platform: Platform, db: MarketDB, spool: Spool, timeseries: TimeSeriesWriter | None,
+              report: CycleReport, market: str, interval: int, since: int, now: int) -> int:
+    """A hole longer than one call of `interval` candles can fill (an outage of days): covered
+    by the first coarser interval whose one call reaches back to `since`, and reported once (the
+    next cycle starts after it); the calls it made."""
+    assert platform.max_candles is not None
+    kept = now - platform.max_candles * interval * 60
+    hole = f"{market}: no {interval}-min candles from {_utc(since)} to {_utc(kept)}"
+    for coarse in (i for i in BACKFILL_INTERVALS if i > interval):
+        if platform.max_candles * coarse * 60 >= now - since:
+            try:
+                candles = platform.get_candles(market, coarse, since=since)
+            except ExchangeError as exc:
+                report.gaps.append(f"{hole} (the exchange keeps {platform.max_candles}; {coarse}-min: {exc})")
+                return 1
+            spool.write(db, "upsert_candles", exchange=platform.name, market=market, interval=coarse,
+                        candles=candles)
+            _to_timeseries(timeseries, "write_candles", platform.name, market, coarse, candles)
+            report.gaps.append(f"{hole} (the exchange keeps {platform.max_candles}): filled with {coarse}-min candles")
+            return 1
+    report.gaps.append(f"{hole}: the exchange keeps {platform.max_candles}, and no coarser interval reaches back")
+    return 0
+
+
+def _utc(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def backfill(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,
@@ -243,6 +295,9 @@ def get_api_data(cfg: Config, backfill_days: float | None = None) -> int:
         db.close()
         if timeseries is not None:
             timeseries.close()
+    from includes.runtime import tell_owner
+    for gap in report.gaps:
+        tell_owner("get_api_data", gap)
     if not report.fetched_anything:
         log.error("nothing could be fetched this cycle")
         return 1

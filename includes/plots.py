@@ -264,7 +264,7 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
     page = Page()
     db = open_market_db(cfg)
     try:
-        journal = {ns: filled_orders(db.journal(ns, agent=cfg.storage.namespace)) for ns in NAMESPACES}
+        journal = {ns: filled_orders(db.settled(ns, agent=cfg.storage.namespace)) for ns in NAMESPACES}
         prices = {}
         for market in tracked_markets(cfg):
             prices[market] = plot_market(cfg, db, page, img, market, journal, now)

@@ -175,3 +175,48 @@ def test_the_time_series_server_being_down_does_not_fail_the_cycle(job_config, c
     db = MarketDB(cfg.storage.market_db)
     assert len(db.candles("kraken", "BTC/EUR", 5)) == 720
     db.close()
+
+
+def test_a_cycle_keeps_within_its_call_budget_most_overdue_first(job_config, kraken_venue):
+    """However many markets, a cycle makes at most its budget of candle calls; the markets
+    left over are the first of the next cycle, so each is fetched within a few cycles."""
+    from includes.marketdata import fetch_cycle
+    from includes.platforms import make_platform
+    from includes.storage.spool import Spool
+
+    sim, cfg = kraken_venue.sim, job_config()
+    platform, db = make_platform(cfg, live=False), MarketDB(cfg.storage.market_db)
+    spool = Spool(cfg.path(cfg.paths.tmp) / "spool")
+    fetched = []
+    for _ in range(3):
+        before = sim.calls["OHLC"]
+        report = fetch_cycle(cfg, platform, db, spool, None, budget=2)
+        fetched.append((sim.calls["OHLC"] - before, report.due, report.behind))
+    assert fetched == [(2, 5, 3), (2, 3, 1), (1, 1, 0)]
+    assert all(len(db.candles("kraken", m, 5)) == 720 for m in MARKETS)
+    first = {m: db.candles("kraken", m, 5)[-1].ts for m in MARKETS}
+    sim.advance(300)                                   # every market due again: the oldest go first
+    fetch_cycle(cfg, make_platform(cfg, live=False), db, spool, None, budget=2)
+    moved = [m for m in MARKETS if db.candles("kraken", m, 5)[-1].ts > first[m]]
+    assert len(moved) == 2 and set(moved) <= {m for m in MARKETS if first[m] == min(first.values())}
+    db.close()
+
+
+def test_a_gap_longer_than_one_call_is_filled_coarser_and_said_once(job_config, kraken_venue, capsys):
+    sim = kraken_venue.sim
+    cfg = job_config(trading={"currencies": ["BTC"]})
+    assert get_api_data(cfg) == 0
+    db = MarketDB(cfg.storage.market_db)
+    last = db.candles("kraken", "BTC/EUR", 5)[-1].ts
+    capsys.readouterr()
+    sim.advance(4 * 86400)                             # a 4-day outage: Kraken keeps 2.5 days of 5-min candles
+    assert get_api_data(cfg) == 0
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("get_api_data: BTC/EUR: no 5-min candles from ")
+    assert said[0].endswith("filled with 60-min candles")
+    hourly = db.candles("kraken", "BTC/EUR", 60)
+    assert hourly[0].ts <= last + 3600 and hourly[-1].ts >= sim.clock - 2 * 86400
+    sim.advance(300)
+    assert get_api_data(cfg) == 0
+    assert capsys.readouterr().err == ""               # said once
+    db.close()

@@ -160,9 +160,10 @@ def test_plain_values_round_trip(state_store):
     state_store.ensure_threads(1)
     assert state_store.keys("platform:BTC:*") == ["platform:BTC:last24h:tendance",
                                                   "platform:BTC:montant", "platform:BTC:value"]
+    registry = ["threads"] if isinstance(state_store, RedisStateStore) else []   # the thread numbers' set
     assert state_store.keys() == ["invest:total", "platform:BTC:last24h:tendance",
                                   "platform:BTC:montant", "platform:BTC:value",
-                                  "platform:totaleuro", "thread:1"]
+                                  "platform:totaleuro", "thread:1", *registry]
 
 
 def test_floats_never_enter(state_store):
@@ -333,7 +334,7 @@ def test_redis_keys_keep_the_seed_names(redis_namespace):
         assert raw.get(ns + "platform:BTC:value") == "40501.3"
         assert raw.get(ns + "platform:BTC:last2h:tendance") == "-0.75"
         assert sorted(raw.scan_iter(f"{redis_namespace}:*")) == sorted(
-            ns + k for k in ("thread:1", "thread:2", "invest:total", "platform:totaleuro",
+            ns + k for k in ("thread:1", "thread:2", "threads", "invest:total", "platform:totaleuro",
                              "platform:BTC:montant", "platform:BTC:value", "platform:BTC:last2h:tendance"))
     finally:
         store.close()
@@ -352,7 +353,7 @@ def test_redis_live_and_dry_keys_live_apart(redis_namespace):
         assert raw.hget(f"{redis_namespace}:live:thread:1", "state") == "waiting"
         assert raw.hget(f"{redis_namespace}:dry:thread:1", "state") == "buying"
         assert sorted(raw.scan_iter(f"{redis_namespace}:dry:*")) == [
-            f"{redis_namespace}:dry:lock:agent", f"{redis_namespace}:dry:thread:1"]
+            f"{redis_namespace}:dry:lock:agent", f"{redis_namespace}:dry:thread:1", f"{redis_namespace}:dry:threads"]
         assert 0 < raw.pttl(f"{redis_namespace}:dry:lock:agent") <= 60000
     finally:
         for client in (live, dry, raw):
@@ -408,3 +409,22 @@ def test_open_state_store_picks_the_backend_by_scheme(tmp_path):
         open_state_store(REDIS_URL, "crontrader", "paper")
     with pytest.raises(ValueError, match="prefix"):
         open_state_store(REDIS_URL, "cron*trader")
+
+
+def test_redis_threads_are_found_by_their_numbers_not_by_a_scan(redis_namespace):
+    """The agent's threads come from the set of their numbers, so a Redis holding a million
+    keys of others costs it nothing; threads written before the set existed are registered once."""
+    raw = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    ns = f"{redis_namespace}:live:"
+    try:
+        raw.hset(ns + "thread:12", mapping={"state": "active", "currency": "BTC", "value": "5", "volume": "1"})
+        store = RedisStateStore(REDIS_URL, redis_namespace, "live")
+        assert store.ensure_threads(2) == 2
+        assert raw.smembers(ns + "threads") == {"1", "2", "12"}       # the old thread 12 is kept
+        raw.hset(ns + "thread:13", mapping={"state": "waiting"})      # not registered: never scanned for again
+        assert [t.n for t in store.threads()] == [1, 2, 12]
+        store.put_thread(Thread(5, state="disabled"))
+        assert [t.n for t in store.threads()] == [1, 2, 5, 12]
+        store.close()
+    finally:
+        raw.close()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.platforms.base import Candle
-from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
+from includes.storage import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, NAMESPACES, OPEN, SIDES
 from includes.storage.journal import INTENT_STEP, Position, positions
 
 if TYPE_CHECKING:
@@ -163,7 +163,27 @@ def _v4_journal_lookups(db: Cursor) -> None:
     db.execute("ALTER TABLE `orders` ADD COLUMN `lookups` INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed, _v3_journal_agent, _v4_journal_lookups]
+# The indexes that keep a cron job's queries bounded by what it needs, not by the history
+# (tests/test_marketdb.py checks their plans; bench/growth.py measures them):
+INDEXES = {
+    "candles_ts": ("candles", ("ts",)),                                    # the backup's month scan
+    "tickers_ts": ("tickers", ("ts",)),
+    "orders_time": ("orders", ("agent", "namespace", "intent_at")),       # the last intent; journal(since)
+    "orders_status": ("orders", ("agent", "namespace", "status")),        # open intents
+    # a thread's latest filled buy and the fills after it, past its failed attempts
+    "orders_thread": ("orders", ("agent", "namespace", "thread", "status", "side", "intent_at")),
+}
+
+
+def _v5_indexes(db: Cursor) -> None:
+    """v5 indexes what the cron jobs look up, so a year of candles and a long journal cost
+    a run nothing more (issue 17)."""
+    for name, (table, columns) in INDEXES.items():
+        db.execute(f"CREATE INDEX IF NOT EXISTS `{name}` ON `{table}` ({_names(columns)})")
+
+
+MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed, _v3_journal_agent, _v4_journal_lookups,
+                                              _v5_indexes]
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 # Time column of the tables the backup job trims; never the order journal (orders).
@@ -341,6 +361,7 @@ class MarketDB:
         if version is None:
             for table in TABLES.values():
                 db.execute(table.ddl(self._mysql))
+            _v5_indexes(db)
             db.execute("INSERT INTO `schema_version` (`version`) VALUES (%s)", (SCHEMA_VERSION,))
             return
         if version > SCHEMA_VERSION:
@@ -487,11 +508,18 @@ class MarketDB:
         return self._one("SELECT MAX(`ts`) FROM `candles` WHERE `exchange` = %s AND `market` = %s "
                          "AND `interval` = %s", (exchange, market, interval))
 
-    def last_candle_ts_by_market(self, exchange: str, interval: int) -> dict[str, int]:
-        """The newest candle of every market of `exchange`, in one query (the primary key answers it)."""
-        return {r["market"]: r["ts"] for r in self._all(
-            "SELECT `market`, MAX(`ts`) AS `ts` FROM `candles` WHERE `exchange` = %s AND `interval` = %s "
-            "GROUP BY `market`", (exchange, interval))}
+    def last_candle_ts_by_market(self, exchange: str, interval: int, markets: Iterable[str]) -> dict[str, int]:
+        """The newest candle of each of `markets` that has one: one primary-key probe per market
+        (a GROUP BY over the exchange read every candle of a year, 5 M rows, each cycle)."""
+        probe = ("SELECT %s, MAX(`ts`) FROM `candles` WHERE `exchange` = %s AND `market` = %s "
+                 "AND `interval` = %s")
+        found: dict[str, int] = {}
+        with self._begin() as db:
+            for chunk in _batched(markets, 100):
+                rows = db.tuples(" UNION ALL ".join([probe] * len(chunk)),
+                                 [p for m in chunk for p in (m, exchange, m, interval)])
+                found.update((m, int(ts)) for m, ts in rows if ts is not None)
+        return found
 
     def candles(self, exchange: str, market: str, interval: int, since: int | None = None,
                 until: int | None = None) -> list[Candle]:
@@ -602,23 +630,56 @@ class MarketDB:
             params.append(since)
         return self._all(sql + " ORDER BY `intent_at`, `ref`", params)
 
+    def settled(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+        """The agent's orders that settled on the exchange (all that may have moved coins: not
+        the failed ones, however many), oldest intent first, through orders_status."""
+        rows = self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                         f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))})", (agent, namespace, *EXCHANGE_FINAL))
+        return sorted(rows, key=lambda r: (float(r["intent_at"]), r["ref"]))   # an ORDER BY: see open_intents
+
     def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
-        """Orders whose fate must be asked of the exchange before anything else."""
-        return self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
-                         f"AND `status` IN ({_marks(len(OPEN))}) ORDER BY `intent_at`, `ref`",
-                         (agent, namespace, *OPEN))
+        """Orders whose fate must be asked of the exchange before anything else, oldest intent first.
+        Sorted here: an ORDER BY would lead SQLite to orders_time, past every row of the agent."""
+        rows = self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                         f"AND `status` IN ({_marks(len(OPEN))})", (agent, namespace, *OPEN))
+        return sorted(rows, key=lambda r: (float(r["intent_at"]), r["ref"]))
 
     def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
-        """Per thread, what its settled fills leave it holding (journal.positions)."""
-        return positions(self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
-                                   f"AND `status` IN ({_marks(len(FINAL))}) AND `thread` IS NOT NULL "
-                                   "ORDER BY `intent_at`, `ref`", (agent, namespace, *FINAL)))
+        """Per thread, what its settled fills leave it holding (journal.positions), from the
+        rows that can matter only: its latest filled buy and the settled orders after it,
+        each found through orders_thread, however many failed attempts the journal holds."""
+        filled = "`filled` <> 0" if self._mysql else "CAST(`filled` AS REAL) <> 0"
+        # the threads one index probe each (a recursive CTE's correlated step is a scan on MariaDB)
+        following = ("SELECT `thread` FROM `orders` WHERE `agent` = %s AND `namespace` = %s AND `thread` > %s "
+                     "ORDER BY `thread` LIMIT 1")
+        last_buy = ("SELECT `intent_at` FROM `orders` WHERE `agent` = %s AND `namespace` = %s AND `thread` = %s "
+                    f"AND `status` = %s AND `side` = 'buy' AND {filled} ORDER BY `intent_at` DESC LIMIT 1")
+        after = (f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s AND `thread` = %s "
+                 f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))}) AND `side` IN ('buy', 'sell') "
+                 "AND `intent_at` >= %s ORDER BY `intent_at`, `ref`")
+        rows: list[dict[str, Any]] = []
+        with self._begin() as db:
+            n = -1
+            while (n := db.value(following, (agent, namespace, n))) is not None:
+                # failed rows are never fills ("nothing placed"): they are not read at all
+                starts = [db.value(last_buy, (agent, namespace, n, status)) for status in EXCHANGE_FINAL]
+                start = max((float(at) for at in starts if at is not None), default=None)
+                if start is not None:
+                    rows += db.query(after, (agent, namespace, n, *EXCHANGE_FINAL, start))
+        rows.sort(key=lambda r: (float(r["intent_at"]), r["ref"]))
+        return positions(rows)
 
     # --- trimming, for the backup job -----------------------------------------------------
-    def _keys_in(self, table: Table, n: int) -> str:
-        """WHERE clause matching n primary keys (SQLite wants row values as a VALUES list)."""
-        rows = ", ".join([f"({_marks(len(table.key))})"] * n)
-        return f"({_names(table.key)}) IN ({rows if self._mysql else 'VALUES ' + rows})"
+    def _delete_keys(self, db: Cursor, table: Table, keys: Sequence[Sequence[Any]]) -> int:
+        """Delete the rows with these primary keys.  MariaDB reads a row-value IN list by key
+        ranges; SQLite reads IN (VALUES ...) by a scan of the table, which made trimming a year
+        super-linear, so there each key is a statement of its own (in-process: no round trip)."""
+        if self._mysql:
+            rows = ", ".join([f"({_marks(len(table.key))})"] * len(keys))
+            return db.execute(f"DELETE FROM `{table.name}` WHERE ({_names(table.key)}) IN ({rows})",
+                              [v for key in keys for v in key])
+        db.executemany(f"DELETE FROM `{table.name}` WHERE " + " AND ".join(f"`{c}` = %s" for c in table.key), keys)
+        return db.cursor.rowcount
 
     def delete_older_than(self, table: str, ts: int, batch: int = DELETE_BATCH) -> int:
         """Delete rows older than `ts`, `batch` rows per transaction; returns how many."""
@@ -631,34 +692,38 @@ class MarketDB:
                 keys = db.tuples(f"SELECT {_names(t.key)} FROM `{table}` WHERE `{AGED[table]}` < %s LIMIT %s",
                                  (ts, batch))
                 if keys:
-                    db.execute(f"DELETE FROM `{table}` WHERE {self._keys_in(t, len(keys))}",
-                               [v for key in keys for v in key])
+                    self._delete_keys(db, t, keys)
             deleted += len(keys)
             if len(keys) < batch:
                 return deleted
 
     # --- archiving, for the backup job ----------------------------------------------------
-    def _archived(self, table: str, before: int) -> tuple[str, tuple[int, ...]]:
-        """WHERE clause and parameters of the rows the backup takes: older than `before`, and
-        all rows of the markets that have been unavailable since before `before`."""
+    def _archived(self, table: str, before: int) -> list[tuple[str, tuple[int, ...]]]:
+        """WHERE clauses and parameters of the rows the backup takes, as disjoint parts: older
+        than `before`, and all rows of the markets that have been unavailable since before `before`.
+        Apart, each part has an index to use (candles_ts, the primary key); joined by OR, neither."""
         if table not in ARCHIVED:
             raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
         gone = "NOT `available` AND `status_changed` < %s"
         if table == "markets":
-            return gone, (before,)
+            return [(gone, (before,))]
         if "market" in TABLES[table].types:
-            return (f"`ts` < %s OR (`exchange`, `market`) IN (SELECT `exchange`, `market` FROM `markets` "
-                    f"WHERE {gone})"), (before, before)
-        return "`ts` < %s", (before,)
+            return [("`ts` < %s", (before,)),
+                    (f"`ts` >= %s AND (`exchange`, `market`) IN (SELECT `exchange`, `market` FROM `markets` "
+                     f"WHERE {gone})", (before, before))]
+        return [("`ts` < %s", (before,))]
 
     def archived_days(self, table: str, before: int) -> dict[int, int]:
         """Rows the backup would take from `table`, counted by UTC day (days since 1970-01-01)."""
-        where, params = self._archived(table, before)
+        parts = self._archived(table, before)
         day = f"`{ARCHIVED[table]}` {'DIV' if self._mysql else '/'} 86400"   # integer division
+        days: dict[int, int] = {}
         with self._begin() as db:
-            rows = db.tuples(f"SELECT {day} AS `day`, COUNT(*) AS `n` FROM `{table}` WHERE {where} "
-                             "GROUP BY `day`", params)
-        return {int(day): n for day, n in rows}
+            for where, params in parts:
+                for d, n in db.tuples(f"SELECT {day} AS `day`, COUNT(*) AS `n` FROM `{table}` WHERE {where} "
+                                      "GROUP BY `day`", params):
+                    days[int(d)] = days.get(int(d), 0) + n
+        return days
 
     def archived_rows(self, table: str, before: int) -> Iterator[tuple]:
         """Those rows, oldest first, in table column order; streamed, as a month of candles
@@ -667,7 +732,8 @@ class MarketDB:
         On a connection of their own: the caller may use this MarketDB while it iterates,
         which a half-read unbuffered MySQL result would refuse.
         """
-        where, params = self._archived(table, before)
+        parts = self._archived(table, before)
+        where, params = " OR ".join(f"({w})" for w, _ in parts), [p for _, ps in parts for p in ps]
         sql = (f"{_select(table)} WHERE {where} "
                f"ORDER BY `{ARCHIVED[table]}`, {_names(TABLES[table].key)}")
         if not self._schema_ready:
@@ -690,8 +756,7 @@ class MarketDB:
         deleted = 0
         for chunk in _batched(keys, batch):
             with self._begin(write=True) as db:
-                deleted += db.execute(f"DELETE FROM `{table}` WHERE {self._keys_in(t, len(chunk))}",
-                                      [v for key in chunk for v in key])
+                deleted += self._delete_keys(db, t, chunk)
         return deleted
 
     def restore_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -289,11 +289,13 @@ def _ref(order_ref: str) -> str:
 
 class RedisStateStore(StateStore):
 
-    # KEYS[1] thread; ARGV: expected state ('' = missing), expected ref ('' = any), field, value...
+    # KEYS[1] thread, KEYS[2] the set of thread numbers; ARGV: expected state ('' = missing),
+    # expected ref ('' = any), thread number, field, value...
     MOVE = """
         if (redis.call('HGET', KEYS[1], 'state') or '') ~= ARGV[1] then return 0 end
         if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'order_ref') ~= ARGV[2] then return 0 end
-        redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+        redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+        redis.call('SADD', KEYS[2], ARGV[3])
         return 1"""
     UNLOCK = """
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -315,11 +317,34 @@ class RedisStateStore(StateStore):
         self.where = f"Redis at {server}/{kw.get('db', 0)}"
         self._scripts = {name: self.client.register_script(getattr(self, name))
                          for name in ("MOVE", "UNLOCK", "EXTEND")}
+        self._registered = False   # _register_old_threads has run
 
     @_translated
     def _move(self, n: int, expected: str, expected_ref: str | None, fields: dict[str, str]) -> bool:
-        args = [expected, expected_ref or "", *(x for item in fields.items() for x in item)]
-        return bool(self._scripts["MOVE"](keys=[self._thread_key(n)], args=args))
+        args = [expected, expected_ref or "", n, *(x for item in fields.items() for x in item)]
+        return bool(self._scripts["MOVE"](keys=[self._thread_key(n), self._numbers], args=args))
+
+    @property
+    def _numbers(self) -> str:
+        """The set of the namespace's thread numbers: the agent finds its threads by their own
+        keys, never by scanning a Redis database that may hold a million keys of others."""
+        return self.namespace + "threads"
+
+    def _register_old_threads(self) -> None:
+        """Threads written before the set existed are found by a scan, once, and registered."""
+        if self._registered:
+            return
+        if not self.client.exists(self._numbers):
+            numbers = [key.rsplit(":", 1)[1] for key in
+                       self.client.scan_iter(match=self.namespace + "thread:*", count=1000)]
+            if numbers:
+                self.client.sadd(self._numbers, *numbers)
+        self._registered = True
+
+    @_translated
+    def ensure_threads(self, total: int) -> int:
+        self._register_old_threads()
+        return super().ensure_threads(total)
 
     @_translated
     def get_thread(self, n: int) -> Thread | None:
@@ -328,7 +353,8 @@ class RedisStateStore(StateStore):
 
     @_translated
     def threads(self) -> list[Thread]:
-        keys = list(self.client.scan_iter(match=self.namespace + "thread:*", count=1000))
+        self._register_old_threads()
+        keys = [self._thread_key(int(n)) for n in self.client.smembers(self._numbers)]
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
@@ -338,7 +364,10 @@ class RedisStateStore(StateStore):
 
     @_translated
     def put_thread(self, thread: Thread) -> None:
-        self.client.hset(self._thread_key(thread.n), mapping=thread.fields())
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._thread_key(thread.n), mapping=thread.fields())
+        pipe.sadd(self._numbers, thread.n)
+        pipe.execute()
 
     @_translated
     def set_many(self, values: Mapping[str, Value]) -> None:
