@@ -237,6 +237,9 @@ class StorageConfig(Section):
     market_db: str = setting("sqlite:///tmp/crontrader.db", check=_db_url)
     state: str = setting("sqlite:///tmp/state.db", check=_state_url)
     namespace: str = setting("crontrader", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # seconds a connect, a read or a write to MariaDB or Redis may take: a hung server then
+    # counts as an unreachable one (the URL's connect/read/write_timeout options override it)
+    timeout: float = setting(20.0, ge=1, le=600)
     timeseries: TimeSeriesConfig = TimeSeriesConfig()
 
 

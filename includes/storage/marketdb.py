@@ -222,14 +222,15 @@ class Cursor:
 class MarketDB:
     """The market DB at `url` (sqlite:///PATH or mysql+pymysql://USER:PASS@HOST/DB)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 20.0) -> None:
+        """timeout: seconds a MariaDB connect, read or write may take (storage.timeout)."""
         self.where = _redacted(url)
         self._mysql = url.startswith("mysql+pymysql://")
         try:
             if self._mysql:
                 import pymysql
                 self._driver: Any = pymysql
-                self._args = _mysql_args(url)
+                self._args = _mysql_args(url, timeout)
             elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
                 import sqlite3
                 self._driver = sqlite3
@@ -739,7 +740,7 @@ def _decoder(names: Sequence[str], mysql: bool) -> Callable[[Sequence[Any]], tup
     return decode
 
 
-def _mysql_args(url: str) -> dict[str, Any]:
+def _mysql_args(url: str, timeout: float = 20.0) -> dict[str, Any]:
     """pymysql.connect's arguments for mysql+pymysql://USER:PASS@HOST[:PORT]/DB[?OPTION=VALUE...].
 
     Parsed as SQLAlchemy did, so that URLs that worked keep working: the password may
@@ -770,7 +771,9 @@ def _mysql_args(url: str) -> dict[str, Any]:
         options["ssl_disabled"] = True
     return {"host": m["ipv6"] or m["host"] or "localhost", "port": int(m["port"] or 3306),
             "user": unquote(m["user"] or ""), "password": unquote(m["password"] or ""),
-            "database": m["database"], "charset": "utf8mb4", "autocommit": False, "connect_timeout": 10,
+            "database": m["database"], "charset": "utf8mb4", "autocommit": False,
+            # a hung server fails the call, as an unreachable one does (2013, lost connection)
+            "connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout,
             # an UPDATE counts the rows it matched, as SQLite does, not only those it changed
             "client_flag": CLIENT.FOUND_ROWS, **options}
 

@@ -302,14 +302,14 @@ class RedisStateStore(StateStore):
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         return redis.call('PEXPIRE', KEYS[1], ARGV[2])"""
 
-    def __init__(self, url: str, prefix: str = "crontrader", mode: str = "live") -> None:
+    def __init__(self, url: str, prefix: str = "crontrader", mode: str = "live", timeout: float = 20.0) -> None:
         import redis  # here, not at the top: the SQLite store must not pay for it
 
         super().__init__(prefix, mode)
         self.backend_errors = redis.RedisError
-        # Timeouts: a cron run must fail, not hang, when the server is gone.
+        # Timeouts (storage.timeout): a cron run must fail, not hang, when the server is gone or hung.
         self.client = redis.Redis.from_url(url, decode_responses=True,
-                                           socket_connect_timeout=5, socket_timeout=10)
+                                           socket_connect_timeout=timeout, socket_timeout=timeout)
         kw = self.client.connection_pool.connection_kwargs
         server = kw.get("path") or f"{kw.get('host')}:{kw.get('port')}"
         self.where = f"Redis at {server}/{kw.get('db', 0)}"
@@ -504,10 +504,10 @@ class SQLiteStateStore(StateStore):
             return True
 
 
-def open_state_store(url: str, prefix: str = "crontrader", mode: str = "live") -> StateStore:
+def open_state_store(url: str, prefix: str = "crontrader", mode: str = "live", timeout: float = 20.0) -> StateStore:
     """redis://host:port/db (or rediss://) for Redis, sqlite:///path for the embedded store."""
     if url.startswith(("redis://", "rediss://")):
-        return RedisStateStore(url, prefix, mode)
+        return RedisStateStore(url, prefix, mode, timeout)
     if url.startswith("sqlite:///"):
         return SQLiteStateStore(url[len("sqlite:///"):], prefix, mode)
     scheme = url.split("://", 1)[0] + "://" if "://" in url else "no scheme"
