@@ -757,9 +757,12 @@ def _mysql_args(url: str, timeout: float = 20.0) -> dict[str, Any]:
                      r"/(?P<database>[^?]+)(?:\?(?P<options>.*))?", url, re.DOTALL)
     if not m:
         raise ValueError("expected mysql+pymysql://USER:PASS@HOST[:PORT]/DB")
-    if m["port"] is not None and not m["port"].isdigit():
-        raise ValueError(f"port {m['port']!r} is not a number")
+    if m["port"] is not None and not (m["port"].isdigit() and 0 < int(m["port"]) < 65536):
+        raise ValueError(f"port {m['port']!r} is not a port number")
     options = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(m["options"] or "")}
+    for name, value in options.items():
+        if name.endswith("_timeout") and not (isinstance(value, int) and 0 < value <= 3600):
+            raise ValueError(f"option {name} must be a whole number of seconds, 1 to 3600")
     accepted = Connection.__init__.__code__
     unknown = set(options) - set(accepted.co_varnames[:accepted.co_argcount + accepted.co_kwonlyargcount])
     if unknown:
