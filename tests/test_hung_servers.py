@@ -73,3 +73,24 @@ def test_the_agent_ends_with_one_line_while_redis_is_hung(private_redis, job_con
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("trade_agent: ") and "Redis at 127.0.0.1:" in line and "Timeout" in line
+
+
+def test_the_agent_reports_a_lock_without_ttl_once_and_bounds_it(job_config, tmp_path, redis_namespace):
+    """Left by a stalled run of an old version, or set by hand: it would silence the agent for ever."""
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    job_config(state=REDIS_URL, storage={"namespace": redis_namespace})
+    client = redis.Redis.from_url(REDIS_URL)
+    key = f"{redis_namespace}:dry:lock:agent"
+    client.set(key, "elsewhere:1:stalled")
+    runs = [subprocess.run([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(tmp_path / "config.yaml")],
+                           capture_output=True, text=True, timeout=120) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0]
+    [line] = runs[0].stderr.strip().splitlines()
+    assert line == (f"trade_agent: Redis at 127.0.0.1:6379/0: lock {key} held by 'elsewhere:1:stalled' had no ttl: "
+                    f"it now expires in 900 s, and a later run takes it over")
+    assert runs[1].stderr == ""                                   # said once
+    assert 0 < client.pttl(key) <= 900_000
+    client.close()
