@@ -400,7 +400,7 @@ def load_config(path: Path | str | None = None) -> Config:
         data = yaml.load(text, Loader=_Loader)
         _count_values(data)
     except _Refused as exc:
-        raise ConfigError(f"{shown}: {exc}") from None
+        raise ConfigError(_line(f"{shown}: {exc}")) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -413,7 +413,7 @@ def load_config(path: Path | str | None = None) -> Config:
     try:
         return Config.from_dict(data)
     except InvalidConfig as exc:
-        raise ConfigError(f"{shown}: {exc}") from None
+        raise ConfigError(_line(f"{shown}: {exc}")) from None
 
 
 # --- the validator -------------------------------------------------------------------------------------
@@ -587,6 +587,12 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _key(loc: tuple[str, ...]) -> str:
     return f"key {'.'.join(_cut(part, 40) for part in loc)}: " if loc else ""
+
+
+def _line(text: str) -> str:
+    """One printable line, whatever a key or a value held: line breaks and control
+    characters escaped, the whole cut to what a mail subject can show."""
+    return _cut("".join(c if c.isprintable() else repr(c)[1:-1] for c in text), 600)
 
 
 def _cut(text: str, most: int = 60) -> str:
