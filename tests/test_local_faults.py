@@ -52,13 +52,15 @@ def mount(tmp_path: Path) -> Iterator:
         subprocess.run(["umount", str(path)], check=True)
 
 
-def fill_up(path: Path) -> None:
+def fill_up(path: Path, leave: int = 0) -> None:
+    """Fill the disk of `path`, then free `leave` bytes of it."""
     with open(path / "filler", "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 4096)
         except OSError:
             pass
+        f.truncate(max(0, f.tell() - leave))
 
 
 def test_a_read_only_log_directory_is_one_line_exit_2(tmp_path, job_config, mount):
@@ -84,13 +86,16 @@ def test_a_full_log_disk_is_one_line_and_the_job_still_runs(tmp_path, job_config
                     f"free some space on it")
 
 
-def test_a_full_tmp_disk_while_the_db_is_down_says_so(tmp_path, job_config, mount):
+@pytest.mark.parametrize("room", [0, 16384])
+def test_a_full_tmp_disk_while_the_db_is_down_says_so(tmp_path, job_config, mount, room):
+    """No room even for the run's lock file, or room for it and not for the spooled candles."""
     tmp = mount("tmp", "size=64k")
     job_config(market_db=DOWN, paths={"tmp": str(tmp)})
-    fill_up(tmp)
+    fill_up(tmp, leave=room)
     line = one_line(run("get_api_data", tmp_path / "config.yaml"), 1)
-    assert line.startswith(f"get_api_data: {tmp}/") and line.endswith(
+    assert line.startswith(f"get_api_data: {tmp}/{'spool/' if room else 'get_api_data.lock'}") and line.endswith(
         "No space left on device: the disk is full; free some space on it")
+    assert not list(tmp.rglob("*.tmp"))                # no half file left behind
 
 
 def test_a_lock_file_that_is_a_directory_is_one_line_exit_2(tmp_path, job_config):

@@ -63,11 +63,15 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{time.time_ns():020d}-{os.getpid()}-{method}.jsonl"
         partial = path.with_suffix(".tmp")
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
+        try:
+            with open(partial, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        except OSError as exc:          # a full disk: no half batch left, and the job says where
+            partial.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a power cut
