@@ -340,6 +340,7 @@ class Config(Section):
 
 
 MOST_VALUES = 10_000   # a config holds about 100; YAML aliases can make billions of few lines
+MOST_LEVELS = 32
 
 
 class _Refused(yaml.YAMLError):
@@ -357,32 +358,32 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
-                first = seen.setdefault(key, line)
+                first = seen.get(key)
+                seen.setdefault(key, line)
             except TypeError:           # an unhashable key: the validator names it
                 continue
-            if first != line:
+            if first is not None:
                 raise _Refused(f"key {_cut(str(key), 40)} is given twice, at lines {first} and {line}; "
                                f"keep one")
         return super().construct_mapping(node, deep=deep)
 
 
 def _count_values(data: Any) -> None:
-    """Refuse data whose aliases expand past MOST_VALUES: counted once per shared node, so
-    the count itself stays as small as the file."""
-    sizes: dict[int, int] = {}
-
-    def size(value: Any) -> int:
-        if not isinstance(value, (dict, list)):
-            return 1
-        if id(value) not in sizes:
-            sizes[id(value)] = 1           # a self-reference counts as one value
-            children = value.items() if isinstance(value, dict) else ((None, v) for v in value)
-            sizes[id(value)] = 1 + sum(size(k) + size(v) for k, v in children)
-        return sizes[id(value)]
-
-    if size(data) > MOST_VALUES:
-        raise _Refused(f"holds more than {MOST_VALUES} values once its YAML aliases are expanded: "
-                       f"a config needs no more than a few hundred")
+    """Refuse data whose aliases expand past MOST_VALUES, or that nests deeper than MOST_LEVELS:
+    walked as the validator would, without recursion, and stopped as soon as it is too much."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MOST_VALUES:
+            raise _Refused(f"holds more than {MOST_VALUES} values once its YAML aliases are expanded: "
+                           f"a config needs no more than a few hundred")
+        if depth > MOST_LEVELS:
+            raise _Refused(f"nests values more than {MOST_LEVELS} levels deep: a config needs 4")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for item in value.items() for v in item)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def load_config(path: Path | str | None = None) -> Config:

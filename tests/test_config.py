@@ -153,6 +153,9 @@ def test_empty_file_means_defaults(tmp_path):
     ("trading:\n  max_threads: 3\nplots: {}\ntrading:\n  max_threads: 4\n",
      "key trading is given twice, at lines 1 and 4; keep one"),
     ("trading:\n  max_threads: 3\n  max_threads: 4\n", "key max_threads is given twice, at lines 2 and 3"),
+    ("trading: {max_threads: 3, max_threads: 4}\n", "key max_threads is given twice, at lines 1 and 1"),
+    ("trading:\n  currencies: " + "[" * 900 + "]" * 900 + "\n", "nests values more than 32 levels deep"),
+    ("a: &a [*a]\n", "nests values more than 32 levels deep"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, expected):
     message = error_of(write(tmp_path, text))

@@ -104,7 +104,7 @@ def mutants(draw: st.DrawFn, base: dict[str, Any]) -> tuple[str, list[str]]:
         parent = data
         for key in path[:-1]:
             parent = parent[key]
-        kind = draw(st.sampled_from(["delete", "hostile", "random", "bomb", "chain", "unknown"]))
+        kind = draw(st.sampled_from(["delete", "hostile", "random", "bomb", "chain", "deep", "unknown"]))
         if kind == "delete":
             del parent[path[-1]]
         elif kind == "hostile":
@@ -116,6 +116,11 @@ def mutants(draw: st.DrawFn, base: dict[str, Any]) -> tuple[str, list[str]]:
             parent[path[-1]] = shared_bomb(draw(st.integers(2, 12)), draw(st.integers(2, 9)))
         elif kind == "chain":
             parent[path[-1]] = shared_bomb(draw(st.integers(1, 3)), 2)
+        elif kind == "deep":
+            nested: list = []
+            for _ in range(draw(st.integers(5, 200))):
+                nested = [nested]
+            parent[path[-1]] = nested
         else:
             parent[draw(st.text(min_size=1, max_size=draw(st.sampled_from([8, 300]))))] = 1
         done.append(f"{kind} {'.'.join(map(str, path))[:60]}")
