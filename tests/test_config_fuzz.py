@@ -157,6 +157,15 @@ def loaded(path: Path) -> tuple[int, str]:
     return 0, ""
 
 
+def stays_in(cfg: Any, home: Path) -> bool:
+    """Every file the run may write is under `home`: a mutant's relative path would be
+    under the project itself, and an absolute one anywhere."""
+    written = [cfg.path(p) for p in (cfg.paths.log, cfg.paths.tmp, cfg.paths.img)]
+    written += [Path(cfg.resolve_url(u)[len("sqlite:///"):]) for u in (cfg.storage.market_db, cfg.storage.state)
+                if u.startswith("sqlite:///")]
+    return all(p.resolve().is_relative_to(home.resolve()) for p in written)
+
+
 def test_config_mutants_load_or_fail_in_one_line(base_config, tmp_path_factory):
     home = tmp_path_factory.mktemp("mutants")
 
@@ -186,6 +195,7 @@ def test_config_mutants_run_a_dry_cycle_or_fail_in_one_line(base_config, tmp_pat
         path = home / "config.yaml"
         path.write_text(text, encoding="utf-8")
         assume(loaded(path)[0] == 0)       # the loader test has the others; these reach a cycle
+        assume(stays_in(load_config(path), Path(base_config["__home"])))
         try:
             script = data.draw(st.sampled_from(["trade_agent", "get_api_data"]))
             run = subprocess.run([sys.executable, str(ROOT / f"{script}.py"), "--config", str(path)],
@@ -196,6 +206,8 @@ def test_config_mutants_run_a_dry_cycle_or_fail_in_one_line(base_config, tmp_pat
         COUNTS[f"cycle {judge(path, run.returncode, run.stderr)}"] += 1
         COUNTS[f"cycle {script}"] += 1
 
+    in_project = set(ROOT.iterdir())
     check()
+    assert set(ROOT.iterdir()) == in_project                  # nothing written into the project
     COUNTS["cycle runs"] = COUNTS["cycle exit 0"] + COUNTS["cycle exit 2"]
     print(f"\nfuzz counts ({time.monotonic() - started:.0f} s for the cycles): {dict(sorted(COUNTS.items()))}")
