@@ -94,3 +94,14 @@ def test_the_agent_reports_a_lock_without_ttl_once_and_bounds_it(job_config, tmp
     assert runs[1].stderr == ""                                   # said once
     assert 0 < client.pttl(key) <= 900_000
     client.close()
+
+
+def test_the_agent_ends_with_one_line_while_mariadb_is_hung(private_mariadb, job_config, tmp_path):
+    """It holds its lock meanwhile: with no timeout it held it for ever, and later runs exited 0 quietly."""
+    job_config(market_db=private_mariadb.url, storage={"timeout": 1})
+    with private_mariadb.hung():
+        done = subprocess.run([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(tmp_path / "config.yaml")],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"trade_agent: market DB {private_mariadb.url}") and "timed out" in line
