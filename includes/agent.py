@@ -493,6 +493,9 @@ def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | Non
     try:
         lock = store.lock("agent", ttl_seconds=LOCK_TTL)
         if not lock.acquire():
+            if lock.problem:               # a lock without a bound: the owner hears of it once
+                from includes.runtime import tell_owner
+                tell_owner("trade_agent", lock.problem)
             log.info("another agent run holds the %s lock of %s: exiting", mode, store.where)
             return None
         try:

@@ -45,6 +45,7 @@ RSYNC_EXITS = {11: " (error in file I/O: is the destination full or read-only?)"
 FORMAT = "crontrader-archive"
 VERSION = 1
 SUFFIX = ".jsonl.gz"
+KEPT = "kept-archives"     # under paths.tmp: archives whose rows are deleted, until found at the destination
 DAMAGED = (OSError, EOFError, zlib.error)     # what a truncated or corrupted gzip raises
 
 
@@ -298,11 +299,68 @@ def export(db: MarketDB, before: int, staging: Path, stamp: str,
     return archives
 
 
+def _check(dest: LocalDestination | SSHDestination, archives: Sequence[Archive], kept: Path) -> None:
+    """Each archive's copy at the destination has the local archive's sha256, now;
+    a failure says which archives of deleted rows are kept here meanwhile."""
+    try:
+        copies = dest.checksums([a.path.name for a in archives])
+        for a in archives:
+            if copies.get(a.path.name) != a.file_sha256:
+                raise BackupError(f"backup check in {dest.where} failed: the copy of {a.path.name} "
+                                  f"differs from the archive")
+    except BackupError as exc:
+        n = len(list(kept.glob(f"*{SUFFIX}"))) if kept.is_dir() else 0
+        if n:
+            raise BackupError(f"{exc}; {n} archives of deleted rows are kept in {kept} until a run finds "
+                              f"them there") from None
+        raise
+
+
+def _keep(archive: Archive, kept: Path) -> Archive:
+    """Move a verified archive to kept/ before its rows go: a copy then exists here
+    whatever happens to the destination until _release finds it there again."""
+    path = kept / archive.path.name
+    try:
+        kept.mkdir(exist_ok=True)
+        os.replace(archive.path, path)
+        fd = os.open(kept, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise BackupError(f"cannot keep {archive.path.name} in {kept}: {exc.strerror or exc}") from None
+    return Archive(path, archive.table, archive.month, archive.columns, archive.key, archive.rows, archive.sha256)
+
+
+def _release(dest: LocalDestination | SSHDestination, kept: Path) -> None:
+    """Remove the kept archives once their copies are found whole at the destination,
+    copying them there again first; until then they stay, and the job fails."""
+    paths = sorted(kept.glob(f"*{SUFFIX}")) if kept.is_dir() else []
+    if not paths:
+        return
+    archives = [verify_archive(p) for p in paths]
+    try:
+        _check(dest, archives, kept)
+    except BackupError:
+        try:
+            dest.copy(paths)
+        except BackupError as exc:
+            raise BackupError(f"{exc}; {len(paths)} archives of deleted rows are kept in {kept} until a run "
+                              f"finds them there") from None
+        _check(dest, archives, kept)
+    for p in paths:
+        p.unlink()
+    log.info("%d kept archives found whole at %s and removed from %s", len(paths), dest.where, kept)
+
+
 def run_backup(cfg: Config, dry_run: bool = False, now: int | None = None) -> int:
     """Archive, copy, verify, then delete; returns the number of rows deleted."""
     from includes.storage import open_market_db
 
     dest = destination(cfg)
+    if not dry_run:
+        _release(dest, cfg.path(cfg.paths.tmp) / KEPT)     # a previous run's copies, before anything else
     now = int(time.time()) if now is None else now
     before = now - cfg.backup.retention_days * 86400
     cutoff = datetime.fromtimestamp(before, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -322,25 +380,25 @@ def run_backup(cfg: Config, dry_run: bool = False, now: int | None = None) -> in
             log.info("nothing older than %s to archive", cutoff)
             return 0
         tmp = cfg.path(cfg.paths.tmp)
-        tmp.mkdir(parents=True, exist_ok=True)
+        kept = tmp / KEPT
         stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+        tmp.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=tmp, prefix="backup-") as staging:
             archives = export(db, before, Path(staging), stamp, planned)
             dest.copy([a.path for a in archives])
-            copies = dest.checksums([a.path.name for a in archives])
-            for a in archives:
-                if copies.get(a.path.name) != a.file_sha256:
-                    raise BackupError(f"backup check in {dest.where} failed: the copy of {a.path.name} "
-                                      f"differs from the archive")
+            _check(dest, archives, kept)
             log.info("%d archives copied to %s and verified there", len(archives), dest.where)
             deleted = 0
             for a in progress(archives, desc="delete"):
+                _check(dest, [a], kept)              # it is still there now,
+                a = _keep(a, kept)                  # and a verified copy stays here
                 at = [a.columns.index(c) for c in a.key]
                 n = db.delete_keys(a.table, ([row[i] for i in at] for row in archive_rows(a.path)),
                                    cfg.backup.batch)
                 if n != a.rows:
                     log.warning("%s: %d of its %d rows were still in the database", a.path.name, n, a.rows)
                 deleted += n
+        _release(dest, kept)
         log.info("deleted %d archived rows older than %s (the order journal is kept)", deleted, cutoff)
         return deleted
     finally:

@@ -39,6 +39,9 @@ DEFAULT_CONFIG = ROOT / "conf" / "config.yaml"
 EXAMPLE_CONFIG = ROOT / "conf" / "config.example.yaml"
 
 CURRENCY = r"^[A-Z0-9]{1,16}$"
+LARGEST = 10 ** 12          # no setting means more: larger numbers only overflow somewhere
+SMALLEST = Decimal("1e-12")  # nor finer, in a Decimal
+PATH_MAX, NAME_MAX = 1024, 255
 
 
 # --- declaring settings ------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class ExchangeConfig(Section):
     api_url: str | None = setting(None, check=_http_url)  # None: the venue's own
     key_file: Path | None = None
     rate_tier: Literal["starter", "intermediate", "pro"] = "starter"
-    public_calls_per_second: float = setting(1.0, gt=0)
+    public_calls_per_second: float = setting(1.0, ge=0.05, le=1000)   # at most 20 s between calls
     timeout: float = setting(15.0, gt=0, le=300)
     retries: int = setting(3, ge=0, le=10)
 
@@ -157,7 +160,7 @@ class TradingConfig(Section):
     sell_percent: Decimal = setting(Decimal(3), gt=0, lt=1000)
     fee_percent: Decimal = setting(Decimal("0.26"), ge=0, lt=10)
     stop_loss_percent: Decimal | None = setting(None, gt=0, lt=1000)
-    max_hold_hours: float | None = setting(None, gt=0)
+    max_hold_hours: float | None = setting(None, gt=0, le=24 * 3660)
     trend_windows: list[int] = setting([2, 6, 12, 24, 48, 72], min_length=1, check=_windows)
     buy_trend_window: int = setting(24, ge=1)
     dry_run: bool = True
@@ -215,18 +218,49 @@ class TimeSeriesConfig(Section):
     org: str = "crontrader"
     bucket: str = "crontrader"
     token_file: Path | None = None
-    timeout: float = setting(10.0, gt=0)
+    timeout: float = setting(10.0, gt=0, le=300)
+
+
+def _sqlite_url(value: str) -> bool:
+    """True for sqlite:///PATH, with a path the store can open; ValueError when it cannot."""
+    if not value.startswith("sqlite:///"):
+        return False
+    _scalar(Path, value[len("sqlite:///"):])
+    return True
 
 
 def _db_url(value: str) -> str:
-    if not value.startswith(("sqlite:///", "mysql+pymysql://")):
+    """Parsed now, as the market DB will parse it: a bad option is a config error, not a crash later."""
+    if _sqlite_url(value):
+        return value
+    if not value.startswith("mysql+pymysql://"):
         raise ValueError("must be sqlite:///PATH or mysql+pymysql://USER:PASS@HOST/DB")
+    from includes.storage.marketdb import _mysql_args  # the store's own parser: one rule
+    _mysql_args(value)
     return value
 
 
 def _state_url(value: str) -> str:
-    if not value.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+    if _sqlite_url(value):
+        return value
+    if not value.startswith(("redis://", "rediss://")):
         raise ValueError("must be sqlite:///PATH or redis://HOST:PORT/DB")
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(value)
+        parts.port                              # noqa: B018 - raises on a port that is no number
+    except ValueError as exc:
+        raise ValueError(f"is not a Redis URL: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("must name its host: redis://HOST:PORT/DB")
+    if parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise ValueError("must end in a database number: redis://HOST:PORT/DB")
+    if parts.query:
+        from redis.connection import parse_url  # the client's own parser of the options
+        try:
+            parse_url(value)
+        except ValueError as exc:
+            raise ValueError(f"has a bad option: {exc}") from None
     return value
 
 
@@ -237,6 +271,9 @@ class StorageConfig(Section):
     market_db: str = setting("sqlite:///tmp/crontrader.db", check=_db_url)
     state: str = setting("sqlite:///tmp/state.db", check=_state_url)
     namespace: str = setting("crontrader", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # seconds a connect, a read or a write to MariaDB or Redis may take: a hung server then
+    # counts as an unreachable one (the URL's connect/read/write_timeout options override it)
+    timeout: float = setting(20.0, ge=1, le=600)
     timeseries: TimeSeriesConfig = TimeSeriesConfig()
 
 
@@ -258,7 +295,7 @@ def _destination(value: str) -> str:
 class BackupConfig(Section):
     """Where and how long the market data backups are kept."""
 
-    retention_days: int = setting(31, ge=1)
+    retention_days: int = setting(31, ge=1, le=36600)
     destination: str | None = setting(None, check=_destination)
     ssh_key_file: Path | None = None
     ssh_port: int = setting(22, ge=1, le=65535)
@@ -302,6 +339,53 @@ class Config(Section):
         return url
 
 
+MOST_VALUES = 10_000   # a config holds about 100; YAML aliases can make billions of few lines
+MOST_LEVELS = 32
+
+
+class _Refused(yaml.YAMLError):
+    """YAML that parses but that no config should be: a key twice, aliases expanding past MOST_VALUES."""
+
+
+# libyaml's loader when PyYAML has it (its wheels do): 1 ms for the example config, not 9
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        """Refuse a key given twice in one mapping: YAML keeps the last one silently."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:           # an unhashable key: the validator names it
+                continue
+            if first is not None:
+                raise _Refused(f"key {_cut(str(key), 40)} is given twice, at lines {first} and {line}; "
+                               f"keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_values(data: Any) -> None:
+    """Refuse data whose aliases expand past MOST_VALUES, or that nests deeper than MOST_LEVELS:
+    walked as the validator would, without recursion, and stopped as soon as it is too much."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MOST_VALUES:
+            raise _Refused(f"holds more than {MOST_VALUES} values once its YAML aliases are expanded: "
+                           f"a config needs no more than a few hundred")
+        if depth > MOST_LEVELS:
+            raise _Refused(f"nests values more than {MOST_LEVELS} levels deep: a config needs 4")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for item in value.items() for v in item)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def load_config(path: Path | str | None = None) -> Config:
     """The validated config of `path` (default conf/config.yaml)."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
@@ -314,13 +398,15 @@ def load_config(path: Path | str | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{shown}: cannot be read: {exc}") from None
     try:
-        # libyaml's loader when PyYAML has it (its wheels do): 1 ms for the example config, not 9
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = yaml.load(text, Loader=_Loader)
+        _count_values(data)
+    except _Refused as exc:
+        raise ConfigError(_line(f"{shown}: {exc}")) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{shown}: not valid YAML{where}: {_cut(masked(problem), 200)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -328,7 +414,7 @@ def load_config(path: Path | str | None = None) -> Config:
     try:
         return Config.from_dict(data)
     except InvalidConfig as exc:
-        raise ConfigError(f"{shown}: {exc}") from None
+        raise ConfigError(_line(f"{shown}: {exc}")) from None
 
 
 # --- the validator -------------------------------------------------------------------------------------
@@ -348,7 +434,7 @@ def _build(cls: type[Section], data: Any, loc: tuple[str, ...], problems: list[s
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
-        problems.append(f"{_key(loc)}must be a mapping of keys (got {data!r})")
+        problems.append(f"{_key(loc)}must be a mapping of keys (got {_got(data)})")
         return _INVALID
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = _hints(cls)
@@ -365,7 +451,7 @@ def _build(cls: type[Section], data: Any, loc: tuple[str, ...], problems: list[s
             try:
                 value = check(value)
             except ValueError as exc:
-                problems.append(f"{_key(here)}{exc} (got {given!r})")
+                problems.append(f"{_key(here)}{exc} (got {_got(given)})")
         values[name] = value
     for name, field in fields.items():
         if name not in data and field.default is dataclasses.MISSING \
@@ -392,7 +478,7 @@ def _value(tp: Any, given: Any, rules: Mapping[str, Any], loc: tuple[str, ...], 
         return _build(tp, given, loc, problems)
     if origin is list:
         if not isinstance(given, (list, tuple)):
-            problems.append(f"{_key(loc)}must be a list (got {given!r})")
+            problems.append(f"{_key(loc)}must be a list (got {_got(given)})")
             return _INVALID
         (item_type,) = get_args(tp)
         items = [_value(item_type, item, rules, (*loc, str(i)), problems) for i, item in enumerate(given)]
@@ -400,13 +486,13 @@ def _value(tp: Any, given: Any, rules: Mapping[str, Any], loc: tuple[str, ...], 
             return _INVALID
         least = rules.get("min_length", 0)
         if len(items) < least:
-            problems.append(f"{_key(loc)}must have at least {least} item{'s' if least > 1 else ''} (got {given!r})")
+            problems.append(f"{_key(loc)}must have at least {least} item{'s' if least > 1 else ''} (got {_got(given)})")
             return _INVALID
         return items
     try:
         return _within(_scalar(tp, given), rules)
     except ValueError as exc:
-        problems.append(f"{_key(loc)}{exc} (got {given!r})")
+        problems.append(f"{_key(loc)}{exc} (got {_got(given)})")
         return _INVALID
 
 
@@ -434,11 +520,18 @@ def _scalar(tp: Any, given: Any) -> Any:
             return given
         raise ValueError("must be a string")
     if tp is Path:
-        if isinstance(given, (str, Path)):
-            return Path(given)
-        raise ValueError("must be a path (a string)")
+        if not isinstance(given, (str, Path)):
+            raise ValueError("must be a path (a string)")
+        text = str(given)
+        if "\0" in text or not text.strip():
+            raise ValueError("must be a path: not empty, no NUL character")
+        if len(text) > PATH_MAX or any(len(part) > NAME_MAX for part in text.split("/")):
+            raise ValueError(f"is too long for a path ({PATH_MAX} characters, {NAME_MAX} a name)")
+        return Path(given)
     if isinstance(given, bool):
         raise ValueError("must be a whole number" if tp is int else "must be a number")
+    if isinstance(given, int) and abs(given) > LARGEST or isinstance(given, str) and len(given) > 60:
+        raise ValueError(f"must be a number between -{LARGEST:.0e} and {LARGEST:.0e}")
     if tp is int:
         if isinstance(given, int):
             return given
@@ -454,6 +547,8 @@ def _scalar(tp: Any, given: Any) -> Any:
             value = math.nan
         if math.isnan(value):
             raise ValueError("must be a number")
+        if not abs(value) <= LARGEST:
+            raise ValueError(f"must be a finite number between -{LARGEST:.0e} and {LARGEST:.0e}")
         return value
     if tp is Decimal:
         try:
@@ -464,6 +559,8 @@ def _scalar(tp: Any, given: Any) -> Any:
             raise ValueError("must be a number")
         if not value.is_finite():
             raise ValueError("must be a finite number")
+        if value and not SMALLEST <= abs(value) <= LARGEST:  # money stays in Decimal's default context
+            raise ValueError(f"must be 0 or between {SMALLEST:.0e} and {LARGEST:.0e} in size")
         return value
     raise TypeError(f"no rule for settings of type {tp!r}")  # a new annotation needs a branch here
 
@@ -490,17 +587,56 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _key(loc: tuple[str, ...]) -> str:
-    return f"key {'.'.join(loc)}: " if loc else ""
+    return f"key {'.'.join(_cut(part, 40) for part in loc)}: " if loc else ""
+
+
+def _line(text: str) -> str:
+    """One printable line, whatever a key or a value held: line breaks and control
+    characters escaped, the whole cut to what a mail subject can show."""
+    return _cut("".join(c if c.isprintable() else repr(c)[1:-1] for c in text), 600)
+
+
+def _cut(text: str, most: int = 60) -> str:
+    """At most `most` characters, the cut shown by an ellipsis."""
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
+_PASSWORD = re.compile(r"(://[^:/?#@\s]*:)\S*@")   # to the last @: a password may hold one
+
+
+def masked(text: str) -> str:
+    """`text` with the password of every URL's user:password@ replaced by ***."""
+    return _PASSWORD.sub(r"\1***@", text)
+
+
+def _got(value: Any, room: int = 80) -> str:
+    """A value as an error line shows it: passwords masked, at most `room` characters, built
+    piece by piece (a list's repr would expand every YAML alias in it, however many)."""
+    if isinstance(value, Mapping) or isinstance(value, (list, tuple)):
+        opening, closing = ("{", "}") if isinstance(value, Mapping) else ("[", "]")
+        text, items = opening, value.items() if isinstance(value, Mapping) else value
+        for i, item in enumerate(items):
+            if len(text) >= room - 2:
+                return text + "…" + closing
+            text += ", " if i else ""
+            if isinstance(value, Mapping):
+                text += _got(item[0], room - len(text)) + ": "
+                item = item[1]
+            text += _got(item, max(1, room - len(text)))
+        return _cut(text, room - 1) + closing
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 60:
+        return _cut(f"a number of {len(str(abs(value)))} digits", room)
+    return _cut(repr(masked(value) if isinstance(value, str) else value), room)
 
 
 def _unknown(loc: tuple[str, ...], known: list[str]) -> str:
     """'unknown key a.b' with the nearest known key, else the list of them."""
     import difflib  # only on this error path: every cron start would pay its import
 
-    close = difflib.get_close_matches(loc[-1], known, n=1)
-    hint = f"did you mean {'.'.join((*loc[:-1], *close))}?" if close else \
+    close = difflib.get_close_matches(_cut(loc[-1], 40), known, n=1)
+    hint = f"did you mean {'.'.join(_cut(part, 40) for part in (*loc[:-1], *close))}?" if close else \
         f"known keys here: {', '.join(sorted(known))}"
-    return f"unknown key {'.'.join(loc)} ({hint})"
+    return f"unknown key {'.'.join(_cut(part, 40) for part in loc)} ({hint})"
 
 
 def _plain(value: Any, json: bool) -> Any:
@@ -523,6 +659,25 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+SECRET_FILE_MAX = 64 * 1024   # a key file is a few hundred bytes; /dev/zero or a log file is no key
+
+
+def _read_secret(path: Path, what: str) -> tuple[int, str]:
+    """(mode, text) of a small regular file: a device, a FIFO or a huge file is refused, not read."""
+    shown = _shown(path)
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{shown}: {what} is not a regular file; point the config at the file itself")
+            if st.st_size > SECRET_FILE_MAX:
+                raise ConfigError(f"{shown}: {what} holds {st.st_size} bytes, more than a key ever needs "
+                                  f"({SECRET_FILE_MAX}); is it the right file?")
+            return st.st_mode, f.read(SECRET_FILE_MAX + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{shown}: {what} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
 def read_key_file(path: Path, *, live: bool, check_base64: bool = True) -> tuple[str, str]:
     """(key, secret) from a two-line key file (krakenex's format).
 
@@ -530,11 +685,8 @@ def read_key_file(path: Path, *, live: bool, check_base64: bool = True) -> tuple
     can move money.
     """
     shown = _shown(path)
-    try:
-        mode = path.stat().st_mode
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{shown}: the API key file cannot be read: {getattr(exc, 'strerror', exc) or exc}") from None
+    mode, text = _read_secret(path, "the API key file")
+    lines = text.splitlines()
     if live and mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{shown}: the API key file is readable by group or others "
                           f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {shown}")
@@ -561,10 +713,7 @@ def write_private(path: Path, text: str) -> None:
 
 def read_token_file(path: Path) -> str:
     """A one-line secret (CoinMarketCap key, InfluxDB token)."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{_shown(path)}: cannot be read: {getattr(exc, 'strerror', exc) or exc}") from None
+    token = _read_secret(path, "the token file")[1].strip()
     if not token:
         raise ConfigError(f"{_shown(path)}: is empty; it should hold the token on one line")
     return token

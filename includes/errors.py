@@ -19,6 +19,31 @@ class StorageError(CrontraderError):
     """A database, state store or time-series server failed."""
 
 
+class BadPath(ConfigError):
+    """A file or directory the config names cannot be used: permissions, a read-only
+    filesystem, a file where a directory should be (exit status 2)."""
+
+
+class DiskFull(CrontraderError):
+    """A local disk is full, or a quota reached (exit status 1)."""
+
+
+def local_fault(exc: OSError, hint: str = "") -> CrontraderError:
+    """An OSError on a local file as one line naming the file and what to do."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{where}{reason}: the disk is full; free some space on it")
+    fix = hint or "check the paths in the config"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return BadPath(f"{where}{reason}: make it writable by this user, or {fix}")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.ELOOP):
+        return BadPath(f"{where}{reason}: {fix}")
+    return CrontraderError(f"{where}{reason}")
+
+
 class ExchangeError(CrontraderError):
     """An exchange call failed.
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.money import ZERO, percent_change
+from includes.platforms.base import MARKET_RE
 from includes.runtime import write_atomic
 from includes.storage.state import ACTIVE, SELLING
 from includes.trends import trends as compute_trends
@@ -291,8 +292,10 @@ def plot_market(cfg: Config, db: MarketDB, page: Page, img: Path, market: str,
     """The market's chart; returns its last price for the thread table."""
     interval, hours = cfg.market_data.candle_interval, cfg.plots.window_hours
     since = now - hours * 3600
+    # a name no market can have has no rows (and MariaDB would refuse to compare a non-ASCII one)
     history = db.candles(cfg.exchange.name, market, interval,
-                         since=now - (max(max(cfg.trading.trend_windows), hours) + 1) * 3600)
+                         since=now - (max(max(cfg.trading.trend_windows), hours) + 1) * 3600) \
+        if MARKET_RE.match(market) else []
     shown = [c for c in history if c.ts >= since]
     path = chart_path(img, chart_stem(market))
     if not shown:

@@ -7,6 +7,7 @@ on a Raspberry Pi, so the heavy modules load after the arguments are parsed.
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import gc
 import logging
@@ -53,7 +54,7 @@ def setup_logging(script: str, log_dir: Path, level: str = "INFO", verbose: bool
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     formatter = _RedactingFormatter("%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
-    file_handler = logging.handlers.RotatingFileHandler(
+    file_handler = _LogFile(
         log_dir / f"{script}.log", maxBytes=1_000_000, backupCount=5, encoding="utf-8")
     file_handler.setFormatter(formatter)
     handlers: list[logging.Handler] = [file_handler]
@@ -72,6 +73,25 @@ def setup_logging(script: str, log_dir: Path, level: str = "INFO", verbose: bool
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A log file that, once it cannot be written (a full disk), says so in one stderr line,
+    not in a traceback per record."""
+
+    told = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not _LogFile.told and isinstance(exc, OSError):
+            _LogFile.told = True
+            from includes.errors import local_fault
+
+            exc.filename = exc.filename or self.baseFilename
+            script = Path(self.baseFilename).stem
+            print(f"{script}: log lost: {local_fault(exc, 'set paths.log in the config')}", file=sys.stderr)
+        elif not isinstance(exc, OSError):
+            super().handleError(record)
+
+
 def _logs_to_stderr() -> bool:
     return any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
 
@@ -84,15 +104,19 @@ def run_lock(job: str, tmp_dir: Path) -> Iterator[bool]:
     leaves a stale lock behind.
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(tmp_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    path = tmp_dir / f"{job}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:          # a full disk: named, as os.open's errors are
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         yield True
     finally:
         os.close(fd)
@@ -142,17 +166,28 @@ def run_script(name: str, description: str,
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(2)
-    setup_logging(name, cfg.path(cfg.paths.log), cfg.log_level, args.verbose)
+    from includes.errors import local_fault
+
     try:
-        if not lock:
-            code = run(cfg, args) or 0
-        else:
-            with run_lock(name, cfg.path(cfg.paths.tmp)) as acquired:
-                if not acquired:
-                    log.info("another %s run is in progress (tmp/%s.lock): exiting", name, name)
-                    code = 0
-                else:
-                    code = run(cfg, args) or 0
+        setup_logging(name, cfg.path(cfg.paths.log), cfg.log_level, args.verbose)
+    except OSError as exc:
+        print(f"{name}: cannot log: {local_fault(exc, 'set paths.log in the config')}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        try:
+            if not lock:
+                code = run(cfg, args) or 0
+            else:
+                with run_lock(name, cfg.path(cfg.paths.tmp)) as acquired:
+                    if not acquired:
+                        log.info("another %s run is in progress (tmp/%s.lock): exiting", name, name)
+                        code = 0
+                    else:
+                        code = run(cfg, args) or 0
+        except OSError as exc:
+            if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise                    # not a local file's: the unexpected error it is
+            raise local_fault(exc) from exc
     except ConfigError as exc:
         _fail(name, exc)
         code = 2
@@ -188,8 +223,12 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     """Readers see the old file or the new one, never half of one (a crash, a power cut)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:              # a full disk: no half file left behind, and the file named
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -262,3 +263,76 @@ def test_no_destination_is_a_one_line_config_error(sqlite_url, tmp_path):
     assert done.stderr.strip().splitlines() == [
         "clean_and_backup_database: backup.destination is not set: give USER@HOST:/PATH or a local directory "
         "in the config"]
+
+
+def rows_in(archives: Iterator[Path]) -> dict[str, set[tuple]]:
+    """The primary keys each table's archives hold."""
+    found: dict[str, set[tuple]] = {}
+    for path in archives:
+        a = verify_archive(path)
+        at = [a.columns.index(c) for c in a.key]
+        found.setdefault(a.table, set()).update(tuple(row[i] for i in at) for row in archive_rows(path))
+    return found
+
+
+def keys(db: MarketDB) -> dict[str, set[tuple]]:
+    return {name: {tuple(r[c] for c in t.key) for r in db._all(f"SELECT * FROM `{name}`")}
+            for name, t in TABLES.items() if name in ARCHIVED}
+
+
+def test_a_destination_that_vanishes_after_a_check_never_costs_a_row(shared_data, tmp_path, monkeypatch):
+    """The destination is removed right after the check that follows the copy, after the first
+    check just before a delete, and after the last one: every row that left the DB is then in an
+    archive kept here or at the destination, and the next run, the destination back, puts the kept
+    ones there.  (Vanishing after the final check is losing the backup disk, beyond any job.)"""
+    from includes import backup
+
+    checks = backup.LocalDestination.checksums
+    calls, vanish_after = [0], [0]
+
+    def checksums(self, names):
+        found = checks(self, names)
+        calls[0] += 1
+        if calls[0] == vanish_after[0]:
+            shutil.rmtree(self.path)
+        return found
+
+    monkeypatch.setattr(backup.LocalDestination, "checksums", checksums)
+
+    def attempt(k: int) -> tuple[str, int]:
+        work = tmp_path / str(k)
+        work.mkdir()
+        url = f"sqlite:///{work / 'market.db'}"
+        db = MarketDB(url)
+        fill(db, shared_data)
+        before = keys(db)
+        cfg = load_config(config(work, url, destination=str(work / "backups")))
+        calls[0], vanish_after[0] = 0, k
+        try:
+            run_backup(cfg, now=NOW)
+            outcome = "ok"
+        except BackupError as exc:
+            outcome = str(exc)
+        made = calls[0]
+        kept = sorted((work / "tmp" / backup.KEPT).glob(f"*{SUFFIX}"))
+        saved = rows_in(iter([*kept, *(work / "backups").glob(f"*{SUFFIX}")]))
+        for table, now in keys(db).items():
+            assert before[table] - now <= saved.get(table, set()), (k, table)
+        calls[0], vanish_after[0] = 0, 0          # the destination is back
+        run_backup(cfg, now=NOW)
+        assert not list((work / "tmp" / backup.KEPT).glob(f"*{SUFFIX}"))
+        saved = rows_in((work / "backups").glob(f"*{SUFFIX}"))
+        for table, now in keys(db).items():
+            assert before[table] - now <= saved.get(table, set()), (k, table)
+            assert now < before[table], (k, table)      # and the rows did go
+        db.close()
+        return outcome, made
+
+    outcome, made = attempt(0)
+    assert outcome == "ok" and made > 4
+    outcome, _ = attempt(1)
+    assert outcome.startswith("backup check in ") and "kept in" not in outcome     # nothing deleted yet
+    outcome, _ = attempt(2)
+    assert "1 archives of deleted rows are kept in" in outcome
+    outcome, _ = attempt(made - 1)
+    assert outcome == "ok"                        # the last archive is copied there again at the end

@@ -115,7 +115,7 @@ def test_empty_file_means_defaults(tmp_path):
     ("market_data:\n  coinmarketcap:\n    keyfile: x\n",
      "unknown key market_data.coinmarketcap.keyfile (did you mean market_data.coinmarketcap.key_file?)"),
     ("plots:\n  zzz: 1\n", "unknown key plots.zzz (known keys here: markets, window_hours)"),
-    ("storage:\n  org: x\n", "unknown key storage.org (known keys here: market_db, namespace, state, timeseries)"),
+    ("storage:\n  org: x\n", "unknown key storage.org (known keys here: market_db, namespace, state, timeout, timeseries)"),
     ("trading:\n  currencies: [BTC, BTC]\n", "lists a currency twice"),
     ("trading:\n  currencies: [EUR]\n", "EUR is the quote currency"),
     ("trading:\n  buy_trend_window: 5\n", "buy_trend_window: 5 is not one of trend_windows"),
@@ -127,10 +127,82 @@ def test_empty_file_means_defaults(tmp_path):
     ("trading:\n  max_threads: [1\n", "not valid YAML at line"),
     ("trading: {a: 1, b: 2}\n", "(and 1 more problem)"),
     ("trading: {a: 1, b: 2, c: 3}\n", "(and 2 more problems)"),
+    # numbers the code cannot use
+    ("trading:\n  max_per_trade: '1e999999'\n", "key trading.max_per_trade: must be 0 or between 1e-12 and 1e+12"),
+    ("trading:\n  max_per_trade: 1e-300\n", "key trading.max_per_trade: must be 0 or between 1e-12"),
+    ("exchange:\n  public_calls_per_second: 1e-300\n", "key exchange.public_calls_per_second: must be at least 0.05"),
+    ("exchange:\n  public_calls_per_second: 0.001\n", "must be at least 0.05 (got 0.001)"),
+    ("exchange:\n  timeout: .inf\n", "key exchange.timeout: must be a finite number"),
+    ("trading:\n  max_hold_hours: " + "9" * 400 + "\n", "must be a number between -1e+12 and 1e+12 (got a number of 400"),
+    ("trading:\n  max_threads: " + "9" * 400 + "\n", "key trading.max_threads: must be a number between"),
+    ("backup:\n  retention_days: 99999999\n", "key backup.retention_days: must be at most 36600"),
+    # paths
+    ("trading:\n  stop_file: \"a\\0b\"\n", "key trading.stop_file: must be a path: not empty, no NUL character"),
+    ("trading:\n  stop_file: " + "x" * 300 + "\n", "key trading.stop_file: is too long for a path"),
+    ("paths:\n  log: " + "/x" * 600 + "\n", "key paths.log: is too long for a path"),
+    # URLs: parsed as their store parses them
+    ("storage:\n  market_db: mysql+pymysql://u:pw@h/db?connect_timeout=abc\n",
+     "key storage.market_db: option connect_timeout must be a whole number of seconds"),
+    ("storage:\n  market_db: mysql+pymysql://u:pw@h/db?nope=1\n", "PyMySQL takes no option nope"),
+    ("storage:\n  market_db: sqlite:///\n", "key storage.market_db: must be a path: not empty"),
+    ("storage:\n  state: redis://\n", "key storage.state: must name its host: redis://HOST:PORT/DB (got 'redis://')"),
+    ("storage:\n  state: unix:///run/redis.sock\n", "key storage.state: must be sqlite:///PATH or redis://"),
+    ("storage:\n  state: redis://h:x/0\n", "key storage.state: is not a Redis URL"),
+    ("storage:\n  state: redis://h/0?socket_timeout=abc\n", "key storage.state: has a bad option"),
+    # YAML itself
+    ("trading:\n  max_threads: 3\nplots: {}\ntrading:\n  max_threads: 4\n",
+     "key trading is given twice, at lines 1 and 4; keep one"),
+    ("trading:\n  max_threads: 3\n  max_threads: 4\n", "key max_threads is given twice, at lines 2 and 3"),
+    ("trading: {max_threads: 3, max_threads: 4}\n", "key max_threads is given twice, at lines 1 and 1"),
+    ("trading:\n  currencies: " + "[" * 900 + "]" * 900 + "\n", "nests values more than 32 levels deep"),
+    ("a: &a [*a]\n", "nests values more than 32 levels deep"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, expected):
     message = error_of(write(tmp_path, text))
     assert expected in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_secrets_never_reach_a_message(tmp_path):
+    for text in ("storage:\n  market_db: mysql://crt:S3cret@db/x\n",
+                 "storage:\n  market_db: mysql+pymysql://crt:S3c@ret@db/x?nope=1\n",
+                 "storage:\n  state: redis://:S3cret@h:x/0\n",
+                 "storage:\n  state: ['redis://:S3cret@h/0']\n",
+                 "storage: {state: {a: 'redis://:S3cret@h/0'}}\n"):
+        message = error_of(write(tmp_path, text))
+        assert "S3c" not in message and "ret@" not in message, message
+        assert "***@" in message, message
+
+
+def test_alias_bombs_and_huge_values_are_refused_in_one_short_line(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + \
+        "trading:\n  currencies: *i\n"
+    message = error_of(write(tmp_path, bomb))
+    assert message.endswith("holds more than 10000 values once its YAML aliases are expanded: "
+                            "a config needs no more than a few hundred")
+    # under the limit, shared lists are shown piece by piece, never expanded
+    small = "trading:\n  quote: [&b [&a [x, y], *a, *a, *a], *b, *b, *b]\n"
+    message = error_of(write(tmp_path, small))
+    assert "key trading.quote: must be a string (got [[['x', 'y'], ['x', 'y'], " in message
+    assert len(message) < 300
+    message = error_of(write(tmp_path, "trading:\n  quote: " + "Q" * 1_000_000 + "\n"))
+    assert len(message) < 300 and "…" in message
+    message = error_of(write(tmp_path, "trading:\n  " + "k" * 1000 + ": 1\n"))
+    assert len(message) < 400 and "…" in message
+
+
+def test_key_and_token_files_must_be_small_regular_files(tmp_path):
+    from includes.config import read_token_file
+
+    big = tmp_path / "big.key"
+    big.write_text("K\n" + "c2VjcmV0" * 10_000 + "\n")
+    for path, expected in ((Path("/dev/zero"), "is not a regular file"), (tmp_path, "Is a directory"),
+                           (big, r"holds \d+ bytes, more than a key ever needs")):
+        with pytest.raises(ConfigError, match=expected):
+            read_key_file(path, live=False)
+        with pytest.raises(ConfigError, match=expected):
+            read_token_file(path)
 
 
 def test_from_dict_and_as_dict_round_trip():

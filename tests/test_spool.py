@@ -78,13 +78,23 @@ def test_replay_stops_at_a_failure_and_keeps_the_files(tmp_path, unreachable_url
         spool.replay(down)
     assert len(spool.files()) == 4
 
-    spool.files()[2].write_text("not json\n")
+
+
+def test_an_unreadable_file_is_set_aside_and_the_others_replayed(tmp_path, unreachable_url, sqlite_url, caplog):
+    spool = Spool(tmp_path)
+    write_everything(spool, MarketDB(unreachable_url))
+    bad = spool.files()[2]
+    bad.write_text("not json\n")
+    (tmp_path / "99999999999999999999-1-upsert_candles.jsonl").mkdir()     # a directory, named as a batch
     db = MarketDB(sqlite_url)
-    with pytest.raises(StorageError, match="insert_tickers.jsonl is unreadable"):
-        spool.replay(db)
-    assert [f.name.split("-", 2)[2] for f in spool.files()] == ["insert_tickers.jsonl",
-                                                               "insert_global_metrics.jsonl"]
+    assert spool.replay(db) == len(MARKETS) + len(CANDLES) + len(METRICS)
+    assert spool.files() == []
+    assert sorted(p.name for p in spool.bad.iterdir()) == [bad.name, "99999999999999999999-1-upsert_candles.jsonl"]
     assert db.candles("kraken", "BTC/EUR", 1)[0] == CANDLES[0]
+    caplog.clear()
+    assert spool.replay(db) == 0                                    # every later run says so, in one line
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"2 unreadable spool files set aside in {spool.bad} (") and "look at them" in line
 
 
 def test_later_batches_win_over_earlier_ones(tmp_path, unreachable_url, sqlite_url):

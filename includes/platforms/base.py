@@ -55,6 +55,25 @@ def retrying(call: Callable[[], T], retries: int, sleep: Callable[[float], None]
 
 MARKET_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
 CURRENCY_RE = re.compile(r"^[A-Z0-9]{1,16}$")
+VENUE_WORD = re.compile(r"[!-~][ -~]{0,31}")     # an exchange id or status: printable ASCII, on one line
+
+
+def _usable(venue: str, markets: Iterable[Market]) -> list[Market]:
+    """The markets whose names the code, the market DB and the files can hold; the others
+    are data from the venue, not schema: skipped, in one warning line a run."""
+    usable, skipped = [], []
+    for m in markets:
+        if (MARKET_RE.match(m.symbol) and m.symbol == f"{m.base}/{m.quote}"
+                and VENUE_WORD.fullmatch(m.exchange_symbol) and " " not in m.exchange_symbol
+                and VENUE_WORD.fullmatch(m.status)):
+            usable.append(m)
+        else:
+            skipped.append(ascii(m.symbol[:40]) + ("..." if len(m.symbol) > 40 else ""))
+    if skipped:
+        log.warning("%s: %d market%s skipped, named other than BASE/QUOTE of A-Z and 0-9 (16 at most each) "
+                    "or with a malformed id or status: %s%s", venue, len(skipped), "s" if len(skipped) > 1 else "",
+                    ", ".join(skipped[:5]), f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return usable
 
 
 def split_market(symbol: str) -> tuple[str, str]:
@@ -368,9 +387,9 @@ class Platform(ABC):
             return self._markets
         some = self.list_some_markets(wanted) if wanted and self._markets is None else None
         if some is not None:
-            self._markets = {m.symbol: m for m in some}
+            self._markets = {m.symbol: m for m in _usable(self.name, some)}
         else:
-            self._markets, self._every_market = {m.symbol: m for m in self.list_markets()}, True
+            self._markets, self._every_market = {m.symbol: m for m in _usable(self.name, self.list_markets())}, True
         return self._markets
 
     def market(self, currency: str) -> Market:

@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -97,23 +98,41 @@ class FileLedger:
 
     @contextmanager
     def held(self) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: the API key's nonce file cannot be opened: {exc.strerror}; "
+                               f"check paths.tmp") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, 4096, 0)
-            try:
-                state = json.loads(raw) if raw.strip() else {}
-            except ValueError:
-                log.warning("%s is not JSON: the call counter starts again from 0", self.path)
-                state = {}
-            yield state
+            yield _checked(os.pread(fd, 4096, 0), self.path)
         finally:
             self._fd = None
             os.close(fd)
 
     def save(self, state: dict[str, Any]) -> None:
-        os.pwrite(self._fd, json.dumps(state).encode().ljust(4096), 0)
+        try:
+            os.pwrite(self._fd, json.dumps(state).encode().ljust(4096), 0)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: the API key's nonce file cannot be written: {exc.strerror}") from None
+
+
+def _checked(raw: bytes, path: Path) -> dict[str, Any]:
+    """The nonce file's state, or a StorageError saying it is corrupted and how to mend it
+    (never a ValueError, which the venue's reply parsing would take for a bad reply)."""
+    try:
+        state = json.loads(raw.rstrip(b" \0")) if raw.strip(b" \0") else {}
+        if not isinstance(state, dict):
+            raise ValueError("not a JSON object")
+        for name in ("nonce", "counter", "at"):
+            if name in state and (isinstance(state[name], bool) or not isinstance(state[name], (int, float))
+                                  or not math.isfinite(state[name])):
+                raise ValueError(f"{name} is not a number")
+    except ValueError as exc:
+        raise StorageError(f"{path}: the API key's nonce file is corrupted ({str(exc)[:80]}); delete it: "
+                           f"the next call starts a new one from the clock") from None
+    return state
 
 
 class RedisLedger:

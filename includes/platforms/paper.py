@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from includes.errors import InsufficientFunds
+from includes.errors import InsufficientFunds, StorageError
 from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
 from includes.runtime import write_atomic
 
@@ -30,9 +30,7 @@ class PaperPlatform(Platform):
         self.max_candles = source.max_candles
         self.ledger = ledger
         if ledger is not None and ledger.exists():
-            data = json.loads(ledger.read_text())
-            self.balances = {k: Decimal(v) for k, v in data["balances"].items()}
-            self.orders = {ref: _order_from_json(o) for ref, o in data["orders"].items()}
+            self.balances, self.orders = _load(ledger)
         else:
             self.balances = {source.quote: start_balance}
             self.orders = {}
@@ -101,6 +99,22 @@ class PaperPlatform(Platform):
         data = {"saved_at": time.time(), "balances": {k: str(v) for k, v in self.balances.items()},
                 "orders": {ref: _order_to_json(o) for ref, o in self.orders.items()}}
         write_atomic(self.ledger, json.dumps(data, indent=1))
+
+
+def _load(ledger: Path) -> tuple[dict[str, Decimal], dict[str, Order]]:
+    """The paper account saved in `ledger`, or one line saying it is corrupted and how to start anew."""
+    try:
+        data = json.loads(ledger.read_text(encoding="utf-8"))
+        balances = {str(k): Decimal(v) for k, v in data["balances"].items()}
+        if not all(v.is_finite() for v in balances.values()):
+            raise ValueError("a balance is not a finite number")
+        return balances, {str(ref): _order_from_json(o) for ref, o in data["orders"].items()}
+    except OSError as exc:
+        raise StorageError(f"{ledger}: the paper account cannot be read: {exc.strerror}") from None
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+        reason = f"no {exc}" if isinstance(exc, KeyError) else str(exc)[:80] or type(exc).__name__
+        raise StorageError(f"{ledger}: the paper account is corrupted ({reason}); move it aside to start a new "
+                           f"one from trading.dry_run_balance: mv {ledger} {ledger}.bad") from None
 
 
 def _order_to_json(order: Order) -> dict[str, Any]:

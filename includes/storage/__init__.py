@@ -26,7 +26,7 @@ def open_market_db(cfg: Config) -> MarketDB:
 
     url = cfg.resolve_url(cfg.storage.market_db)
     _register_password(url)
-    return MarketDB(url)
+    return MarketDB(url, cfg.storage.timeout)
 
 
 def open_state(cfg: Config, mode: str) -> StateStore:
@@ -34,7 +34,7 @@ def open_state(cfg: Config, mode: str) -> StateStore:
 
     url = cfg.resolve_url(cfg.storage.state)
     _register_password(url)
-    return open_state_store(url, cfg.storage.namespace, mode)
+    return open_state_store(url, cfg.storage.namespace, mode, cfg.storage.timeout)
 
 
 def open_timeseries(cfg: Config) -> TimeSeriesWriter | None:

@@ -242,14 +242,15 @@ class Cursor:
 class MarketDB:
     """The market DB at `url` (sqlite:///PATH or mysql+pymysql://USER:PASS@HOST/DB)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = 20.0) -> None:
+        """timeout: seconds a MariaDB connect, read or write may take (storage.timeout)."""
         self.where = _redacted(url)
         self._mysql = url.startswith("mysql+pymysql://")
         try:
             if self._mysql:
                 import pymysql
                 self._driver: Any = pymysql
-                self._args = _mysql_args(url)
+                self._args = _mysql_args(url, timeout)
             elif url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
                 import sqlite3
                 self._driver = sqlite3
@@ -804,7 +805,7 @@ def _decoder(names: Sequence[str], mysql: bool) -> Callable[[Sequence[Any]], tup
     return decode
 
 
-def _mysql_args(url: str) -> dict[str, Any]:
+def _mysql_args(url: str, timeout: float = 20.0) -> dict[str, Any]:
     """pymysql.connect's arguments for mysql+pymysql://USER:PASS@HOST[:PORT]/DB[?OPTION=VALUE...].
 
     Parsed as SQLAlchemy did, so that URLs that worked keep working: the password may
@@ -821,9 +822,12 @@ def _mysql_args(url: str) -> dict[str, Any]:
                      r"/(?P<database>[^?]+)(?:\?(?P<options>.*))?", url, re.DOTALL)
     if not m:
         raise ValueError("expected mysql+pymysql://USER:PASS@HOST[:PORT]/DB")
-    if m["port"] is not None and not m["port"].isdigit():
-        raise ValueError(f"port {m['port']!r} is not a number")
+    if m["port"] is not None and not (m["port"].isdigit() and 0 < int(m["port"]) < 65536):
+        raise ValueError(f"port {m['port']!r} is not a port number")
     options = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(m["options"] or "")}
+    for name, value in options.items():
+        if name.endswith("_timeout") and not (isinstance(value, int) and 0 < value <= 3600):
+            raise ValueError(f"option {name} must be a whole number of seconds, 1 to 3600")
     accepted = Connection.__init__.__code__
     unknown = set(options) - set(accepted.co_varnames[:accepted.co_argcount + accepted.co_kwonlyargcount])
     if unknown:
@@ -835,7 +839,9 @@ def _mysql_args(url: str) -> dict[str, Any]:
         options["ssl_disabled"] = True
     return {"host": m["ipv6"] or m["host"] or "localhost", "port": int(m["port"] or 3306),
             "user": unquote(m["user"] or ""), "password": unquote(m["password"] or ""),
-            "database": m["database"], "charset": "utf8mb4", "autocommit": False, "connect_timeout": 10,
+            "database": m["database"], "charset": "utf8mb4", "autocommit": False,
+            # a hung server fails the call, as an unreachable one does (2013, lost connection)
+            "connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout,
             # an UPDATE counts the rows it matched, as SQLite does, not only those it changed
             "client_flag": CLIENT.FOUND_ROWS, **options}
 

@@ -63,11 +63,15 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{time.time_ns():020d}-{os.getpid()}-{method}.jsonl"
         partial = path.with_suffix(".tmp")
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
+        try:
+            with open(partial, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(partial, path)
+        except OSError as exc:          # a full disk: no half batch left, and the job says where
+            partial.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a power cut
@@ -79,11 +83,18 @@ class Spool:
         """The spooled batches, oldest first."""
         return sorted(self.directory.glob("*.jsonl"))
 
+    @property
+    def bad(self) -> Path:
+        """Where unreadable files go, so that one of them never holds back the batches after it."""
+        return self.directory / "bad"
+
     def replay(self, db: MarketDB) -> int:
         """Write every spooled batch, oldest first; returns the number of rows written.
 
-        Stops at the first failure (DatabaseUnreachable when the DB is down again),
-        leaving that file and the later ones for the next run.
+        An unreadable file is moved to bad/ and the others replayed; a warning says so at
+        every run while bad/ holds any.  Stops at the first failure of the DB
+        (DatabaseUnreachable when it is down again), leaving that file and the later ones
+        for the next run.
         """
         written = 0
         for path in self.files():
@@ -91,13 +102,30 @@ class Spool:
                 method, kwargs = read(path)
             except FileNotFoundError:
                 continue  # another job replayed it meanwhile
+            except (StorageError, OSError) as exc:
+                self._set_aside(path, exc)
+                continue
             result = getattr(db, method)(**kwargs)
             path.unlink(missing_ok=True)
             written += len(kwargs[WRITES[method][0]])
             for market, old, new in result or ():
                 log.info("%s %s: status %s -> %s (spooled at %s)", kwargs["exchange"], market, old, new,
                          kwargs["seen_at"])
+        aside = sorted(self.bad.iterdir()) if self.bad.is_dir() else []
+        if aside:
+            log.warning("%d unreadable spool file%s set aside in %s (%s...): their rows are not in the market DB; "
+                        "look at them, then delete them", len(aside), "s" if len(aside) > 1 else "", self.bad,
+                        aside[0].name)
         return written
+
+    def _set_aside(self, path: Path, exc: Exception) -> None:
+        self.bad.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, self.bad / path.name)
+        except FileNotFoundError:
+            return                          # another job moved it meanwhile
+        log.error("%s; moved to %s", str(exc)[:300] if isinstance(exc, StorageError) else
+                  f"spool file {path} is unreadable ({exc.strerror or exc})", self.bad)
 
 
 def read(path: Path) -> tuple[str, dict[str, Any]]:
@@ -105,14 +133,16 @@ def read(path: Path) -> tuple[str, dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         try:
             header = json.loads(f.readline())
-            method = header["method"]
+            method, args = header["method"], header["args"]
+            if not isinstance(args, dict):
+                raise TypeError("its args are not a mapping")
             rows_arg, row_type = WRITES[method]
             decimals = {f.name for f in fields(row_type) if "Decimal" in str(f.type)}
             rows = [row_type(**{k: Decimal(v) if k in decimals and v is not None else v
                                 for k, v in json.loads(line).items()}) for line in f]
         except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
-            raise StorageError(f"spool file {path} is unreadable ({exc!r}): move it aside") from None
-    return method, {**header["args"], rows_arg: rows}
+            raise StorageError(f"spool file {path} is unreadable ({str(exc)[:100]!r})") from None
+    return method, {**args, rows_arg: rows}
 
 
 def _exact(value: Any) -> str:

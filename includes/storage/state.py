@@ -111,6 +111,7 @@ class Lock:
         self.store, self.ttl_ms = store, int(ttl_seconds * 1000)
         self.key = store.namespace + f"lock:{name}"
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+        self.problem: str | None = None   # set by acquire() when the holder's lock had no bound
 
     def acquire(self) -> bool:
         """False, at once, when another live run holds it.
@@ -118,12 +119,20 @@ class Lock:
         A holder that died on this host (kill -9, power cut of a run) is
         detected by its pid and its lock taken over, rather than waiting out
         the ttl; a holder on another host is trusted until its ttl expires.
+        A lock found without a ttl, or with more left than ours (set by hand, by
+        another program, by a host whose clock is far ahead), gets ours: it is
+        taken over at most one ttl later, and `problem` says so for the owner.
         """
         if self.store._lock_acquire(self.key, self.token, self.ttl_ms):
             return True
         holder = self.store._lock_holder(self.key)
         if holder and _dead_local_holder(holder) and self.store._lock_release(self.key, holder):
             return self.store._lock_acquire(self.key, self.token, self.ttl_ms)
+        left = self.store._lock_bound(self.key, self.ttl_ms)
+        if left is not None:
+            self.problem = (f"{self.store.where}: lock {self.key} held by {str(holder)[:80]!r} had "
+                            f"{'no ttl' if left < 0 else f'{left // 1000} s left'}: it now expires in "
+                            f"{self.ttl_ms // 1000} s, and a later run takes it over")
         return False
 
     def release(self) -> bool:
@@ -212,6 +221,11 @@ class StateStore(ABC):
 
     @abstractmethod
     def _lock_extend(self, key: str, token: str, ttl_ms: int) -> bool: ...
+
+    def _lock_bound(self, key: str, ttl_ms: int) -> int | None:
+        """Give the lock `key` at most `ttl_ms` to live; the ms it had left (-1: no end)
+        when that was more, else None.  (A store whose locks cannot outlive it has none.)"""
+        return None
 
     # -- built on them ----------------------------------------------------------------
     def set_value(self, key: str, value: Value) -> None:
@@ -303,20 +317,27 @@ class RedisStateStore(StateStore):
     EXTEND = """
         if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
         return redis.call('PEXPIRE', KEYS[1], ARGV[2])"""
+    BOUND = """
+        local left = redis.call('PTTL', KEYS[1])
+        if left == -1 or left > tonumber(ARGV[1]) then
+            redis.call('PEXPIRE', KEYS[1], ARGV[1])
+            return left
+        end
+        return false"""
 
-    def __init__(self, url: str, prefix: str = "crontrader", mode: str = "live") -> None:
+    def __init__(self, url: str, prefix: str = "crontrader", mode: str = "live", timeout: float = 20.0) -> None:
         import redis  # here, not at the top: the SQLite store must not pay for it
 
         super().__init__(prefix, mode)
         self.backend_errors = redis.RedisError
-        # Timeouts: a cron run must fail, not hang, when the server is gone.
+        # Timeouts (storage.timeout): a cron run must fail, not hang, when the server is gone or hung.
         self.client = redis.Redis.from_url(url, decode_responses=True,
-                                           socket_connect_timeout=5, socket_timeout=10)
+                                           socket_connect_timeout=timeout, socket_timeout=timeout)
         kw = self.client.connection_pool.connection_kwargs
         server = kw.get("path") or f"{kw.get('host')}:{kw.get('port')}"
         self.where = f"Redis at {server}/{kw.get('db', 0)}"
         self._scripts = {name: self.client.register_script(getattr(self, name))
-                         for name in ("MOVE", "UNLOCK", "EXTEND")}
+                         for name in ("MOVE", "UNLOCK", "EXTEND", "BOUND")}
         self._registered = False   # _register_old_threads has run
 
     @_translated
@@ -402,6 +423,11 @@ class RedisStateStore(StateStore):
     @_translated
     def _lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(self._scripts["EXTEND"](keys=[key], args=[token, ttl_ms]))
+
+    @_translated
+    def _lock_bound(self, key: str, ttl_ms: int) -> int | None:
+        left = self._scripts["BOUND"](keys=[key], args=[ttl_ms])
+        return None if left is None else int(left)
 
 
 class SQLiteStateStore(StateStore):
@@ -504,9 +530,18 @@ class SQLiteStateStore(StateStore):
         self.db.close()
 
     def _lock_holder(self, key: str) -> str | None:
-        """The token of the unexpired lock `key`, if any."""
+        """The token of the unexpired lock `key`, if any (one without an end is unexpired)."""
         lock = self._hash(key)
-        return lock["token"] if lock and int(lock["expires"]) > _now_ms() else None
+        return lock.get("token", "?") if lock and _expires(lock) > _now_ms() else None
+
+    @_translated
+    def _lock_bound(self, key: str, ttl_ms: int) -> int | None:
+        with self._transaction():
+            lock = self._hash(key)
+            if not lock or _expires(lock) <= _now_ms() + ttl_ms:
+                return None
+            self._write(key, {"token": lock.get("token", "?"), "expires": str(_now_ms() + ttl_ms)})
+            return -1 if _expires(lock) == _NO_END else _expires(lock) - _now_ms()
 
     @_translated
     def _lock_acquire(self, key: str, token: str, ttl_ms: int) -> bool:
@@ -533,10 +568,19 @@ class SQLiteStateStore(StateStore):
             return True
 
 
-def open_state_store(url: str, prefix: str = "crontrader", mode: str = "live") -> StateStore:
+_NO_END = 2 ** 62
+
+
+def _expires(lock: Mapping[str, str]) -> int:
+    """A lock row's end in ms; a missing or malformed one never ends (until bounded)."""
+    value = lock.get("expires", "")
+    return int(value) if value.isdigit() else _NO_END
+
+
+def open_state_store(url: str, prefix: str = "crontrader", mode: str = "live", timeout: float = 20.0) -> StateStore:
     """redis://host:port/db (or rediss://) for Redis, sqlite:///path for the embedded store."""
     if url.startswith(("redis://", "rediss://")):
-        return RedisStateStore(url, prefix, mode)
+        return RedisStateStore(url, prefix, mode, timeout)
     if url.startswith("sqlite:///"):
         return SQLiteStateStore(url[len("sqlite:///"):], prefix, mode)
     scheme = url.split("://", 1)[0] + "://" if "://" in url else "no scheme"
