@@ -123,7 +123,8 @@ def run_script(name: str, description: str,
     """The common main of every script: arguments, config, logging, lock, errors.
 
     Exit status: 0 done (or another run held the lock), 1 failed, 2 bad
-    configuration or arguments, 130 interrupted.
+    configuration or arguments, or a store that refused us, 130 interrupted.
+    Every failure says one line on stderr (cron mails it), unexpected ones too.
     """
     parser = argparse.ArgumentParser(prog=f"{name}.py", description=description)
     parser.add_argument("--config", type=Path, default=None, metavar="PATH",
@@ -135,7 +136,7 @@ def run_script(name: str, description: str,
     args = parser.parse_args()
 
     from includes.config import load_config
-    from includes.errors import ConfigError, CrontraderError
+    from includes.errors import ConfigError, CrontraderError, cause
 
     try:
         cfg = load_config(args.config)
@@ -153,17 +154,17 @@ def run_script(name: str, description: str,
                     code = 0
                 else:
                     code = run(cfg, args) or 0
-    except ConfigError as exc:
-        _fail(name, exc)
-        code = 2
     except CrontraderError as exc:
-        _fail(name, exc)
-        code = 1
+        tell_owner(name, str(exc))
+        code = exc.exit_status
     except KeyboardInterrupt:
         log.warning("interrupted")
         code = 130
-    except Exception:
+    except Exception as exc:
         log.exception("%s failed with an unexpected error", name)
+        where = _shown(cfg.path(cfg.paths.log) / f"{name}.log")
+        hint = f" under {sys.executable}: run it with the venv's python" if isinstance(exc, ImportError) else ""
+        _say(name, f"unexpected {type(exc).__name__}: {cause(exc)}{hint} (traceback in {where})")
         code = 1
     logging.shutdown()
     # What is still alive is the OS's to free: the interpreter's last collections would
@@ -172,15 +173,21 @@ def run_script(name: str, description: str,
     sys.exit(code)
 
 
-def _fail(name: str, exc: BaseException) -> None:
-    tell_owner(name, str(exc))
-
-
 def tell_owner(name: str, text: str) -> None:
     """One line the owner must read: logged as an error, and on stderr (which cron mails)."""
     log.error("%s", text)
+    _say(name, text)
+
+
+def _say(name: str, text: str) -> None:
+    """`text` on stderr, unless the log already goes there."""
     if not _logs_to_stderr():
         print(f"{name}: {redact(text)}", file=sys.stderr)
+
+
+def _shown(path: Path) -> str:
+    """`path` as the owner knows it: relative to the project when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 
