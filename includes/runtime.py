@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import fcntl
 import gc
+import json
 import logging
 import logging.handlers
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,7 @@ T = TypeVar("T")
 log = logging.getLogger("crontrader")
 
 _secrets: set[str] = set()
+_told: list[str] = []    # what this run said to the owner, for tmp/runs/<job>.json
 
 
 def register_secret(*values: str | None) -> None:
@@ -144,11 +147,13 @@ def run_script(name: str, description: str,
         print(f"{name}: {exc}", file=sys.stderr)
         sys.exit(2)
     setup_logging(name, cfg.path(cfg.paths.log), cfg.log_level, args.verbose)
+    started, ran = time.time(), True
     try:
         if not lock:
             code = run(cfg, args) or 0
         else:
             with run_lock(name, cfg.path(cfg.paths.tmp)) as acquired:
+                ran = acquired
                 if not acquired:
                     log.info("another %s run is in progress (tmp/%s.lock): exiting", name, name)
                     code = 0
@@ -166,6 +171,8 @@ def run_script(name: str, description: str,
         hint = f" under {sys.executable}: run it with the venv's python" if isinstance(exc, ImportError) else ""
         _say(name, f"unexpected {type(exc).__name__}: {cause(exc)}{hint} (traceback in {where})")
         code = 1
+    if ran and lock:
+        record_run(cfg.path(cfg.paths.tmp), name, started, code)
     logging.shutdown()
     # What is still alive is the OS's to free: the interpreter's last collections would
     # traverse every object of the ~500 modules a run imports (35 ms of a 0.3 s agent run).
@@ -181,8 +188,27 @@ def tell_owner(name: str, text: str) -> None:
 
 def _say(name: str, text: str) -> None:
     """`text` on stderr, unless the log already goes there."""
+    _told.append(redact(text))
     if not _logs_to_stderr():
         print(f"{name}: {redact(text)}", file=sys.stderr)
+
+
+def record_run(tmp_dir: Path, name: str, started: float, code: int) -> None:
+    """tmp/runs/<job>.json: when the job last ran, how it ended (its exit status and the last line
+    it told the owner) and when it last succeeded, which status.py reads.  A record that cannot be
+    written is logged: it never changes how the job ended."""
+    path = tmp_dir / "runs" / f"{name}.json"
+    try:
+        last_success = json.loads(path.read_text()).get("last_success")
+    except (OSError, ValueError, AttributeError):
+        last_success = None
+    finished = time.time()
+    record = {"job": name, "started": started, "finished": finished, "status": code,
+              "message": _told[-1] if _told else "", "last_success": finished if code == 0 else last_success}
+    try:
+        write_atomic(path, json.dumps(record))
+    except OSError as exc:
+        log.warning("run record %s not written: %s", path, exc)
 
 
 def _shown(path: Path) -> str:

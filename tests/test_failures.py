@@ -6,6 +6,7 @@ whose password we got wrong, a closed port, a directory the job's user cannot wr
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,6 +69,8 @@ def test_a_wrong_db_password_exits_2_with_one_line_and_spools_nothing(script, tm
     assert line.startswith(f"{script[:-3]}: market DB mysql+pymysql://{user}:***@127.0.0.1:3306/")
     assert f"Access denied for user '{user}'" in line and "wrong-pw-2" not in line
     assert spooled(tmp_path) == []
+    record = json.loads((tmp_path / "tmp" / "runs" / f"{script[:-3]}.json").read_text())
+    assert (record["status"], record["message"], record["last_success"]) == (2, line.partition(": ")[2], None)
 
 
 def test_an_unknown_database_exits_2_and_spools_nothing(tmp_path, job_config, mariadb_url):

@@ -537,6 +537,12 @@ class MarketDB:
             params.append(since)
         return self._all(sql + " ORDER BY `ts`", params)
 
+    def last_ticker(self, exchange: str, market: str) -> dict[str, Any] | None:
+        """The market's latest ticker snapshot (one seek down the primary key), or None."""
+        rows = self._all(f"{_select('tickers')} WHERE `exchange` = %s AND `market` = %s ORDER BY `ts` DESC LIMIT 1",
+                         (exchange, market))
+        return rows[0] if rows else None
+
     def global_metrics(self, since: int | None = None) -> list[dict[str, Any]]:
         """Every source's global metrics, oldest first."""
         sql, params = _select("global_metrics"), []
