@@ -13,12 +13,14 @@ from includes.runtime import run_script
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="the same figures as JSON")
+    parser.add_argument("--notify", action="store_true",
+                        help="also send the status to the notify.urls that take the 'summary' event (e.g. daily)")
 
 
 def run(cfg, args: argparse.Namespace) -> int:
     from includes.status import status_job
 
-    return status_job(cfg, as_json=args.json)
+    return status_job(cfg, as_json=args.json, send=args.notify)
 
 
 if __name__ == "__main__":

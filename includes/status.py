@@ -233,10 +233,11 @@ def render(s: Status) -> str:
     return "\n".join(out)
 
 
-def status_job(cfg: Config, as_json: bool = False) -> int:
+def status_job(cfg: Config, as_json: bool = False, send: bool = False) -> int:
     """status.py: the status on stdout, and each reason for attention on stderr with exit status 1:
-    run from cron with stdout to /dev/null, it mails only what needs looking at."""
-    from includes.runtime import tell_owner
+    run from cron with stdout to /dev/null, it mails only what needs looking at.  `send`: the
+    text also goes to the notify.urls that take the daily 'summary'."""
+    from includes.runtime import notify, tell_owner
     from includes.storage import open_market_db, open_state
 
     mode = "dry" if dry_run_requested(cfg) else "live"
@@ -246,7 +247,11 @@ def status_job(cfg: Config, as_json: bool = False) -> int:
     finally:
         store.close()
         db.close()
-    print(status.as_json() if as_json else render(status), flush=True)
+    text = render(status)
+    print(status.as_json() if as_json else text, flush=True)
+    if send:
+        notify("summary", f"{status.mode}: equity {_money(status.equity)} {status.quote}, "
+                          f"{len(status.attention)} to look at", text)
     for line in status.attention:
         tell_owner("status", line)
     return 1 if status.attention else 0
