@@ -31,8 +31,8 @@ def run(cfg, args: argparse.Namespace) -> int:
             notify("switch", line, line)
     summary = run_agent(cfg, force_dry_run=args.dry_run)
     if summary:
-        for event, lines in (("fill", summary.bought + summary.sold), ("recovered", summary.recovered),
-                             ("doubt", summary.attention)):
+        for event, lines in (("fill", summary.bought + summary.sold), ("refused", summary.refused),
+                             ("recovered", summary.recovered), ("doubt", summary.attention)):
             if lines:
                 notify(event, f"{summary.mode}: {len(lines)} {event}", "\n".join(lines))
     for line in summary.attention if summary else ():

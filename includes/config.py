@@ -267,7 +267,7 @@ class BackupConfig(Section):
     batch: int = setting(5000, ge=1, le=8000)   # 4 key columns a row: SQLite takes 32,766 parameters
 
 
-NOTIFY_EVENTS = ("fill", "doubt", "failed_run", "switch", "recovered", "summary")
+NOTIFY_EVENTS = ("fill", "refused", "doubt", "failed_run", "switch", "recovered", "summary")
 
 
 def _apprise_url(value: str) -> str:

@@ -88,3 +88,14 @@ def test_status_sends_the_daily_summary(tmp_path, job_config, rising, receiver):
     [summary] = messages(receiver.wait_for(1), "/daily")
     assert summary["message"] == run.stdout.rstrip("\n")
     assert summary["title"].startswith("crontrader status: dry: equity ")
+
+
+def test_a_refused_order_is_told(tmp_path, job_config, rising, kraken_venue, receiver):
+    job_config(trading={"currencies": ["BTC", "ETH"], "max_threads": 1, "dry_run": False},
+               notify={"urls": [{"url": f"json://127.0.0.1:{receiver.port}/refused", "events": ["refused"]}]})
+    kraken_venue.sim.inject("AddOrder", "rate_limit", times=2)   # refused, and refused again when resent
+    run = run_job(tmp_path, "trade_agent.py")
+    assert run.returncode == 0, run.stderr
+    [refused] = messages(receiver.wait_for(1), "/refused")
+    assert refused["title"] == "crontrader trade_agent: live: 1 refused"
+    assert refused["message"].startswith("thread 1: buy order ") and "EAPI:Rate limit exceeded" in refused["message"]
