@@ -705,9 +705,10 @@ class MarketDB:
         return deleted
 
     def restore_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Put archived rows back in one transaction; upserts, so restoring twice changes nothing."""
-        if table not in ARCHIVED:
-            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
+        """Put archived rows back in one transaction; upserts, so restoring twice changes nothing.
+        The journal too: the trading record's backup (includes/record.py) brings it back."""
+        if table not in (*ARCHIVED, "orders"):
+            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}, orders")
         t = TABLES[table]
         unknown = [c for c in columns if c not in t.types]
         if unknown:
