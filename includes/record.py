@@ -18,16 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from includes.backup import (
-    RECORD,
-    SUFFIX,
-    Archive,
-    BackupError,
-    archive_rows,
-    destination,
-    verify_archive,
-    write_archive,
-)
+from includes.backup import (RECORD, SUFFIX, Archive, BackupError, archive_rows, destination, verify_archive,
+                              write_archive)
 from includes.storage import NAMESPACES
 from includes.storage.state import Thread
 
