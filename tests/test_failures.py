@@ -182,3 +182,13 @@ def test_a_cause_is_shortened_never_cut(closed_port):
             requests.get(url, timeout=5)
         assert cause(caught.value).startswith(expected), cause(caught.value)
         assert "XXBTZEUR" not in cause(caught.value) and " object at 0x" not in cause(caught.value)
+
+
+def test_a_refused_redis_login_exits_2_naming_the_server(tmp_path, job_config):
+    """The agent's state store refuses us: one line, exit 2, nothing traded."""
+    job_config(state="redis://crontrader:wrong-pw-5@127.0.0.1:6379/0")
+    run = run_job("trade_agent.py", tmp_path / "config.yaml")
+    assert run.returncode == 2
+    [line] = run.stderr.splitlines()
+    assert line.startswith("trade_agent: Redis at 127.0.0.1:6379/0: ") and "wrong-pw-5" not in line
+    assert "invalid username-password pair" in line

@@ -112,3 +112,23 @@ def test_jobs_and_the_reasons_for_attention(tmp_path, job_config, kraken_venue, 
         os.unlink(spooled)
     got = json.loads(status(tmp_path, "--json").stdout)
     assert got["attention"] == ["get_api_data has not succeeded for 32 min: kraken/Time: connection failed (...)"]
+
+
+def test_an_order_in_doubt_for_over_an_hour_needs_attention(tmp_path, job_config, kraken_venue):
+    """Aged on the exchange's clock, as the agent dates its orders (the simulator's is fixed)."""
+    cfg = job_config()
+    get_api_data(cfg)
+    db = open_market_db(cfg)
+    clock = kraken_venue.sim.clock
+    db.journal_intent("old", namespace="dry", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
+                      volume=D("0.0001"), at=clock - 7200)
+    db.journal_intent("young", namespace="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=2,
+                      amount_quote=D(5), at=clock - 1800)
+    db.journal_result("young", "unknown", error="no reply within 2 s")
+    db.close()
+    got = json.loads(status(tmp_path, "--json").stdout)
+    assert [(d["ref"], d["status"]) for d in got["in_doubt"]] == [("old", "intent"), ("young", "unknown")]
+    run = status(tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == ["status: sell order old (BTC/EUR) in doubt for 2 h"]
+    assert "  buy young ETH/EUR unknown for 30 min" in run.stdout.splitlines()
