@@ -247,6 +247,7 @@ class Page:
     charts: list[tuple[str, str, str]] = field(default_factory=list)     # (section, file name, caption)
     threads: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    summary: list[tuple[str, str]] = field(default_factory=list)     # status.headline, and what needs attention
 
 
 def tracked_markets(cfg: Config) -> list[str]:
@@ -268,6 +269,9 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
         prices = {}
         for market in tracked_markets(cfg):
             prices[market] = plot_market(cfg, db, page, img, market, journal, now)
+            ticker = db.last_ticker(cfg.exchange.name, market)
+            if ticker is not None:    # the agent's price, as status.py and the log say it: the bid
+                prices[market] = ticker["bid"]
         for ns in NAMESPACES:
             if journal[ns]:
                 plot_portfolio(cfg, db, page, img, ns, journal[ns], now)
@@ -280,6 +284,7 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
             draw_global(chart_path(img, "global_market"), metrics, cfg.plots.window_hours)
             page.charts.append(("Global market", "global_market.png", "total market cap and BTC dominance"))
         thread_tables(cfg, page, prices)
+        page.summary = summary(cfg, db)
     finally:
         db.close()
     write_atomic(img / "index.html", index_html(page, now, cfg.plots.window_hours))
@@ -346,6 +351,25 @@ def thread_tables(cfg: Config, page: Page, prices: Mapping[str, Decimal | None])
                                            cfg.trading.fee_percent) for t in threads]
 
 
+def summary(cfg: Config, db: MarketDB) -> list[tuple[str, str]]:
+    """status.py's headline for the configured mode; a state store that cannot be read leaves it out."""
+    from includes.runtime import dry_run_requested
+    from includes.status import gather, headline
+    from includes.storage import open_state
+
+    mode = "dry" if dry_run_requested(cfg) else "live"
+    try:
+        store = open_state(cfg, mode)
+        try:
+            status = gather(cfg, db, store, mode)
+        finally:
+            store.close()
+    except StorageError as exc:
+        log.warning("no summary: %s", exc)
+        return []
+    return headline(status) + [("attention", line) for line in status.attention]
+
+
 def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[str, str]:
     held = t.state in (ACTIVE, SELLING) and price is not None
     g = gain(t, price, fee_percent) if held else None
@@ -353,7 +377,7 @@ def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[s
             "invested": f"{t.value:f}" if t.value else "", "volume": f"{t.volume:f}" if t.volume else "",
             "buy price": f"{t.lastbuyvalue:f}" if t.lastbuyvalue is not None else "",
             "last sell": f"{t.lastsellvalue:f}" if t.lastsellvalue is not None else "",
-            "price now": f"{price:f}" if held else "", "net gain": f"{g:+.2f}%" if g is not None else "",
+            "bid now": f"{price:f}" if held else "", "net gain": f"{g:+.2f}%" if g is not None else "",
             "updated": _utc(t.updated) if t.updated else "", "order": t.order_ref}
 
 
@@ -364,7 +388,12 @@ def _utc(ts: float) -> str:
 STYLE = """body{font-family:sans-serif;margin:1em 2em;color:#222;background:#fff}
 h2{border-bottom:1px solid #ccc;padding-bottom:.2em}figure{display:inline-block;margin:.5em}
 img{max-width:100%;height:auto;border:1px solid #ddd}table{border-collapse:collapse;font-size:.9em}
-td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.note{color:#a00}"""
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.note{color:#a00}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}dd{margin:0}
+@media (max-width:420px){body{margin:.5em}dl{grid-template-columns:auto}dd{margin-bottom:.4em}
+table,tr,td{display:block}tr:first-child{display:none}tr{border:1px solid #ccc;margin:.4em 0}
+td{border:none;text-align:left;overflow-wrap:anywhere}td:empty{display:none}
+td::before{content:attr(data-label) ": ";font-weight:bold}figure{margin:.5em 0}}"""
 
 
 def index_html(page: Page, now: int, hours: int) -> str:
@@ -377,12 +406,16 @@ def index_html(page: Page, now: int, hours: int) -> str:
            f'<p>Last update: <time datetime="{e(datetime.fromtimestamp(now, UTC).isoformat())}">'
            f"{e(_utc(now))}</time>; charts cover the last {hours} h.</p>"]
     out += [f'<p class="note">{e(note)}</p>' for note in page.notes]
+    if page.summary:
+        out.append("<h2>Summary</h2><dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in page.summary)
+                   + "</dl>")
     out.append("<h2>Threads</h2>")
     if not page.threads:
         out.append("<p>No thread yet.</p>")
     for ns, rows in page.threads.items():
         out.append(f"<h3>{e(ns)}</h3><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in rows[0]) + "</tr>")
-        out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row.values()) + "</tr>" for row in rows]
+        out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
+                for row in rows]
         out.append("</table>")
     section = None
     for title, name, caption in page.charts:

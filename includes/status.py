@@ -197,20 +197,28 @@ def attention(s: Status) -> list[str]:
     return lines
 
 
-def render(s: Status) -> str:
-    """The status as a few aligned lines for a terminal or a cron mail."""
+def headline(s: Status) -> list[tuple[str, str]]:
+    """The summary's first lines, (label, text): status.py and img/index.html show the same."""
     q = s.quote
     flags = [f for f, on in (("stop file", s.stop_file), ("dry-run file", s.dry_run_file)) if on]
-    out = [f"mode: {s.mode}" + (f" ({', '.join(flags)})" if flags else "")]
+    lines = [("mode", s.mode + (f" ({', '.join(flags)})" if flags else ""))]
     if s.equity is not None:
         pct = f" ({_signed(s.change_percent)} %)" if s.change_percent is not None else ""
         since = f" since {_date(s.first_order)}" if s.first_order else ""
-        out.append(f"equity: {_money(s.equity)} {q}, free {_money(s.free)} {q}; change{since}: "
-                   f"{_signed(s.change)} {q}{pct}")
+        lines.append(("equity", (f"{_money(s.equity)} {q}, free {_money(s.free)} {q}; change{since}: "
+                                 f"{_signed(s.change)} {q}{pct}")))
     else:
-        out.append("equity: unknown (the agent has not run yet)")
-    out.append(f"realised P&L: today {_signed(s.realised_today)}, 7 days {_signed(s.realised_7d)}, "
-               f"total {_signed(s.realised_total)} {q}; fees paid {_money(s.fees)} {q}")
+        lines.append(("equity", "unknown (the agent has not run yet)"))
+    lines.append(("realised P&L", (f"today {_signed(s.realised_today)}, 7 days {_signed(s.realised_7d)}, "
+                                   f"total {_signed(s.realised_total)} {q}; fees paid {_money(s.fees)} {q}")))
+    lines.append(("orders in doubt", str(len(s.in_doubt))))
+    return lines
+
+
+def render(s: Status) -> str:
+    """The status as a few aligned lines for a terminal or a cron mail."""
+    q = s.quote
+    out = [f"{label}: {text}" for label, text in headline(s) if label != "orders in doubt"]
     out.append(f"threads holding: {len(s.holdings)}")
     for h in s.holdings:
         now = (f"bid {h.bid.normalize():f}, {_signed(h.unrealised)} {q} ({_signed(h.unrealised_percent)} %)"

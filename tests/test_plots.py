@@ -3,6 +3,7 @@ Chromium renders with every image loaded, and chart files that never leave img/.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import subprocess
@@ -161,10 +162,10 @@ def test_the_page_has_the_threads_the_time_and_nothing_unescaped(plotted):
     page = (plotted / "index.html").read_text()
     assert {tag for tag, _ in tags_of(page)} <= {"html", "head", "meta", "title", "style", "body", "h1", "p",
                                                  "time", "h2", "h3", "table", "tr", "th", "td", "figure", "img",
-                                                 "figcaption"}
+                                                 "figcaption", "dl", "dt", "dd"}
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;ref&lt;/b&gt;" in page
     assert re.search(r"Last update: <time datetime=\"\d{4}-\d\d-\d\dT[\d:]+\+00:00\">[\d -:]+ UTC</time>", page)
-    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    rows = [re.sub(r' data-label="[^"]*"', "", r) for r in re.findall(r"<tr>(.*?)</tr>", page)]
     assert len(rows) == 2 + 2 + 3                                 # two headers, 2 live and 3 dry threads
     active = next(r for r in rows if "<td>active</td>" in r)
     assert "<td>BTC</td><td>5.013</td><td>0.0012</td>" in active and re.search(r"<td>[+-]\d+\.\d\d%</td>", active)
@@ -256,3 +257,53 @@ def test_a_state_store_that_cannot_be_read_is_noted_on_the_page(tmp_path, sqlite
     html = (tmp_path / "img" / "index.html").read_text()
     assert f'<p class="note">dry threads: Redis at 127.0.0.1:{closed_port}/0: ' in html
     assert "<figcaption>BTC/EUR: no data</figcaption>" in html
+
+
+# --- a trader's page: the status summary, the bid, and a phone ---------------------------------------
+
+LAYOUT = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="page" src="{src}" width="{width}" height="900" style="border:0"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", () => {{
+  const doc = document.getElementById("page").contentDocument;
+  const out = document.createElement("pre");
+  out.id = "result";
+  out.textContent = JSON.stringify([doc.documentElement.scrollWidth, doc.documentElement.clientWidth]);
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
+
+
+def page_widths(chromium, tmp_path: Path, index: Path, width: int) -> list[int]:
+    """(scrollWidth, clientWidth) of the page framed at `width` px: equal when nothing scrolls sideways."""
+    wrapper = tmp_path / f"layout-{width}.html"
+    wrapper.write_text(LAYOUT.format(src=index.as_uri(), width=width))
+    dom = chromium.dump_dom(wrapper.as_uri(), "--allow-file-access-from-files", f"--window-size={width + 40},1000")
+    found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    return json.loads(found.group(1))
+
+
+def test_the_page_fits_a_phone_and_a_desktop_without_sideways_scrolling(plotted, chromium, tmp_path):
+    index = plotted / "index.html"
+    for width in (412, 1280):
+        scroll, client = page_widths(chromium, tmp_path, index, width)
+        assert width - 20 <= client <= width and scroll == client, (width, scroll, client)  # less a scrollbar
+        chromium.screenshot(index.as_uri(), tmp_path / f"page-{width}.png", width=width, height=1600)
+    text = index.read_text()
+    assert text.count("<tr>") == 7 and 'data-label="bid now"' in text
+
+
+def test_the_summary_is_status_py_and_the_price_is_the_bid(plotted, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "status.py"), "--config", str(tmp_path / "config.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    page = (plotted / "index.html").read_text()
+    summary = {html.unescape(k): html.unescape(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page)}
+    for line in done.stdout.splitlines()[:3]:                  # mode, equity, realised P&L: the same text
+        label, _, text = line.partition(": ")
+        assert summary[label] == text
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    bid = db.last_ticker("kraken", "BTC/EUR")["bid"]
+    db.close()
+    active = next(r for r in re.findall(r"<tr>(.*?)</tr>", page) if ">active<" in r)
+    assert f'<td data-label="bid now">{bid:f}</td>' in active
