@@ -248,6 +248,7 @@ class Page:
     threads: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     summary: list[tuple[str, str]] = field(default_factory=list)     # status.headline, and what needs attention
+    trades: list[dict[str, str]] = field(default_factory=list)       # the latest fills, newest first
 
 
 def tracked_markets(cfg: Config) -> list[str]:
@@ -285,6 +286,7 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
             page.charts.append(("Global market", "global_market.png", "total market cap and BTC dominance"))
         thread_tables(cfg, page, prices)
         page.summary = summary(cfg, db)
+        page.trades = trade_rows(db.journal(_mode(cfg), agent=cfg.storage.namespace), cfg.trading.quote)
     finally:
         db.close()
     write_atomic(img / "index.html", index_html(page, now, cfg.plots.window_hours))
@@ -351,13 +353,34 @@ def thread_tables(cfg: Config, page: Page, prices: Mapping[str, Decimal | None])
                                            cfg.trading.fee_percent) for t in threads]
 
 
+def _mode(cfg: Config) -> str:
+    from includes.runtime import dry_run_requested
+
+    return "dry" if dry_run_requested(cfg) else "live"
+
+
+def trade_rows(journal: Sequence[Mapping[str, Any]], quote: str, limit: int = 20) -> list[dict[str, str]]:
+    """The latest fills, newest first, with their fees and, for a sale, what it made (journal.fold)."""
+    from includes.storage.journal import fold
+
+    made = {sale.ref: sale.pnl for sale in fold(journal)[1]}
+    rows = []
+    for r in reversed(filled_orders(journal)[-limit:]):
+        pnl = made.get(r["ref"])
+        rows.append({"time": _utc(order_time(r)), "side": r["side"], "market": r["market"],
+                     "thread": str(r["thread"] or ""), "volume": f"{r['filled']:f}", "price": f"{r['price']:f}",
+                     f"cost ({quote})": f"{r['cost']:f}" if r["cost"] is not None else "",
+                     f"fee ({quote})": f"{r['fee']:f}" if r["fee"] is not None else "",
+                     f"P&L ({quote})": f"{pnl:+.2f}" if pnl is not None else ""})
+    return rows
+
+
 def summary(cfg: Config, db: MarketDB) -> list[tuple[str, str]]:
     """status.py's headline for the configured mode; a state store that cannot be read leaves it out."""
-    from includes.runtime import dry_run_requested
     from includes.status import gather, headline
     from includes.storage import open_state
 
-    mode = "dry" if dry_run_requested(cfg) else "live"
+    mode = _mode(cfg)
     try:
         store = open_state(cfg, mode)
         try:
@@ -416,6 +439,12 @@ def index_html(page: Page, now: int, hours: int) -> str:
         out.append(f"<h3>{e(ns)}</h3><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in rows[0]) + "</tr>")
         out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
                 for row in rows]
+        out.append("</table>")
+    if page.trades:
+        out.append("<h2>Recent trades</h2><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in page.trades[0])
+                   + "</tr>")
+        out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
+                for row in page.trades]
         out.append("</table>")
     section = None
     for title, name, caption in page.charts:

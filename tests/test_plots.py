@@ -166,7 +166,7 @@ def test_the_page_has_the_threads_the_time_and_nothing_unescaped(plotted):
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;ref&lt;/b&gt;" in page
     assert re.search(r"Last update: <time datetime=\"\d{4}-\d\d-\d\dT[\d:]+\+00:00\">[\d -:]+ UTC</time>", page)
     rows = [re.sub(r' data-label="[^"]*"', "", r) for r in re.findall(r"<tr>(.*?)</tr>", page)]
-    assert len(rows) == 2 + 2 + 3                                 # two headers, 2 live and 3 dry threads
+    assert len(rows) == 2 + 2 + 3 + 1 + 3                         # threads: 2 live, 3 dry; 3 dry trades
     active = next(r for r in rows if "<td>active</td>" in r)
     assert "<td>BTC</td><td>5.013</td><td>0.0012</td>" in active and re.search(r"<td>[+-]\d+\.\d\d%</td>", active)
     assert "no price data for ETH/EUR" not in page                # that is in the picture; the caption says:
@@ -291,7 +291,7 @@ def test_the_page_fits_a_phone_and_a_desktop_without_sideways_scrolling(plotted,
         assert width - 20 <= client <= width and scroll == client, (width, scroll, client)  # less a scrollbar
         chromium.screenshot(index.as_uri(), tmp_path / f"page-{width}.png", width=width, height=1600)
     text = index.read_text()
-    assert text.count("<tr>") == 7 and 'data-label="bid now"' in text
+    assert text.count("<tr>") == 11 and 'data-label="bid now"' in text and 'data-label="fee (EUR)"' in text
 
 
 def test_the_summary_is_status_py_and_the_price_is_the_bid(plotted, tmp_path):
@@ -307,3 +307,16 @@ def test_the_summary_is_status_py_and_the_price_is_the_bid(plotted, tmp_path):
     db.close()
     active = next(r for r in re.findall(r"<tr>(.*?)</tr>", page) if ">active<" in r)
     assert f'<td data-label="bid now">{bid:f}</td>' in active
+
+    trades = page.split("<h2>Recent trades</h2>")[1].split("</table>")[0]
+    cells = [dict(re.findall(r'<td data-label="([^"]*)">(.*?)</td>', row)) for row in re.findall(r"<tr>(.*?)</tr>",
+                                                                                                  trades)[1:]]
+    assert [(c["side"], c["thread"]) for c in cells] == [("buy", "2"), ("sell", "1"), ("buy", "1")]  # newest first
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    buy, sale = db.journal_row("buy-1"), db.journal_row("sell-1")
+    db.close()
+    assert cells[1]["fee (EUR)"] == f"{sale['fee']:f}"
+    paid = buy["cost"] + buy["fee"]
+    basis = paid if sale["filled"] >= buy["filled"] else paid * sale["filled"] / buy["filled"]   # its share
+    assert cells[1]["P&amp;L (EUR)"] == f"{sale['cost'] - sale['fee'] - basis:+.2f}"
+    assert cells[0]["P&amp;L (EUR)"] == cells[2]["P&amp;L (EUR)"] == ""

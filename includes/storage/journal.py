@@ -44,6 +44,7 @@ class Sale:
     at: float
     pnl: Decimal
     fee: Decimal
+    ref: str
 
 
 def positions(rows: Iterable[Mapping[str, Any]]) -> dict[int, Position]:
@@ -74,7 +75,7 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[S
             else:
                 kept = value_left(before.value, before.volume, left)
                 held[n] = Position(n, before.market, left, kept, before.price, before.ref, before.at)
-            sales.append(Sale(n, before.market, at, cost - fee - (before.value - kept), fee))
+            sales.append(Sale(n, before.market, at, cost - fee - (before.value - kept), fee, row["ref"]))
     return held, sales
 
 
