@@ -208,20 +208,26 @@ def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapp
 
 
 def draw_portfolio(path: Path, namespace: str, points: Sequence[PortfolioPoint], quote: str,
-                   start_known: bool) -> None:
+                   start_known: bool, start: Decimal = ZERO) -> None:
+    """Equity on its own scale (a -14 % move shows), and below it the P&L: realised, as the
+    sales closed it, and unrealised, what the held positions would add at market price."""
     fig, (top, bottom) = _figure(rows=2)
     when = _dates(p.ts for p in points)
-    balance = [float(p.quote) for p in points]
-    positions = [float(p.positions) for p in points]
-    top.stackplot(when, balance, positions, labels=[f"{quote} balance", "positions at market price"],
-                  colors=["#9ecae1", "#fdae6b"], alpha=0.8)
-    top.plot(when, [b + v for b, v in zip(balance, positions)], color="#333333", lw=1, label="total")
+    equity = [float(p.quote + p.positions) for p in points]
+    top.plot(when, equity, color="#08519c", lw=1.2, label=f"equity: {quote} balance + positions at market")
+    top.axhline(float(start), color="#999999", lw=0.8, ls="--", label=f"start: {start:.2f}")
     basis = "" if start_known else f" ({quote} balance counted from 0 before the first order)"
-    top.set_title(f"{namespace} portfolio in {quote}{basis}", fontsize=10)
+    change = points[-1].quote + points[-1].positions - start
+    top.set_title(f"{namespace} equity in {quote}: {equity[-1]:.2f} ({change:+.2f}){basis}", fontsize=10)
     top.legend(loc="upper left", fontsize=8)
-    bottom.step(when, [float(p.realised) for p in points], where="post", color="#6a3d9a")
+    realised = [float(p.realised) for p in points]
+    bottom.step(when, realised, where="post", color="#6a3d9a", label="realised")
+    bottom.plot(when, [e - float(start) - r for e, r in zip(equity, realised)], color="#e6550d", lw=1,
+                label="unrealised")
     bottom.axhline(0, color="#999999", lw=0.8)
-    bottom.set_title(f"realised P&L, {quote}: {points[-1].realised:+.2f}", fontsize=10)
+    bottom.set_title(f"P&L, {quote}: realised {points[-1].realised:+.2f}, unrealised "
+                     f"{change - points[-1].realised:+.2f}", fontsize=10)
+    bottom.legend(loc="upper left", fontsize=8)
     _time_axis(top)
     _time_axis(bottom)
     _save(fig, path)
@@ -329,7 +335,7 @@ def plot_portfolio(cfg: Config, db: MarketDB, page: Page, img: Path, ns: str,
     start = cfg.trading.dry_run_balance if ns == "dry" else ZERO
     points = portfolio(orders, prices, time_grid(start_at, now, orders), start)
     name = f"portfolio_{ns}"
-    draw_portfolio(chart_path(img, name), ns, points, cfg.trading.quote, start_known=ns == "dry")
+    draw_portfolio(chart_path(img, name), ns, points, cfg.trading.quote, start_known=ns == "dry", start=start)
     page.charts.append(("Portfolio", f"{name}.png", f"{ns} portfolio"))
 
 
