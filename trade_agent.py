@@ -30,6 +30,10 @@ def run(cfg, args: argparse.Namespace) -> int:
         for line in switches(cfg, stop_requested(cfg), args.dry_run or dry_run_requested(cfg)):
             notify("switch", line, line)
     summary = run_agent(cfg, force_dry_run=args.dry_run)
+    if summary and cfg.storage.timeseries.url:
+        from includes.status import write_timeseries
+
+        write_timeseries(cfg, summary.mode)
     if summary:
         for event, lines in (("fill", summary.bought + summary.sold), ("refused", summary.refused),
                              ("recovered", summary.recovered), ("doubt", summary.attention)):

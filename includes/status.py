@@ -9,6 +9,7 @@ market DB's last tickers (the bid, the price the agent sells at), tmp/runs/<job>
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -31,6 +32,8 @@ PERIODS = {"get_api_data": 600, "trade_agent": 600, "available_markets": 3600, "
 LATE_PERIODS = 3
 DOUBT_SECONDS = 3600      # an order in doubt for longer needs looking at
 DAY = 86400
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,7 +163,8 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     # Spool.files(), without importing the spool's writers (requests, through coinmarketcap: 90 ms)
     spool = sorted((cfg.path(cfg.paths.tmp) / "spool").glob("*.jsonl"))
     status = Status(
-        now=now, exchange_now=exchange_now, mode=mode, stop_file=stop_requested(cfg), dry_run_file=cfg.path(t.dry_run_file).exists(),
+        now=now, exchange_now=exchange_now, mode=mode, stop_file=stop_requested(cfg),
+        dry_run_file=cfg.path(t.dry_run_file).exists(),
         quote=t.quote, jobs=jobs(cfg.path(cfg.paths.tmp)), holdings=held,
         realised_today=sum((s.pnl for s in sales if s.at >= today), ZERO),
         realised_7d=sum((s.pnl for s in sales if s.at >= exchange_now - 7 * DAY), ZERO), realised_total=realised,
@@ -239,6 +243,37 @@ def render(s: Status) -> str:
                                      for m, ts in s.freshness.items()) or "no market"))
     out.append(f"spool: {s.spool_files} batches ({s.spool_bytes / 1e6:.1f} MB)")
     return "\n".join(out)
+
+
+def write_timeseries(cfg: Config, mode: str) -> None:
+    """The bot's figures into the time series (storage.timeseries), after an agent run: equity, free
+    balance, P&L and each currency's position.  Optional like the market series: a failure is logged."""
+    from includes.errors import StorageError
+    from includes.storage import open_market_db, open_state, open_timeseries
+
+    writer = open_timeseries(cfg)
+    if writer is None:
+        return
+    try:
+        db, store = open_market_db(cfg), open_state(cfg, mode)
+        try:
+            s = gather(cfg, db, store, mode)
+        finally:
+            store.close()
+            db.close()
+        figures = {"equity": s.equity, "free": s.free, "realised": s.realised_total, "change": s.change,
+                   "unrealised": s.change - s.realised_total, "fees": s.fees, "in_doubt": len(s.in_doubt)}
+        positions: dict[str, dict[str, object]] = {}
+        for h in s.holdings:
+            p = positions.setdefault(h.currency, {"volume": ZERO, "value": ZERO, "market_value": ZERO})
+            p["volume"] += h.volume
+            p["value"] += h.value
+            p["market_value"] += h.value + (h.unrealised or ZERO)
+        writer.write_bot(cfg.storage.namespace, mode, s.quote, int(s.exchange_now), figures, positions)
+    except StorageError as exc:
+        log.warning("time series: %s", exc)
+    finally:
+        writer.close()
 
 
 def status_job(cfg: Config, as_json: bool = False, send: bool = False) -> int:

@@ -10,6 +10,8 @@ import time
 from decimal import Decimal as D
 from pathlib import Path
 
+import pytest
+
 from includes.agent import run_agent
 from includes.marketdata import get_api_data
 from includes.storage import open_market_db, open_state
@@ -132,3 +134,28 @@ def test_an_order_in_doubt_for_over_an_hour_needs_attention(tmp_path, job_config
     assert run.returncode == 1
     assert run.stderr.splitlines() == ["status: sell order old (BTC/EUR) in doubt for 2 h"]
     assert "  buy young ETH/EUR unknown for 30 min" in run.stdout.splitlines()
+
+
+def test_an_agent_run_writes_the_bots_figures_to_the_time_series(tmp_path, job_config, rising, victoria_metrics):
+    """The same figures as status.py --json, as VictoriaMetrics stores them (measurement_field)."""
+    agent = f"ct{os.getpid()}{int(time.time() * 1000) % 10**8}"    # the server is shared: a name of our own
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4},
+                     storage={"namespace": agent, "timeseries": {"url": victoria_metrics.url}})
+    get_api_data(cfg)
+    run = subprocess.run([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(tmp_path / "config.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(status(tmp_path, "--json").stdout)
+    series = victoria_metrics.series(f'{{__name__=~"bot_.+",agent="{agent}"}}', 7)
+    bot = {s.labels["__name__"]: s.points for s in series}
+    at = got["exchange_now"]
+    close = pytest.approx  # VictoriaMetrics keeps 12 significant digits
+    assert bot["bot_equity"] == [(at, close(float(D(got["equity"])), rel=1e-11))]
+    assert bot["bot_free"] == [(at, close(float(D(got["free"])), rel=1e-11))]
+    assert bot["bot_realised"] == [(at, 0.0)] and bot["bot_in_doubt"] == [(at, 0.0)]
+    positions = victoria_metrics.series(f'{{__name__="position_volume",agent="{agent}"}}', 2)
+    held = {h["currency"]: float(D(h["volume"])) for h in got["holdings"]}
+    assert sorted(held) == ["BTC", "ETH"]
+    assert {s.labels["currency"]: s.points[0][1] for s in positions} == {c: close(v, rel=1e-11)
+                                                                          for c, v in held.items()}
+    assert all(s.labels["mode"] == "dry" and s.labels["quote"] == "EUR" for s in positions)

@@ -61,6 +61,14 @@ class TimeSeriesWriter:
             self._write([self._point("global_metrics", {"source": source, "quote": quote}, fields,
                                      int(time.time()) if ts is None else ts)])
 
+    def write_bot(self, agent: str, mode: str, quote: str, ts: int, figures: Mapping[str, object],
+                  positions: Mapping[str, Mapping[str, object]]) -> None:
+        """The bot itself at `ts`: `figures` (equity, free, realised, unrealised...) as measurement
+        `bot`, and each currency's position (volume, value, market value) as `position`."""
+        tags = {"agent": agent, "mode": mode, "quote": quote}
+        self._write([self._point("bot", tags, figures, ts)]
+                    + [self._point("position", {**tags, "currency": c}, f, ts) for c, f in positions.items()])
+
     def close(self) -> None:
         self._write_api.close()
         self._client.close()
