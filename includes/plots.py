@@ -188,17 +188,22 @@ def draw_no_data(path: Path, title: str, reason: str) -> None:
 
 def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapping[int, Decimal],
                 orders: Sequence[Mapping[str, Any]], hours: int) -> None:
-    """Close over the window, the trends in the title, a marker per fill (hollow: dry-run)."""
+    """Close over the window, the trends in the title, a marker per fill (hollow: dry-run): a buy
+    under its price pointing up at it, a sell above pointing down, so that a sale and the re-buy
+    of the same minute both show."""
+    from matplotlib.transforms import offset_copy
+
     fig, (ax,) = _figure()
     ax.plot(_dates(c.ts for c in candles), [float(c.close) for c in candles], color="#1f5fa8", lw=1.2,
             label="close")
-    for side, marker, color in (("buy", "^", "#1a9641"), ("sell", "v", "#d7191c")):
+    for side, marker, color, shift in (("buy", "^", "#1a9641", -7), ("sell", "v", "#d7191c", 7)):
         for ns in NAMESPACES:
             mine = [o for o in orders if o["side"] == side and o["namespace"] == ns]
             if mine:
                 ax.scatter(_dates(order_time(o) for o in mine), [float(o["price"]) for o in mine], s=70,
                            marker=marker, edgecolors=color, facecolors=color if ns == "live" else "none",
-                           linewidths=1.5, zorder=3, label=f"{side} ({ns})")
+                           linewidths=1.5, zorder=3, label=f"{side} ({ns})",
+                           transform=offset_copy(ax.transData, fig=fig, y=shift, units="points"))
     shown = "   ".join(f"{h} h {t:+.2f}%" for h, t in sorted(trends.items())) or "no trend yet"
     ax.set_title(f"{market}: close over the last {hours} h (UTC), last {candles[-1].close}\n"
                  f"trends  {shown}", fontsize=10)

@@ -320,3 +320,24 @@ def test_the_summary_is_status_py_and_the_price_is_the_bid(plotted, tmp_path):
     basis = paid if sale["filled"] >= buy["filled"] else paid * sale["filled"] / buy["filled"]   # its share
     assert cells[1]["P&amp;L (EUR)"] == f"{sale['cost'] - sale['fee'] - basis:+.2f}"
     assert cells[0]["P&amp;L (EUR)"] == cells[2]["P&amp;L (EUR)"] == ""
+
+
+def test_a_sale_and_the_rebuy_of_the_same_minute_both_show(tmp_path):
+    """Live markers (filled) at one time and price: the buy's green lies wholly below the sell's red."""
+    from includes.plots import draw_market
+
+    candles = [Candle(1_700_000_000 + 60 * i, D(100), D(101), D(99), D(100 + i % 7), D(1)) for i in range(300)]
+    at, price = candles[150].ts, candles[150].close
+    orders = [{"side": side, "namespace": "live", "price": price, "result_at": at, "intent_at": at}
+              for side in ("sell", "buy")]
+    draw_market(tmp_path / "m.png", "BTC/EUR", candles, {}, orders, 5)
+    with Image.open(tmp_path / "m.png") as picture:
+        rgb = picture.convert("RGB")
+        width, height = rgb.size
+        pixels = rgb.load()
+
+        def rows_of(colour: tuple[int, int, int]) -> set[int]:
+            return {y for x in range(width // 3, 2 * width // 3) for y in range(height)   # not the legend
+                    if all(abs(a - b) < 40 for a, b in zip(pixels[x, y], colour))}
+        green, red = rows_of((0x1a, 0x96, 0x41)), rows_of((0xd7, 0x19, 0x1c))
+    assert green and red and min(green) > max(red), (sorted(green)[:3], sorted(red)[-3:])
