@@ -22,9 +22,23 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 def run(cfg, args: argparse.Namespace) -> int:
     """1 when an order stayed unsettled for several runs: the owner must look (cron mails stderr)."""
     from includes.agent import run_agent
-    from includes.runtime import tell_owner
+    from includes.runtime import dry_run_requested, notify, stop_requested, tell_owner
 
+    if cfg.notify.urls:
+        from includes.notify import switches
+
+        for line in switches(cfg, stop_requested(cfg), args.dry_run or dry_run_requested(cfg)):
+            notify("switch", line, line)
     summary = run_agent(cfg, force_dry_run=args.dry_run)
+    if summary and cfg.storage.timeseries.url:
+        from includes.status import write_timeseries
+
+        write_timeseries(cfg, summary.mode)
+    if summary:
+        for event, lines in (("fill", summary.bought + summary.sold), ("refused", summary.refused),
+                             ("recovered", summary.recovered), ("doubt", summary.attention)):
+            if lines:
+                notify(event, f"{summary.mode}: {len(lines)} {event}", "\n".join(lines))
     for line in summary.attention if summary else ():
         tell_owner("trade_agent", line)
     return 1 if summary and summary.attention else 0

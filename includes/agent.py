@@ -55,6 +55,7 @@ class RunSummary:
     sold: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
     in_doubt: list[str] = field(default_factory=list)     # orders still open or unknown after this run
+    refused: list[str] = field(default_factory=list)      # orders the exchange refused (nothing placed)
     attention: list[str] = field(default_factory=list)    # what the owner must hear of (stderr under cron)
     notes: list[str] = field(default_factory=list)
 
@@ -401,6 +402,7 @@ class Agent:
             self.db.journal_result(ref, status="failed", error=str(exc))
             self.store.abort(n, ref)
             log.warning("thread %d: %s order refused: %s", n, side, exc)
+            self.summary.refused.append(f"thread {n}: {side} order {ref} refused: {exc}")
             if isinstance(exc, AuthenticationError):
                 raise  # a refused key refuses every order: the run stops, with one line
             return None

@@ -46,6 +46,7 @@ FORMAT = "crontrader-archive"
 VERSION = 1
 SUFFIX = ".jsonl.gz"
 KEPT = "kept-archives"     # under paths.tmp: archives whose rows are deleted, until found at the destination
+RECORD = ("orders", "threads", "state_values", "paper_ledger")   # the trading record's archives (record.py)
 DAMAGED = (OSError, EOFError, zlib.error)     # what a truncated or corrupted gzip raises
 
 
@@ -121,7 +122,7 @@ def _open(path: Path) -> tuple[Any, dict[str, Any]]:
             raise BackupError(f"{path}: not a {FORMAT} (no header line)")
         if header.get("version") != VERSION:
             raise BackupError(f"{path}: archive version {header.get('version')} is not {VERSION}")
-        if header.get("table") not in ARCHIVED:
+        if header.get("table") not in (*ARCHIVED, *RECORD):
             raise BackupError(f"{path}: table {header.get('table')!r} is not one this job archives")
     except (*DAMAGED, ValueError) as exc:
         f.close()

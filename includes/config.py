@@ -304,6 +304,44 @@ class BackupConfig(Section):
     batch: int = setting(5000, ge=1, le=8000)   # 4 key columns a row: SQLite takes 32,766 parameters
 
 
+NOTIFY_EVENTS = ("fill", "refused", "doubt", "failed_run", "switch", "recovered", "summary")
+
+
+def _apprise_url(value: str) -> str:
+    if "://" not in value:
+        raise ValueError("must be an Apprise URL (scheme://...), e.g. ntfy://topic or json://host/path")
+    return value
+
+
+@dataclass(frozen=True)
+class NotifyTarget(Section):
+    """One Apprise URL and the events it is sent."""
+
+    url: str = setting(check=_apprise_url)
+    events: list[Literal[NOTIFY_EVENTS]] = setting(list(NOTIFY_EVENTS), check=_unique)  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class PingConfig(Section):
+    """A dead man's switch per job: URL hit at start (/start), on success, and on failure (/fail)."""
+
+    get_api_data: str | None = setting(None, check=_http_url)
+    available_markets: str | None = setting(None, check=_http_url)
+    trade_agent: str | None = setting(None, check=_http_url)
+    plot_graphs: str | None = setting(None, check=_http_url)
+    clean_and_backup_database: str | None = setting(None, check=_http_url)
+    status: str | None = setting(None, check=_http_url)
+
+
+@dataclass(frozen=True)
+class NotifyConfig(Section):
+    """Alerts through Apprise, and the jobs' pings."""
+
+    urls: list[NotifyTarget] = setting([])
+    ping: PingConfig = PingConfig()
+    timeout: float = setting(10.0, gt=0, le=120)
+
+
 @dataclass(frozen=True)
 class PathsConfig(Section):
     """Directories for logs, scratch files and charts; relative ones are under ROOT."""
@@ -324,6 +362,7 @@ class Config(Section):
     storage: StorageConfig = StorageConfig()
     plots: PlotsConfig = PlotsConfig()
     backup: BackupConfig = BackupConfig()
+    notify: NotifyConfig = NotifyConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def path(self, value: Path | str) -> Path:

@@ -97,9 +97,30 @@ def run_demo(days: float = 1, seed: int = 7, csv: Path | None = None, pair: str 
             run_agent(cfg)
             sim.advance(CYCLE - CYCLE // 2)
         summary = summarise(cfg, sim, start)
-    summary["seconds"] = round(time.monotonic() - began, 1)
-    print_summary(summary, cfg, home)
+        summary["seconds"] = round(time.monotonic() - began, 1)
+        print_summary(summary, cfg, home)
+        draw(cfg, int(sim.clock))
     return summary
+
+
+def draw(cfg: Config, now: int) -> None:
+    """img/index.html and its charts from the demo's own data, anchored at its clock, and
+    status.py's summary of it."""
+    from includes.plots import plot_all
+    from includes.status import gather, headline
+    from includes.storage import open_market_db, open_state
+
+    plot_all(cfg, now=now)
+    db, store = open_market_db(cfg), open_state(cfg, "dry")
+    try:
+        status = gather(cfg, db, store, "dry")
+    finally:
+        store.close()
+        db.close()
+    print("\nstatus.py says:")
+    for label, text in headline(status):
+        print(f"  {label}: {text}")
+    print(f"page: {cfg.path(cfg.paths.img) / 'index.html'}")
 
 
 def summarise(cfg: Config, sim: Any, start: int) -> dict[str, Any]:

@@ -6,17 +6,31 @@ status).  Scripts print it and exit non-zero; nothing else is swallowed.
 """
 from __future__ import annotations
 
+import re
+
 
 class CrontraderError(Exception):
-    """Base of every error this project raises on purpose."""
+    """Base of every error this project raises on purpose; `exit_status` is the script's."""
+
+    exit_status = 1
 
 
 class ConfigError(CrontraderError):
     """The configuration file is missing, unreadable or invalid (exit status 2)."""
 
+    exit_status = 2
+
 
 class StorageError(CrontraderError):
     """A database, state store or time-series server failed."""
+
+
+class StorageRefused(StorageError):
+    """The store answered and refused us (access denied, unknown database), or cannot exist
+    where it is configured (a SQLite file that cannot be opened or created).  Waiting will not
+    help, the owner must fix the URL: exit status 2, and nothing is spooled."""
+
+    exit_status = 2
 
 
 class BadPath(ConfigError):
@@ -121,3 +135,21 @@ class InsufficientFunds(PermanentError):
 
 class OrderTooSmall(PermanentError):
     """The order is below the pair's minimum volume or cost."""
+
+
+# urllib3's wrapping of a failed request: keep the host and what happened to it.
+_POOL = re.compile(r"\w*ConnectionPool\(host='([^']*)', port=(\d+)\): Max retries exceeded with url: \S+ "
+                   r"\(Caused by \w+\((.*)\)\)$")
+_NOISE = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>: |\w*Connection\(host='[^']*', port=\d+\): ")
+
+
+def cause(exc: BaseException | str) -> str:
+    """The cause of a failure on one line: shortened by dropping the wrappers' noise (object
+    addresses, retry counts, the request's URL), never cut, so that the root cause stays
+    (a DNS failure, connection refused, a TLS error, an HTTP status)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    pool = _POOL.search(text)
+    if pool:
+        host, port, inner = pool.groups()
+        text = f"{text[:pool.start()]}{host}:{port}: {inner.strip(chr(34) + chr(39))}"
+    return _NOISE.sub("", text)

@@ -189,17 +189,22 @@ def draw_no_data(path: Path, title: str, reason: str) -> None:
 
 def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapping[int, Decimal],
                 orders: Sequence[Mapping[str, Any]], hours: int) -> None:
-    """Close over the window, the trends in the title, a marker per fill (hollow: dry-run)."""
+    """Close over the window, the trends in the title, a marker per fill (hollow: dry-run): a buy
+    under its price pointing up at it, a sell above pointing down, so that a sale and the re-buy
+    of the same minute both show."""
+    from matplotlib.transforms import offset_copy
+
     fig, (ax,) = _figure()
     ax.plot(_dates(c.ts for c in candles), [float(c.close) for c in candles], color="#1f5fa8", lw=1.2,
             label="close")
-    for side, marker, color in (("buy", "^", "#1a9641"), ("sell", "v", "#d7191c")):
+    for side, marker, color, shift in (("buy", "^", "#1a9641", -7), ("sell", "v", "#d7191c", 7)):
         for ns in NAMESPACES:
             mine = [o for o in orders if o["side"] == side and o["namespace"] == ns]
             if mine:
                 ax.scatter(_dates(order_time(o) for o in mine), [float(o["price"]) for o in mine], s=70,
                            marker=marker, edgecolors=color, facecolors=color if ns == "live" else "none",
-                           linewidths=1.5, zorder=3, label=f"{side} ({ns})")
+                           linewidths=1.5, zorder=3, label=f"{side} ({ns})",
+                           transform=offset_copy(ax.transData, fig=fig, y=shift, units="points"))
     shown = "   ".join(f"{h} h {t:+.2f}%" for h, t in sorted(trends.items())) or "no trend yet"
     ax.set_title(f"{market}: close over the last {hours} h (UTC), last {candles[-1].close}\n"
                  f"trends  {shown}", fontsize=10)
@@ -209,20 +214,26 @@ def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapp
 
 
 def draw_portfolio(path: Path, namespace: str, points: Sequence[PortfolioPoint], quote: str,
-                   start_known: bool) -> None:
+                   start_known: bool, start: Decimal = ZERO) -> None:
+    """Equity on its own scale (a -14 % move shows), and below it the P&L: realised, as the
+    sales closed it, and unrealised, what the held positions would add at market price."""
     fig, (top, bottom) = _figure(rows=2)
     when = _dates(p.ts for p in points)
-    balance = [float(p.quote) for p in points]
-    positions = [float(p.positions) for p in points]
-    top.stackplot(when, balance, positions, labels=[f"{quote} balance", "positions at market price"],
-                  colors=["#9ecae1", "#fdae6b"], alpha=0.8)
-    top.plot(when, [b + v for b, v in zip(balance, positions)], color="#333333", lw=1, label="total")
+    equity = [float(p.quote + p.positions) for p in points]
+    top.plot(when, equity, color="#08519c", lw=1.2, label=f"equity: {quote} balance + positions at market")
+    top.axhline(float(start), color="#999999", lw=0.8, ls="--", label=f"start: {start:.2f}")
     basis = "" if start_known else f" ({quote} balance counted from 0 before the first order)"
-    top.set_title(f"{namespace} portfolio in {quote}{basis}", fontsize=10)
+    change = points[-1].quote + points[-1].positions - start
+    top.set_title(f"{namespace} equity in {quote}: {equity[-1]:.2f} ({change:+.2f}){basis}", fontsize=10)
     top.legend(loc="upper left", fontsize=8)
-    bottom.step(when, [float(p.realised) for p in points], where="post", color="#6a3d9a")
+    realised = [float(p.realised) for p in points]
+    bottom.step(when, realised, where="post", color="#6a3d9a", label="realised")
+    bottom.plot(when, [e - float(start) - r for e, r in zip(equity, realised)], color="#e6550d", lw=1,
+                label="unrealised")
     bottom.axhline(0, color="#999999", lw=0.8)
-    bottom.set_title(f"realised P&L, {quote}: {points[-1].realised:+.2f}", fontsize=10)
+    bottom.set_title(f"P&L, {quote}: realised {points[-1].realised:+.2f}, unrealised "
+                     f"{change - points[-1].realised:+.2f}", fontsize=10)
+    bottom.legend(loc="upper left", fontsize=8)
     _time_axis(top)
     _time_axis(bottom)
     _save(fig, path)
@@ -248,6 +259,8 @@ class Page:
     charts: list[tuple[str, str, str]] = field(default_factory=list)     # (section, file name, caption)
     threads: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    summary: list[tuple[str, str]] = field(default_factory=list)     # status.headline, and what needs attention
+    trades: list[dict[str, str]] = field(default_factory=list)       # the latest fills, newest first
 
 
 def tracked_markets(cfg: Config) -> list[str]:
@@ -269,6 +282,9 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
         prices = {}
         for market in tracked_markets(cfg):
             prices[market] = plot_market(cfg, db, page, img, market, journal, now)
+            ticker = db.last_ticker(cfg.exchange.name, market)
+            if ticker is not None:    # the agent's price, as status.py and the log say it: the bid
+                prices[market] = ticker["bid"]
         for ns in NAMESPACES:
             if journal[ns]:
                 plot_portfolio(cfg, db, page, img, ns, journal[ns], now)
@@ -281,6 +297,8 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
             draw_global(chart_path(img, "global_market"), metrics, cfg.plots.window_hours)
             page.charts.append(("Global market", "global_market.png", "total market cap and BTC dominance"))
         thread_tables(cfg, page, prices)
+        page.summary = summary(cfg, db)
+        page.trades = trade_rows(db.journal(_mode(cfg), agent=cfg.storage.namespace), cfg.trading.quote)
     finally:
         db.close()
     write_atomic(img / "index.html", index_html(page, now, cfg.plots.window_hours))
@@ -325,7 +343,7 @@ def plot_portfolio(cfg: Config, db: MarketDB, page: Page, img: Path, ns: str,
     start = cfg.trading.dry_run_balance if ns == "dry" else ZERO
     points = portfolio(orders, prices, time_grid(start_at, now, orders), start)
     name = f"portfolio_{ns}"
-    draw_portfolio(chart_path(img, name), ns, points, cfg.trading.quote, start_known=ns == "dry")
+    draw_portfolio(chart_path(img, name), ns, points, cfg.trading.quote, start_known=ns == "dry", start=start)
     page.charts.append(("Portfolio", f"{name}.png", f"{ns} portfolio"))
 
 
@@ -349,6 +367,46 @@ def thread_tables(cfg: Config, page: Page, prices: Mapping[str, Decimal | None])
                                            cfg.trading.fee_percent) for t in threads]
 
 
+def _mode(cfg: Config) -> str:
+    from includes.runtime import dry_run_requested
+
+    return "dry" if dry_run_requested(cfg) else "live"
+
+
+def trade_rows(journal: Sequence[Mapping[str, Any]], quote: str, limit: int = 20) -> list[dict[str, str]]:
+    """The latest fills, newest first, with their fees and, for a sale, what it made (journal.fold)."""
+    from includes.storage.journal import fold
+
+    made = {sale.ref: sale.pnl for sale in fold(journal)[1]}
+    rows = []
+    for r in reversed(filled_orders(journal)[-limit:]):
+        pnl = made.get(r["ref"])
+        rows.append({"time": _utc(order_time(r)), "side": r["side"], "market": r["market"],
+                     "thread": str(r["thread"] or ""), "volume": f"{r['filled']:f}", "price": f"{r['price']:f}",
+                     f"cost ({quote})": f"{r['cost']:f}" if r["cost"] is not None else "",
+                     f"fee ({quote})": f"{r['fee']:f}" if r["fee"] is not None else "",
+                     f"P&L ({quote})": f"{pnl:+.2f}" if pnl is not None else ""})
+    return rows
+
+
+def summary(cfg: Config, db: MarketDB) -> list[tuple[str, str]]:
+    """status.py's headline for the configured mode; a state store that cannot be read leaves it out."""
+    from includes.status import gather, headline
+    from includes.storage import open_state
+
+    mode = _mode(cfg)
+    try:
+        store = open_state(cfg, mode)
+        try:
+            status = gather(cfg, db, store, mode)
+        finally:
+            store.close()
+    except StorageError as exc:
+        log.warning("no summary: %s", exc)
+        return []
+    return headline(status) + [("attention", line) for line in status.attention]
+
+
 def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[str, str]:
     held = t.state in (ACTIVE, SELLING) and price is not None
     g = gain(t, price, fee_percent) if held else None
@@ -356,7 +414,7 @@ def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[s
             "invested": f"{t.value:f}" if t.value else "", "volume": f"{t.volume:f}" if t.volume else "",
             "buy price": f"{t.lastbuyvalue:f}" if t.lastbuyvalue is not None else "",
             "last sell": f"{t.lastsellvalue:f}" if t.lastsellvalue is not None else "",
-            "price now": f"{price:f}" if held else "", "net gain": f"{g:+.2f}%" if g is not None else "",
+            "bid now": f"{price:f}" if held else "", "net gain": f"{g:+.2f}%" if g is not None else "",
             "updated": _utc(t.updated) if t.updated else "", "order": t.order_ref}
 
 
@@ -367,7 +425,12 @@ def _utc(ts: float) -> str:
 STYLE = """body{font-family:sans-serif;margin:1em 2em;color:#222;background:#fff}
 h2{border-bottom:1px solid #ccc;padding-bottom:.2em}figure{display:inline-block;margin:.5em}
 img{max-width:100%;height:auto;border:1px solid #ddd}table{border-collapse:collapse;font-size:.9em}
-td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.note{color:#a00}"""
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.note{color:#a00}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}dd{margin:0}
+@media (max-width:420px){body{margin:.5em}dl{grid-template-columns:auto}dd{margin-bottom:.4em}
+table,tr,td{display:block}tr:first-child{display:none}tr{border:1px solid #ccc;margin:.4em 0}
+td{border:none;text-align:left;overflow-wrap:anywhere}td:empty{display:none}
+td::before{content:attr(data-label) ": ";font-weight:bold}figure{margin:.5em 0}}"""
 
 
 def index_html(page: Page, now: int, hours: int) -> str:
@@ -380,12 +443,22 @@ def index_html(page: Page, now: int, hours: int) -> str:
            f'<p>Last update: <time datetime="{e(datetime.fromtimestamp(now, UTC).isoformat())}">'
            f"{e(_utc(now))}</time>; charts cover the last {hours} h.</p>"]
     out += [f'<p class="note">{e(note)}</p>' for note in page.notes]
+    if page.summary:
+        out.append("<h2>Summary</h2><dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in page.summary)
+                   + "</dl>")
     out.append("<h2>Threads</h2>")
     if not page.threads:
         out.append("<p>No thread yet.</p>")
     for ns, rows in page.threads.items():
         out.append(f"<h3>{e(ns)}</h3><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in rows[0]) + "</tr>")
-        out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in row.values()) + "</tr>" for row in rows]
+        out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
+                for row in rows]
+        out.append("</table>")
+    if page.trades:
+        out.append("<h2>Recent trades</h2><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in page.trades[0])
+                   + "</tr>")
+        out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
+                for row in page.trades]
         out.append("</table>")
     section = None
     for title, name, caption in page.charts:

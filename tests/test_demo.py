@@ -23,6 +23,9 @@ def test_the_cron_cycle_on_mariadb_and_redis(tmp_path, mariadb_url, redis_namesp
     out = capsys.readouterr().out
     assert "prices: synthetic price path (seeded random walk, seed 7" in out
     assert "P&L: started with 100 EUR" in out
+    assert "status.py says:\n  mode: dry\n  equity: " in out
+    page = (tmp_path / "demo" / "img" / "index.html").read_text()
+    assert "<h2>Summary</h2>" in page and "<figcaption>BTC/EUR</figcaption>" in page    # charts with data
 
 
 def test_the_demo_script_on_the_embedded_default(tmp_path):

@@ -98,12 +98,14 @@ def test_a_malformed_answer_writes_no_partial_rows(job_config, kraken_venue):
 
 def test_nothing_fetched_is_a_failure_with_one_line(tmp_path, job_config, kraken_venue):
     job_config()
+    port = kraken_venue.sim.url.rsplit(":", 1)[1]
     kraken_venue.sim.stop()
     run = subprocess.run([sys.executable, str(ROOT / "get_api_data.py"), "--config", str(tmp_path / "config.yaml")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
-    assert run.stderr.strip().splitlines() == [
-        "get_api_data: kraken/Time: connection failed (" + run.stderr.split("connection failed (")[1].strip()]
+    assert run.stderr.strip().splitlines() == [        # the root cause, whole; not the URL
+        f"get_api_data: kraken/Time: connection failed (127.0.0.1:{port}: Failed to establish a new "
+        "connection: [Errno 111] Connection refused)"]
 
 
 def test_an_unreachable_db_spools_the_cycle_and_loses_nothing(tmp_path, mariadb_url, job_config, kraken_venue):

@@ -15,7 +15,7 @@ import pymysql
 import pytest
 
 from includes.coinmarketcap import GlobalMetrics
-from includes.errors import StorageError
+from includes.errors import StorageError, StorageRefused
 from includes.platforms.base import Candle, Market, Order, Ticker
 from includes.storage import marketdb
 from includes.storage.marketdb import SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
@@ -435,9 +435,14 @@ def test_another_database_error_is_one_line_naming_the_url(market_db, db_url):
     assert market_db.candles("kraken", "BTC/EUR", 1) == []  # the connection is still good
 
 
-def test_a_missing_sqlite_directory_is_unreachable(tmp_path):
-    with pytest.raises(DatabaseUnreachable, match="unable to open database"):
+def test_a_missing_sqlite_directory_is_refused_not_unreachable(tmp_path):
+    with pytest.raises(StorageRefused, match="unable to open database"):
         MarketDB(f"sqlite:///{tmp_path / 'no' / 'such' / 'market.db'}").markets("kraken")
+
+
+def test_an_unknown_database_is_refused_not_unreachable(mariadb_url):
+    with pytest.raises(StorageRefused, match="Unknown database 'ct_missing'"):
+        MarketDB(mariadb_url.rpartition("/")[0] + "/ct_missing").markets("kraken")
 
 
 def test_archived_rows_stream_while_the_db_is_used(market_db):
@@ -494,6 +499,6 @@ def test_tls_to_mysql_is_what_the_url_asks_for(mariadb_url):
 
 def test_a_refused_login_is_named_without_its_password(mariadb_url):
     url = mariadb_url.replace("://root@", "://ct_nobody:s3cret-pw@")
-    with pytest.raises(StorageError, match="Access denied") as caught:
+    with pytest.raises(StorageRefused, match="Access denied") as caught:
         MarketDB(url).markets("kraken")
     assert "ct_nobody:***@127.0.0.1" in str(caught.value) and "s3cret-pw" not in str(caught.value)

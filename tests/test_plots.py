@@ -3,6 +3,7 @@ Chromium renders with every image loaded, and chart files that never leave img/.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import subprocess
@@ -161,11 +162,11 @@ def test_the_page_has_the_threads_the_time_and_nothing_unescaped(plotted):
     page = (plotted / "index.html").read_text()
     assert {tag for tag, _ in tags_of(page)} <= {"html", "head", "meta", "title", "style", "body", "h1", "p",
                                                  "time", "h2", "h3", "table", "tr", "th", "td", "figure", "img",
-                                                 "figcaption"}
+                                                 "figcaption", "dl", "dt", "dd"}
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;ref&lt;/b&gt;" in page
     assert re.search(r"Last update: <time datetime=\"\d{4}-\d\d-\d\dT[\d:]+\+00:00\">[\d -:]+ UTC</time>", page)
-    rows = re.findall(r"<tr>(.*?)</tr>", page)
-    assert len(rows) == 2 + 2 + 3                                 # two headers, 2 live and 3 dry threads
+    rows = [re.sub(r' data-label="[^"]*"', "", r) for r in re.findall(r"<tr>(.*?)</tr>", page)]
+    assert len(rows) == 2 + 2 + 3 + 1 + 3                         # threads: 2 live, 3 dry; 3 dry trades
     active = next(r for r in rows if "<td>active</td>" in r)
     assert "<td>BTC</td><td>5.013</td><td>0.0012</td>" in active and re.search(r"<td>[+-]\d+\.\d\d%</td>", active)
     assert "no price data for ETH/EUR" not in page                # that is in the picture; the caption says:
@@ -256,3 +257,87 @@ def test_a_state_store_that_cannot_be_read_is_noted_on_the_page(tmp_path, sqlite
     html = (tmp_path / "img" / "index.html").read_text()
     assert f'<p class="note">dry threads: Redis at 127.0.0.1:{closed_port}/0: ' in html
     assert "<figcaption>BTC/EUR: no data</figcaption>" in html
+
+
+# --- a trader's page: the status summary, the bid, and a phone ---------------------------------------
+
+LAYOUT = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="page" src="{src}" width="{width}" height="900" style="border:0"></iframe>
+<script>
+document.getElementById("page").addEventListener("load", () => {{
+  const doc = document.getElementById("page").contentDocument;
+  const out = document.createElement("pre");
+  out.id = "result";
+  out.textContent = JSON.stringify([doc.documentElement.scrollWidth, doc.documentElement.clientWidth]);
+  document.body.appendChild(out);
+}});
+</script></body></html>"""
+
+
+def page_widths(chromium, tmp_path: Path, index: Path, width: int) -> list[int]:
+    """(scrollWidth, clientWidth) of the page framed at `width` px: equal when nothing scrolls sideways."""
+    wrapper = tmp_path / f"layout-{width}.html"
+    wrapper.write_text(LAYOUT.format(src=index.as_uri(), width=width))
+    dom = chromium.dump_dom(wrapper.as_uri(), "--allow-file-access-from-files", f"--window-size={width + 40},1000")
+    found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    return json.loads(found.group(1))
+
+
+def test_the_page_fits_a_phone_and_a_desktop_without_sideways_scrolling(plotted, chromium, tmp_path):
+    index = plotted / "index.html"
+    for width in (412, 1280):
+        scroll, client = page_widths(chromium, tmp_path, index, width)
+        assert width - 20 <= client <= width and scroll == client, (width, scroll, client)  # less a scrollbar
+        chromium.screenshot(index.as_uri(), tmp_path / f"page-{width}.png", width=width, height=1600)
+    text = index.read_text()
+    assert text.count("<tr>") == 11 and 'data-label="bid now"' in text and 'data-label="fee (EUR)"' in text
+
+
+def test_the_summary_is_status_py_and_the_price_is_the_bid(plotted, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "status.py"), "--config", str(tmp_path / "config.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    page = (plotted / "index.html").read_text()
+    summary = {html.unescape(k): html.unescape(v) for k, v in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", page)}
+    for line in done.stdout.splitlines()[:3]:                  # mode, equity, realised P&L: the same text
+        label, _, text = line.partition(": ")
+        assert summary[label] == text
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    bid = db.last_ticker("kraken", "BTC/EUR")["bid"]
+    db.close()
+    active = next(r for r in re.findall(r"<tr>(.*?)</tr>", page) if ">active<" in r)
+    assert f'<td data-label="bid now">{bid:f}</td>' in active
+
+    trades = page.split("<h2>Recent trades</h2>")[1].split("</table>")[0]
+    cells = [dict(re.findall(r'<td data-label="([^"]*)">(.*?)</td>', row)) for row in re.findall(r"<tr>(.*?)</tr>",
+                                                                                                  trades)[1:]]
+    assert [(c["side"], c["thread"]) for c in cells] == [("buy", "2"), ("sell", "1"), ("buy", "1")]  # newest first
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    buy, sale = db.journal_row("buy-1"), db.journal_row("sell-1")
+    db.close()
+    assert cells[1]["fee (EUR)"] == f"{sale['fee']:f}"
+    paid = buy["cost"] + buy["fee"]
+    basis = paid if sale["filled"] >= buy["filled"] else paid * sale["filled"] / buy["filled"]   # its share
+    assert cells[1]["P&amp;L (EUR)"] == f"{sale['cost'] - sale['fee'] - basis:+.2f}"
+    assert cells[0]["P&amp;L (EUR)"] == cells[2]["P&amp;L (EUR)"] == ""
+
+
+def test_a_sale_and_the_rebuy_of_the_same_minute_both_show(tmp_path):
+    """Live markers (filled) at one time and price: the buy's green lies wholly below the sell's red."""
+    from includes.plots import draw_market
+
+    candles = [Candle(1_700_000_000 + 60 * i, D(100), D(101), D(99), D(100 + i % 7), D(1)) for i in range(300)]
+    at, price = candles[150].ts, candles[150].close
+    orders = [{"side": side, "namespace": "live", "price": price, "result_at": at, "intent_at": at}
+              for side in ("sell", "buy")]
+    draw_market(tmp_path / "m.png", "BTC/EUR", candles, {}, orders, 5)
+    with Image.open(tmp_path / "m.png") as picture:
+        rgb = picture.convert("RGB")
+        width, height = rgb.size
+        pixels = rgb.load()
+
+        def rows_of(colour: tuple[int, int, int]) -> set[int]:
+            return {y for x in range(width // 3, 2 * width // 3) for y in range(height)   # not the legend
+                    if all(abs(a - b) < 40 for a, b in zip(pixels[x, y], colour))}
+        green, red = rows_of((0x1a, 0x96, 0x41)), rows_of((0xd7, 0x19, 0x1c))
+    assert green and red and min(green) > max(red), (sorted(green)[:3], sorted(red)[-3:])

@@ -228,3 +228,52 @@ def test_the_docs_name_every_measurement_and_field(written):
         assert f"`{measurement}`" in docs
         for field in fields:
             assert f"`{field}`" in docs, f"docs/timeseries.md does not list {measurement}.{field}"
+
+
+def _promql(victoria_metrics, path: str, **params: str) -> dict:
+    import urllib.parse
+    import urllib.request
+
+    with urllib.request.urlopen(f"{victoria_metrics.url}{path}?{urllib.parse.urlencode(params)}", timeout=10) as r:
+        reply = json.loads(r.read())
+    assert reply["status"] == "success", reply
+    return reply["data"]
+
+
+def test_every_promql_query_of_the_second_dashboard_finds_what_it_charts(victoria_metrics, writer, exchange):
+    """conf/grafana-dashboard-promql.json on the real VictoriaMetrics: each variable lists our values,
+    each panel query returns the series it draws."""
+    agent, ts = f"agent-{exchange}", 1700000000
+    writer.write_tickers(exchange, [Ticker("BTC/EUR", ts, Decimal(30000), Decimal("29990"), Decimal(30010),
+                                           Decimal(1))])
+    writer.write_candles(exchange, "BTC/EUR", 5, [Candle(ts, *[Decimal(30000)] * 5)])
+    writer.write_bot(agent, "dry", "EUR", ts, {"equity": Decimal("99.5"), "free": Decimal(90), "realised": Decimal(1),
+                                               "unrealised": Decimal("-1.5"), "change": Decimal("-0.5"),
+                                               "fees": Decimal("0.1"), "in_doubt": 0},
+                     {"BTC": {"volume": Decimal("0.0003"), "value": Decimal(10), "market_value": Decimal("8.5")}})
+    victoria_metrics.series(f'{{agent="{agent}"}}', 10)           # flushed and searchable
+    dashboard = json.loads((ROOT / "conf" / "grafana-dashboard-promql.json").read_text())
+    values = {"agent": agent, "mode": "dry", "exchange": exchange, "market": "BTC/EUR", "interval": "5"}
+
+    def substitute(text: str) -> str:
+        return re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)   # no regex metacharacter in them
+
+    for variable in dashboard["templating"]["list"][1:]:
+        label, selector = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"]).group(2, 1)
+        found = _promql(victoria_metrics, f"/api/v1/label/{label}/values", **{"match[]": substitute(selector)},
+                        start=str(ts - 60), end=str(ts + 60))
+        assert values[variable["name"]] in found, (variable["name"], found)
+    charted = 0
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        for target in panel["targets"]:
+            result = _promql(victoria_metrics, "/api/v1/query", query=substitute(target["expr"]), time=str(ts + 1))
+            assert result["resultType"] == "vector" and len(result["result"]) == 1, (target["expr"], result)
+            labels = result["result"][0]["metric"]
+            assert all(labels.get(k, v) == v for k, v in values.items() if k in labels), labels
+            assert float(result["result"][0]["value"][1]) == {
+                "bot_equity": 99.5, "bot_free": 90, "bot_realised": 1, "bot_unrealised": -1.5, "bot_in_doubt": 0,
+                "position_market_value": 8.5, "ticker_bid": 29990, "candle_close": 30000}[
+                re.search(r"(bot_\w+|position_\w+|ticker_\w+|candle_\w+)", target["expr"]).group(1)]
+            charted += 1
+    assert charted == 8

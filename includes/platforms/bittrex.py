@@ -32,7 +32,8 @@ from bittrex_api.utils.bittrex_requests import BittrexRequests, RequestMethod
 from bittrex_api.v3 import CandleInterval, OrderDirection, OrderType, TimeInForce
 
 from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, MarketUnavailable,
-                             OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket)
+                             OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket,
+                             cause)
 from includes.money import ZERO, round_half_even, to_decimal
 from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
 
@@ -103,7 +104,7 @@ class Transport(BittrexRequests):
         except requests.Timeout:
             raise TemporaryError(f"no reply within {self.timeout:g} s", exchange=NAME, method=where) from None
         except requests.RequestException as exc:
-            raise TemporaryError(f"connection failed ({_first_line(exc)})", exchange=NAME, method=where) from None
+            raise TemporaryError(f"connection failed ({cause(exc)})", exchange=NAME, method=where) from None
         try:
             payload = reply.json(parse_float=Decimal)
         except ValueError:  # an HTML error page or a cut body
@@ -114,7 +115,7 @@ class Transport(BittrexRequests):
             return payload
         error = payload if isinstance(payload, dict) else {}
         code = str(error["code"]) if error.get("code") else None
-        message = _first_line(error.get("detail") or code or "error reply")
+        message = cause(error.get("detail") or code or "error reply")
         raise error_class(reply.status_code, code)(message, exchange=NAME, method=where, status=reply.status_code,
                                                    code=code, refused=refused_by(reply.status_code, code))
 
@@ -353,8 +354,3 @@ def _pages(since: int, until: int, interval: int) -> Iterator[tuple[int, int | N
 
 def _timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _first_line(value: object) -> str:
-    text = str(value)
-    return text.splitlines()[0][:200] if text else type(value).__name__

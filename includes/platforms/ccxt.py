@@ -29,7 +29,7 @@ import ccxt
 
 from includes.errors import (AuthenticationError, ConfigError, ExchangeError, InsufficientFunds,
                              InvalidNonce, LockedOut, MarketUnavailable, PermanentError, RateLimited,
-                             TemporaryError, UnknownMarket)
+                             TemporaryError, UnknownMarket, cause)
 from includes.money import ZERO, to_decimal
 from includes.storage import EXCHANGE_FINAL
 from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
@@ -157,7 +157,7 @@ class CcxtPlatform(Platform):
             try:
                 return getattr(self.exchange, method)(*args, **kwargs)
             except ccxt.BaseError as exc:
-                error = error_class(exc)(_first_line(exc), exchange=self.name, method=method,
+                error = error_class(exc)(cause(exc), exchange=self.name, method=method,
                                          code=type(exc).__name__, refused=refused(exc))
             if not isinstance(error, TemporaryError) or attempt == retries:
                 raise given_up(error) if attempt else error
@@ -335,7 +335,3 @@ def _repointed(urls: Any, base: str) -> Any:
 
 def _decimal(value: object) -> Decimal | None:
     return to_decimal(value) if value not in (None, "") else None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

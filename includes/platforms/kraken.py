@@ -23,7 +23,7 @@ import requests
 
 from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, InvalidNonce, LockedOut,
                              MarketUnavailable, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
-                             UnknownMarket)
+                             UnknownMarket, cause)
 from includes.money import to_decimal
 from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
                                      split_market)
@@ -175,7 +175,7 @@ class KrakenPlatform(Platform):
             raise TemporaryError(f"no reply within {self.timeout:g} s", exchange=self.name,
                                  method=method) from None
         except requests.ConnectionError as exc:
-            raise TemporaryError(f"connection failed ({_first_line(exc)})", exchange=self.name,
+            raise TemporaryError(f"connection failed ({cause(exc)})", exchange=self.name,
                                  method=method) from None
         except ValueError:  # requests' JSONDecodeError: an HTML page or a cut body
             status = self.api.response.status_code if self.api.response is not None else None
@@ -417,7 +417,3 @@ class KrakenPlatform(Platform):
                          closed_at=float(o["closetm"]) if o.get("closetm") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -13,6 +13,8 @@ SIDES = ("buy", "sell")
 OPEN = ("intent", "sent", "unknown", "pending", "open")   # the exchange must be asked about these
 EXCHANGE_FINAL = ("closed", "canceled", "expired")        # an exchange order's statuses once nothing more fills
 FINAL = (*EXCHANGE_FINAL, "failed")                       # failed: refused by the exchange, nothing placed
+# SQLite's errors about the file itself (it cannot be opened, created or written): no retry cures them.
+SQLITE_REFUSED = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")
 
 if TYPE_CHECKING:
     from includes.config import Config

@@ -35,28 +35,48 @@ def is_fill(row: Mapping[str, Any]) -> bool:
     return row["status"] in FINAL and bool(row["filled"])
 
 
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """A settled sell fill of thread `thread`: `pnl` is its proceeds net of its fee less what the
+    volume sold cost (its share of the position's value, the buy's fee included)."""
+    thread: int
+    market: str
+    at: float
+    pnl: Decimal
+    fee: Decimal
+    ref: str
+
+
 def positions(rows: Iterable[Mapping[str, Any]]) -> dict[int, Position]:
-    """Per thread, what its settled fills leave it holding, from journal rows in intent order:
-    the last filled buy, less the fills of the sells after it (its value in proportion);
-    a thread whose sells took it all holds nothing."""
+    """Per thread, what its settled fills leave it holding, from journal rows in intent order."""
+    return fold(rows)[0]
+
+
+def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[Sale]]:
+    """The journal rows, in intent order, folded into what each thread holds and what each sale made:
+    a thread holds its last filled buy, less the fills of the sells after it (its value in
+    proportion); a thread whose sells took it all holds nothing."""
     held: dict[int, Position] = {}
+    sales: list[Sale] = []
     for row in rows:
         n = row["thread"]
         if n is None or not is_fill(row):
             continue
-        filled = Decimal(row["filled"])
+        filled, at = Decimal(row["filled"]), float(row["result_at"] or row["intent_at"])
+        cost, fee = Decimal(row["cost"] or 0), Decimal(row["fee"] or 0)
         if row["side"] == "buy":
-            held[n] = Position(n, row["market"], filled, Decimal(row["cost"] or 0) + Decimal(row["fee"] or 0),
-                               Decimal(row["price"] or 0), row["ref"], float(row["result_at"] or row["intent_at"]))
+            held[n] = Position(n, row["market"], filled, cost + fee, Decimal(row["price"] or 0), row["ref"], at)
         elif n in held:
             before = held[n]
             left = before.volume - filled
             if left <= 0:
                 del held[n]
+                kept = Decimal(0)
             else:
-                held[n] = Position(n, before.market, left, value_left(before.value, before.volume, left),
-                                   before.price, before.ref, before.at)
-    return held
+                kept = value_left(before.value, before.volume, left)
+                held[n] = Position(n, before.market, left, kept, before.price, before.ref, before.at)
+            sales.append(Sale(n, before.market, at, cost - fee - (before.value - kept), fee, row["ref"]))
+    return held, sales
 
 
 def value_left(value: Decimal, volume: Decimal, left: Decimal) -> Decimal:

@@ -27,9 +27,9 @@ from decimal import Decimal
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from includes.errors import StorageError
+from includes.errors import StorageError, StorageRefused, cause
 from includes.platforms.base import Candle
-from includes.storage import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, NAMESPACES, OPEN, SIDES
+from includes.storage import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, NAMESPACES, OPEN, SIDES, SQLITE_REFUSED
 from includes.storage.journal import INTENT_STEP, Position, positions
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ BATCH = 10_000                      # rows per statement: ~1.2 MB of SQL, below 
 DELETE_BATCH = 5_000                # 4 parameters a row: SQLite takes at most 32,766
 DELISTED = "delisted"               # status of a market missing from the venue's listing
 LOST = (2002, 2003, 2006, 2013)     # MySQL client errors: no server there, or the connection broke
+REFUSED = (1044, 1045, 1049)        # MySQL: access denied (to the database, for the user), unknown database
 
 
 class DatabaseUnreachable(StorageError):
@@ -274,10 +275,12 @@ class MarketDB:
         try:
             conn = self._driver.connect(**self._args)
         except self._driver.Error as exc:
-            raise DatabaseUnreachable(f"market DB {self.where} is unreachable: {_reason(exc)}") from exc
+            failure = self._failure(exc)
+            if isinstance(failure, DatabaseUnreachable):
+                raise DatabaseUnreachable(f"market DB {self.where} is unreachable: {_reason(exc)}") from exc
+            raise failure from exc
         except OSError as exc:  # the URL's ssl_ca / ssl_cert files, read before connecting
-            raise DatabaseUnreachable(f"market DB {self.where} is unreachable: TLS set-up failed: "
-                                      f"{_reason(exc)}") from exc
+            raise StorageRefused(f"market DB {self.where}: TLS set-up failed: {_reason(exc)}") from exc
         if not self._mysql:
             try:  # readers (plots, the agent) never wait for the ingestion job, nor it for them
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -325,12 +328,13 @@ class MarketDB:
             self._drop()
 
     def _failure(self, exc: Exception) -> StorageError:
-        """The driver's error as ours: DatabaseUnreachable, with the connection dropped, when it is gone."""
-        if self._mysql:
-            lost = isinstance(exc, self._driver.InterfaceError) or (
-                isinstance(exc, self._driver.OperationalError) and exc.args and exc.args[0] in LOST)
-        else:
-            lost = isinstance(exc, self._driver.OperationalError) and "unable to open database" in str(exc)
+        """The driver's error as ours: DatabaseUnreachable, with the connection dropped, when it is gone;
+        StorageRefused when the server refused us or the SQLite file cannot be opened or created."""
+        code = exc.args[0] if self._mysql and isinstance(exc, self._driver.OperationalError) and exc.args else None
+        if code in REFUSED or getattr(exc, "sqlite_errorname", "") in SQLITE_REFUSED:
+            self._drop()
+            return StorageRefused(f"market DB {self.where}: {_reason(exc)}")
+        lost = self._mysql and (isinstance(exc, self._driver.InterfaceError) or code in LOST)
         if lost:
             self._drop()
             return DatabaseUnreachable(f"market DB {self.where}: {_reason(exc)}")
@@ -562,6 +566,12 @@ class MarketDB:
             params.append(since)
         return self._all(sql + " ORDER BY `ts`", params)
 
+    def last_ticker(self, exchange: str, market: str) -> dict[str, Any] | None:
+        """The market's latest ticker snapshot (one seek down the primary key), or None."""
+        rows = self._all(f"{_select('tickers')} WHERE `exchange` = %s AND `market` = %s ORDER BY `ts` DESC LIMIT 1",
+                         (exchange, market))
+        return rows[0] if rows else None
+
     def global_metrics(self, since: int | None = None) -> list[dict[str, Any]]:
         """Every source's global metrics, oldest first."""
         sql, params = _select("global_metrics"), []
@@ -761,9 +771,10 @@ class MarketDB:
         return deleted
 
     def restore_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        """Put archived rows back in one transaction; upserts, so restoring twice changes nothing."""
-        if table not in ARCHIVED:
-            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}")
+        """Put archived rows back in one transaction; upserts, so restoring twice changes nothing.
+        The journal too: the trading record's backup (includes/record.py) brings it back."""
+        if table not in (*ARCHIVED, "orders"):
+            raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}, orders")
         t = TABLES[table]
         unknown = [c for c in columns if c not in t.types]
         if unknown:
@@ -866,7 +877,7 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
 
 def _reason(exc: Exception) -> str:
     """The driver's own message, on one line."""
-    return " ".join(str(exc).split())
+    return cause(exc)
 
 
 def _redacted(url: str) -> str:

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
 
-from includes.errors import StorageError
+from includes.errors import StorageError, StorageRefused, cause
 from includes.money import ZERO
+from includes.storage import SQLITE_REFUSED
 
 MODES = ("live", "dry")
 WAITING, BUYING, ACTIVE, SELLING, DISABLED = "waiting", "buying", "active", "selling", "disabled"
@@ -54,14 +55,15 @@ def _now_ms() -> int:
 
 
 def _translated(method: F) -> F:
-    """Backend errors become one-line StorageErrors naming the server (never the password)."""
+    """Backend errors become one-line StorageErrors naming the server (never the password);
+    StorageRefused when waiting will not help (a refused login, a file that cannot be opened)."""
     @functools.wraps(method)
     def wrapper(self: StateStore, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except self.backend_errors as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StorageError(f"{self.where}: {reason}") from exc
+            refused = isinstance(exc, self.refused_errors) or getattr(exc, "sqlite_errorname", "") in SQLITE_REFUSED
+            raise (StorageRefused if refused else StorageError)(f"{self.where}: {cause(exc)}") from exc
     return wrapper  # type: ignore[return-value]
 
 
@@ -171,6 +173,7 @@ class StateStore(ABC):
     """One interface over Redis and SQLite; the thread moves are written once, here."""
 
     backend_errors: type[Exception] | tuple[type[Exception], ...]
+    refused_errors: type[Exception] | tuple[type[Exception], ...] = ()
     where: str
 
     def __init__(self, prefix: str, mode: str) -> None:
@@ -330,6 +333,7 @@ class RedisStateStore(StateStore):
 
         super().__init__(prefix, mode)
         self.backend_errors = redis.RedisError
+        self.refused_errors = redis.AuthenticationError
         # Timeouts (storage.timeout): a cron run must fail, not hang, when the server is gone or hung.
         self.client = redis.Redis.from_url(url, decode_responses=True,
                                            socket_connect_timeout=timeout, socket_timeout=timeout)

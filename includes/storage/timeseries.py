@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from includes.errors import StorageError
+from includes.errors import StorageError, cause
 from includes.platforms.base import Candle, Ticker, split_market
 
 if TYPE_CHECKING:
@@ -61,6 +61,14 @@ class TimeSeriesWriter:
             self._write([self._point("global_metrics", {"source": source, "quote": quote}, fields,
                                      int(time.time()) if ts is None else ts)])
 
+    def write_bot(self, agent: str, mode: str, quote: str, ts: int, figures: Mapping[str, object],
+                  positions: Mapping[str, Mapping[str, object]]) -> None:
+        """The bot itself at `ts`: `figures` (equity, free, realised, unrealised...) as measurement
+        `bot`, and each currency's position (volume, value, market value) as `position`."""
+        tags = {"agent": agent, "mode": mode, "quote": quote}
+        self._write([self._point("bot", tags, figures, ts)]
+                    + [self._point("position", {**tags, "currency": c}, f, ts) for c, f in positions.items()])
+
     def close(self) -> None:
         self._write_api.close()
         self._client.close()
@@ -94,10 +102,6 @@ class TimeSeriesWriter:
             self._write_api.write(self.bucket, record=points, write_precision=WritePrecision.S)
         except ApiException as exc:  # the server answered 4xx/5xx; its body says why
             raise StorageError(f"time series write to {self.url} failed: HTTP {exc.status} "
-                               f"{_one_line(exc.message)}") from exc
+                               f"{cause(exc.message or '')}") from exc
         except (HTTPError, OSError) as exc:  # refused, unresolvable, timed out
-            raise StorageError(f"time series write to {self.url} failed: {_one_line(exc)}") from exc
-
-
-def _one_line(text: object, limit: int = 200) -> str:
-    return " ".join(str(text).split())[:limit]
+            raise StorageError(f"time series write to {self.url} failed: {cause(exc)}") from exc
