@@ -405,9 +405,10 @@ class RedisStateStore(StateStore):
 
     @_translated
     def keys(self, pattern: str = "*") -> list[str]:
+        """As the interface says; the set of thread numbers is the store's own index, not a value."""
         start = len(self.namespace)
-        return sorted(k[start:] for k in self.client.scan_iter(match=self.namespace + pattern,
-                                                              count=1000))
+        return sorted(k[start:] for k in self.client.scan_iter(match=self.namespace + pattern, count=1000)
+                      if k != self._numbers)
 
     def close(self) -> None:
         self.client.close()
