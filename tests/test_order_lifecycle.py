@@ -235,10 +235,11 @@ def test_hosts_with_skewed_clocks_share_one_nonce_sequence_in_redis(kraken_venue
 
 
 def test_the_config_puts_the_nonce_where_the_state_is(job_config, redis_namespace):
-    in_redis = make_platform(job_config(state=REDIS_URL, storage={"namespace": redis_namespace}), live=False)
+    in_redis = make_platform(job_config(state=REDIS_URL, storage={"namespace": redis_namespace, "timeout": 7}),
+                             live=False)
     on_disk = make_platform(job_config(), live=False)
     assert isinstance(in_redis.gate.ledger, RedisLedger)
-    assert in_redis.gate.ledger.key.startswith("crontrader:gate:kraken-")
+    assert in_redis.gate.ledger.key.startswith("crontrader:gate:kraken-") and in_redis.gate.ledger.server_timeout == 7
     assert isinstance(on_disk.gate.ledger, FileLedger) and on_disk.gate.ledger.path.suffix == ".nonce"
 
 

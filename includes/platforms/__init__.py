@@ -29,7 +29,8 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
     # One nonce sequence and call budget per key, in Redis when the hosts share their state there.
     from includes.platforms.keygate import ledger_for
     venue = ex.ccxt_id if ex.name == "ccxt" else ex.name
-    ledger = ledger_for(cfg.resolve_url(cfg.storage.state), venue, key, cfg.path(cfg.paths.tmp), ex.timeout)
+    ledger = ledger_for(cfg.resolve_url(cfg.storage.state), venue, key, cfg.path(cfg.paths.tmp), ex.timeout,
+                        cfg.storage.timeout)
     if ex.name == "bittrex":
         from includes.platforms.bittrex import API_URL, BittrexPlatform
         return BittrexPlatform(api_url=ex.api_url or API_URL, calls_per_second=ex.public_calls_per_second,

@@ -148,9 +148,11 @@ class RedisLedger:
         return redis.call('DEL', KEYS[1])"""
 
     def __init__(self, url: str, key: str, hold_seconds: float = 60, wait_seconds: float = 120,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, server_timeout: float = 20) -> None:
+        """`server_timeout`: storage.timeout, after which a hung Redis is an unreachable one."""
         self.url, self.key = url, key
         self.hold_ms, self.wait_seconds, self.sleep = int(hold_seconds * 1000), wait_seconds, sleep
+        self.server_timeout = server_timeout
         self._client: Any = None
 
     @property
@@ -158,8 +160,9 @@ class RedisLedger:
         if self._client is None:
             import redis
 
-            self._client = redis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=5,
-                                                socket_timeout=10)
+            self._client = redis.Redis.from_url(self.url, decode_responses=True,
+                                                socket_connect_timeout=self.server_timeout,
+                                                socket_timeout=self.server_timeout)
         return self._client
 
     def clock(self) -> float:
@@ -192,13 +195,15 @@ class RedisLedger:
             raise StorageError(f"Redis, for the API key's nonce: {str(exc).splitlines()[0]}") from exc
 
 
-def ledger_for(state_url: str, venue: str, key: str, tmp_dir: Path, timeout: float = 15) -> Ledger:
+def ledger_for(state_url: str, venue: str, key: str, tmp_dir: Path, timeout: float = 15,
+               server_timeout: float = 20) -> Ledger:
     """The ledger of API key `key` shared by everything that shares the state store: in
     Redis when the state is there (hosts share it), else in tmp_dir/<venue>-<key id>.nonce.
     The key itself is never written anywhere: only a hash of it names the ledger.
-    `timeout`: the longest a call may take; the Redis lock outlives it."""
+    `timeout`: the longest an exchange call may take (the Redis lock outlives it);
+    `server_timeout`: storage.timeout, for Redis itself."""
     key_id = f"{venue}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if state_url.startswith(("redis://", "rediss://")):
         return RedisLedger(state_url, f"crontrader:gate:{key_id}", hold_seconds=timeout + 30,
-                           wait_seconds=2 * timeout + 60)
+                           wait_seconds=2 * timeout + 60, server_timeout=server_timeout)
     return FileLedger(tmp_dir / f"{key_id}.nonce")
