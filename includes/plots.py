@@ -282,7 +282,7 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
         prices = {}
         for market in tracked_markets(cfg):
             prices[market] = plot_market(cfg, db, page, img, market, journal, now)
-            ticker = db.last_ticker(cfg.exchange.name, market)
+            ticker = db.last_ticker(cfg.exchange.name, market) if MARKET_RE.match(market) else None
             if ticker is not None:    # the agent's price, as status.py and the log say it: the bid
                 prices[market] = ticker["bid"]
         for ns in NAMESPACES:
