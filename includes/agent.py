@@ -26,7 +26,7 @@ from includes.trends import changes, trends as compute_trends
 
 if TYPE_CHECKING:
     from includes.config import Config, TradingConfig
-    from includes.platforms.base import Order, Platform, Ticker
+    from includes.platforms.base import Market, Order, Platform, Ticker
     from includes.storage.marketdb import MarketDB
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,9 @@ class Agent:
         markets = self.platform.markets(wanted)
         account = self.platform.get_account_info()
         free = account.balance(self.cfg.quote)
-        self.allocate(threads, free)
         symbols = [s for s in wanted if s in markets]
         tickers = self.platform.get_tickers(symbols) if symbols else {}
+        self.allocate(threads, free, self.stake_cost(markets, tickers))
         trends = self.update_trends(tickers, account)
         self.sell_pass(tickers)
         if self.summary.sold:  # the proceeds, to the cent the exchange credited
@@ -200,13 +200,14 @@ class Agent:
                            self.summary.recovered)
 
     # --- budget -----------------------------------------------------------------------
-    def allocate(self, threads: Sequence[Thread], free: Decimal) -> None:
-        """Enable as many threads as the budget and the balance cover; disable the rest."""
+    def allocate(self, threads: Sequence[Thread], free: Decimal, stake_cost: Decimal | None = None) -> None:
+        """Enable as many threads as the budget and the balance cover, each at what its order
+        really costs (`stake_cost`, max_per_trade when None); disable the rest."""
         invested = sum((self.committed(t) for t in threads), ZERO)
-        total = min(self.cfg.budget, invested + free)
+        total = run_budget(self.cfg, invested, free)
         self.summary.budget = total
         self.store.set_many({"invest:total": total, "platform:totaleuro": free})
-        room = int(total // self.cfg.max_per_trade) - sum(t.state in BUSY for t in threads)
+        room = int(total // (stake_cost or self.cfg.max_per_trade)) - sum(t.state in BUSY for t in threads)
         for t in threads:
             if t.state in BUSY:
                 continue
@@ -216,6 +217,21 @@ class Agent:
                     log.info("thread %d: enabled (budget %s %s)", t.n, total, self.cfg.quote)
             elif t.state == WAITING and self.store.disable(t.n):
                 log.info("thread %d: disabled (budget %s %s covers fewer threads)", t.n, total, self.cfg.quote)
+
+    def stake_cost(self, markets: dict[str, Market], tickers: dict[str, Ticker]) -> Decimal | None:
+        """What a thread's order of max_per_trade really costs now (Market.charges), at the cheapest
+        of the configured currencies it can buy; None when none is priced."""
+        costs = []
+        for currency in self.currencies():
+            market, ticker = markets.get(f"{currency}/{self.cfg.quote}"), tickers.get(f"{currency}/{self.cfg.quote}")
+            if market is None or ticker is None or not market.available:
+                continue
+            try:
+                volume = self.platform.buy_volume(market, self.cfg.max_per_trade, ticker.ask)
+            except NOT_SENDABLE:
+                continue
+            costs.append(sum(market.charges(volume, ticker.ask, self.platform.fee_percent)))
+        return min(costs, default=None)
 
     def committed(self, thread: Thread) -> Decimal:
         """The quote money a thread ties up: what it paid, or for a buy in flight (its value not
@@ -321,7 +337,8 @@ class Agent:
     # --- buying -----------------------------------------------------------------------
     def buy_pass(self, trends: dict[str, dict[int, Decimal]], tickers: dict[str, Ticker],
                  markets: dict[str, Any], free: Decimal) -> None:
-        """`free`: the quote balance now."""
+        """`free`: the quote balance now.  Each waiting thread's order is sized at max_per_trade
+        and sent when what it really costs (rounded cost plus rounded-up fee) fits the money left."""
         threads = self.store.threads()[: self.cfg.max_threads]
         held = Counter(t.currency for t in threads if t.state in BUSY)
         committed = sum((self.committed(t) for t in threads), ZERO)
@@ -333,12 +350,7 @@ class Agent:
             if thread.state != WAITING:
                 continue
             while True:
-                amount = min(self.cfg.max_per_trade, self.summary.budget - committed)
-                if free < self.cfg.max_per_trade or amount < self.cfg.max_per_trade:
-                    log.info("not enough funds: %s %s free, %s %s of the budget left, a thread needs %s",
-                             free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote,
-                             self.cfg.max_per_trade)
-                    return
+                left = spendable(self.summary.budget, committed, free)
                 choice = next((c for _, c in ranked if c not in refused and held[c] < self.cfg.currency_cap
                                and getattr(markets.get(f"{c}/{self.cfg.quote}"), "available", False)), None)
                 if choice is None:
@@ -346,41 +358,51 @@ class Agent:
                              ", ".join(f"{c} {t[window]:+.2f}%" if window in t else f"{c} n/a"
                                        for c, t in trends.items()) or "none")
                     return
+                ask = tickers[f"{choice}/{self.cfg.quote}"].ask
+                try:
+                    market, volume = self.platform.prepare_buy(self.cfg.max_per_trade, choice, ask)
+                except NOT_SENDABLE as exc:
+                    log.warning("thread %d: cannot buy %s for %s %s: %s", thread.n, choice,
+                                self.cfg.max_per_trade, self.cfg.quote, exc)
+                    refused.add(choice)
+                    continue
+                cost = sum(market.charges(volume, ask, self.platform.fee_percent))
+                if cost > left:
+                    log.info("not enough funds: %s %s free, %s %s of the budget left, the order costs %s",
+                             free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote, cost)
+                    return
                 if self.stop_requested():
                     log.info("stop file present: sleeping")
                     self.summary.stopped = True
                     return
-                self.intelligent_buy(thread, choice, amount, tickers[f"{choice}/{self.cfg.quote}"].ask,
-                                     trends[choice][window])
+                self.intelligent_buy(thread, market, volume, ask, trends[choice][window])
                 thread = self.store.get_thread(thread.n) or thread
                 if thread.state == WAITING:
-                    refused.add(choice)  # not sent, or refused: the next best currency, for this same thread
+                    refused.add(choice)  # refused by the exchange: the next best currency, for this same thread
                     continue
                 # bought, or in flight (pending, or in doubt): its money is the exchange's now
-                spent = thread.value if thread.state == ACTIVE else amount
+                spent = thread.value if thread.state == ACTIVE else self.cfg.max_per_trade
                 held[choice] += 1
                 committed += spent
                 free -= spent
                 break
 
-    def intelligent_buy(self, thread: Thread, currency: str, amount: Decimal, ask: Decimal,
+    def intelligent_buy(self, thread: Thread, market: Market, volume: Decimal, ask: Decimal,
                         trend: Decimal) -> Order | None:
-        try:
-            market, volume = self.platform.prepare_buy(amount, currency, ask)
-        except NOT_SENDABLE as exc:
-            log.warning("thread %d: cannot buy %s for %s %s: %s", thread.n, currency, amount, self.cfg.quote, exc)
-            return None
+        """Claim the thread, journal the intent, send the prepared order (Platform.prepare_buy)."""
         ref = new_ref()
+        currency = market.base
         if not self.store.claim(thread.n, currency, ref):
             log.warning("thread %d: taken by another agent", thread.n)
             return None
         crash_point("buy:claimed")
         self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange,
                                market=market.symbol, side="buy", thread=thread.n, volume=volume,
-                               amount_quote=amount, at=self.platform.clock())
+                               amount_quote=self.cfg.max_per_trade, at=self.platform.clock())
         crash_point("buy:journaled")
-        log.info("thread %d: BUY %s %s for %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
-                 thread.n, volume, currency, amount, self.cfg.quote, ask, self.cfg.buy_trend_window, trend, ref)
+        log.info("thread %d: BUY %s %s for at most %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
+                 thread.n, volume, currency, self.cfg.max_per_trade, self.cfg.quote, ask,
+                 self.cfg.buy_trend_window, trend, ref)
         return self._send(thread.n, "buy", ref, lambda: self.platform.place_order(market, "buy", volume, ask, ref))
 
     # --- the order sequence -----------------------------------------------------------
@@ -449,6 +471,18 @@ class Agent:
     def _note(self, text: str, bucket: list[str]) -> None:
         log.info("%s", text)
         bucket.append(text)
+
+
+def run_budget(trading: TradingConfig, invested: Decimal, free: Decimal) -> Decimal:
+    """The money the threads may tie up this run: the configured budget, or less when what they
+    hold plus the free balance is less (a loss is not made good from elsewhere)."""
+    return min(trading.budget, invested + free)
+
+
+def spendable(budget: Decimal, committed: Decimal, free: Decimal) -> Decimal:
+    """What the next buy may cost: the free balance, within what the budget leaves.  Compared with
+    an order's real cost (Market.charges), so rounding never refuses a thread the money covers."""
+    return min(free, budget - committed)
 
 
 def new_ref() -> str:

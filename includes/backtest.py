@@ -36,10 +36,10 @@ from operator import add, lt, mul
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from includes.agent import BUSY, Agent
+from includes.agent import BUSY, Agent, run_budget, spendable
 from includes.config import InvalidConfig, TradingConfig
 from includes.errors import ConfigError
-from includes.money import ZERO
+from includes.money import ZERO, to_decimal
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
 from includes.runtime import progress
@@ -294,13 +294,18 @@ class Gate:
     """
 
     def __init__(self, trading: TradingConfig, series: Sequence[Series], times: range,
-                 half_spread: Decimal) -> None:
+                 platform: ReplayPlatform) -> None:
         self.cfg = trading
         self.times = times
-        self.bid = 1 - float(half_spread)
+        self.bid = 1 - float(platform.half_spread)
         self.net = 1 - float(trading.fee_percent) / 100
         window, history = trading.buy_trend_window * 3600, (max(trading.trend_windows) + 2) * 3600
         self.prices = {s.base: s.prices_at(times) for s in series}
+        # the least a thread's buy of each currency may cost, at its dearest ask
+        markets = platform.markets()
+        self.least = {s.base: float(platform.least_buy_cost(
+            markets[s.market], trading.max_per_trade, to_decimal(max(s.high)) * (1 + platform.half_spread)))
+            * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
         self.buyable: list[list[bool]] = []
         self.sells: list[tuple[list[float], float, float, float]] = []
@@ -314,11 +319,11 @@ class Gate:
         busy = [t for t in threads if t.state in BUSY]
         invested = sum((t.value for t in busy), ZERO)
         free = balances.get(cfg.quote, ZERO)
-        budget = min(cfg.budget, invested + free)
-        can_buy = (any(t.state in (WAITING, DISABLED) for t in threads) and free >= cfg.max_per_trade
-                   and budget - invested >= cfg.max_per_trade)
+        left = float(spendable(run_budget(cfg, invested, free), invested, free))
+        can_buy = any(t.state in (WAITING, DISABLED) for t in threads)
         held = Counter(t.currency for t in busy)
-        self.buyable = [rising for c, rising in self.rising.items() if held[c] < cfg.currency_cap] if can_buy else []
+        self.buyable = [rising for c, rising in self.rising.items()
+                        if can_buy and held[c] < cfg.currency_cap and left >= self.least[c]]
         # Per currency held: the lowest price that sells a thread at a gain, the highest that
         # stops a loss, the earliest time a hold runs out.
         sells: dict[str, list[float]] = {}
@@ -392,7 +397,7 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
     store = MemoryStateStore("backtest", "dry", clock=platform.now)
     db = MemoryMarketDB({(EXCHANGE, s.market, s.interval): s for s in series}, clock=platform.now)
     times = range(first, last + 1, step)
-    gate = Gate(trading, series, times, platform.half_spread)
+    gate = Gate(trading, series, times, platform)
     equity = array("d")
     runs = k = 0
     blocks = range(min(BLOCK, len(times)), len(times) + BLOCK, BLOCK)

@@ -340,12 +340,22 @@ class Platform(ABC):
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The most a market buy may ask for so that its cost and fee, rounded as the venue rounds
         them, stay within `amount_quote` at `price`."""
-        volume = market.order_volume(amount_quote / (1 + self.fee_percent / 100), price)
+        gross = 1 + self.fee_percent / 100
+        volume = market.order_volume(amount_quote / gross, price)
         step = Decimal(1).scaleb(-market.volume_decimals)
-        while volume > 0 and sum(market.charges(volume, price, self.fee_percent)) > amount_quote:
-            volume -= step  # rounding took it over by a hair: one lot step less
+        while volume > 0 and (paid := sum(market.charges(volume, price, self.fee_percent))) > amount_quote:
+            # rounding took it over by a hair: the lots that hair is worth less (at least one)
+            volume -= max(step, round_up((paid - amount_quote) / (price * gross), market.volume_decimals))
+        volume = max(volume, ZERO)
         market.check_order(volume, price)
         return volume
+
+    def least_buy_cost(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
+        """A floor under what buy_volume's order for `amount_quote` costs, fee included, at any
+        price up to `price`: it falls short of the amount by less than one lot step at that price
+        and the rounding of its cost and fee (the backtest skips runs that could not buy by it)."""
+        step, ulp = Decimal(1).scaleb(-market.volume_decimals), Decimal(1).scaleb(-market.cost_decimals)
+        return amount_quote - step * price * (1 + self.fee_percent / 100) - 5 * ulp
 
     def clock(self) -> float:
         """The exchange's clock, in fractional seconds: a Pi has no real-time clock, and the
