@@ -343,29 +343,25 @@ class Agent:
         held = Counter(t.currency for t in threads if t.state in BUSY)
         committed = sum((self.committed(t) for t in threads), ZERO)
         window = self.cfg.buy_trend_window
-        ranked = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
+        rising = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
                         reverse=True)
+        if not any(t.state == WAITING for t in threads):
+            return
+        orders = self.sendable([c for _, c in rising], tickers)
         refused: set[str] = set()
         for thread in threads:
             if thread.state != WAITING:
                 continue
             while True:
                 left = spendable(self.summary.budget, committed, free)
-                choice = next((c for _, c in ranked if c not in refused and held[c] < self.cfg.currency_cap
-                               and getattr(markets.get(f"{c}/{self.cfg.quote}"), "available", False)), None)
+                choice = next((c for _, c in rising if c in orders and c not in refused
+                               and held[c] < self.cfg.currency_cap), None)
                 if choice is None:
                     log.info("thread %d: no rising currency to buy (%s h trends: %s)", thread.n, window,
                              ", ".join(f"{c} {t[window]:+.2f}%" if window in t else f"{c} n/a"
                                        for c, t in trends.items()) or "none")
                     return
-                ask = tickers[f"{choice}/{self.cfg.quote}"].ask
-                try:
-                    market, volume = self.platform.prepare_buy(self.cfg.max_per_trade, choice, ask)
-                except NOT_SENDABLE as exc:
-                    log.warning("thread %d: cannot buy %s for %s %s: %s", thread.n, choice,
-                                self.cfg.max_per_trade, self.cfg.quote, exc)
-                    refused.add(choice)
-                    continue
+                market, volume, ask = orders[choice]
                 cost = sum(market.charges(volume, ask, self.platform.fee_percent))
                 if cost > left:
                     log.info("not enough funds: %s %s free, %s %s of the budget left, the order costs %s",
@@ -386,6 +382,30 @@ class Agent:
                 committed += spent
                 free -= spent
                 break
+
+    def sendable(self, currencies: list[str], tickers: dict[str, Ticker]) -> dict[str, tuple[Market, Decimal, Decimal]]:
+        """The order of max_per_trade at the ask (market, volume, ask) of each currency whose
+        market takes it: open, and its minimum volume and cost, fee included, within the stake.
+        The others are said once, with why, and never reach the journal."""
+        orders = {}
+        for currency in currencies:
+            ask = tickers[f"{currency}/{self.cfg.quote}"].ask
+            try:
+                market, volume = self.platform.prepare_buy(self.cfg.max_per_trade, currency, ask)
+            except OrderTooSmall as exc:
+                try:
+                    need = self.platform.least_order_cost(self.platform.market(currency), ask)
+                except NOT_SENDABLE:
+                    need = None
+                why = (f"needs {need} {self.cfg.quote} a trade (its minimum order, fee included), "
+                       f"max_per_trade is {self.cfg.max_per_trade}") if need else str(exc)
+                log.info("%s left out of this run's choice: %s", currency, why)
+                continue
+            except NOT_SENDABLE as exc:
+                log.info("%s left out of this run's choice: %s", currency, exc)
+                continue
+            orders[currency] = (market, volume, ask)
+        return orders
 
     def intelligent_buy(self, thread: Thread, market: Market, volume: Decimal, ask: Decimal,
                         trend: Decimal) -> Order | None:

@@ -350,6 +350,13 @@ class Platform(ABC):
         market.check_order(volume, price)
         return volume
 
+    def least_order_cost(self, market: Market, price: Decimal) -> Decimal:
+        """What the smallest buy `market` accepts costs at `price`, fee included: its minimum
+        volume, or the lots its minimum cost needs, whichever is more."""
+        step = Decimal(1).scaleb(-market.volume_decimals)
+        volume = max(market.min_volume, round_up(market.min_cost / price, market.volume_decimals), step)
+        return sum(market.charges(volume, price, self.fee_percent))
+
     def least_buy_cost(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """A floor under what buy_volume's order for `amount_quote` costs, fee included, at any
         price up to `price`: it falls short of the amount by less than one lot step at that price
