@@ -74,6 +74,7 @@ class Agent:
         self.interval = candle_interval
         self.stop_requested = stop_requested
         self.summary = RunSummary(mode)
+        self.sold_now: set[str] = set()   # currencies this run sold: not bought back in it
 
     # --- one run ----------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -330,6 +331,8 @@ class Agent:
                                side="sell", thread=thread.n, volume=volume, amount_quote=None,
                                at=self.platform.clock())
         crash_point("sell:journaled")
+        self.sold_now.add(thread.currency)
+        self.store.set_value(f"platform:{thread.currency}:lastsell", self.platform.now())
         log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, volume,
                  thread.currency, bid, self.cfg.quote, reason, ref)
         self._send(thread.n, "sell", ref, lambda: self.platform.place_order(market, "sell", volume, bid, ref))
@@ -347,7 +350,7 @@ class Agent:
                         reverse=True)
         if not any(t.state == WAITING for t in threads):
             return
-        orders = self.sendable([c for _, c in rising], tickers)
+        orders = self.sendable([c for _, c in rising if not self.cooling(c)], tickers)
         refused: set[str] = set()
         for thread in threads:
             if thread.state != WAITING:
@@ -382,6 +385,19 @@ class Agent:
                 committed += spent
                 free -= spent
                 break
+
+    def cooling(self, currency: str) -> bool:
+        """Sold in this run, or less than rebuy_cooldown_minutes ago: buying it back would pay two
+        fees and the spread for the same position (said once per run)."""
+        if currency in self.sold_now:
+            log.info("%s left out of this run's choice: sold in this run", currency)
+            return True
+        until = cooldown_until(self.cfg, self.store, currency)
+        if until is not None and self.platform.now() < until:
+            log.info("%s left out of this run's choice: sold less than rebuy_cooldown_minutes (%s) ago",
+                     currency, self.cfg.rebuy_cooldown_minutes)
+            return True
+        return False
 
     def sendable(self, currencies: list[str], tickers: dict[str, Ticker]) -> dict[str, tuple[Market, Decimal, Decimal]]:
         """The order of max_per_trade at the ask (market, volume, ask) of each currency whose
@@ -503,6 +519,14 @@ def spendable(budget: Decimal, committed: Decimal, free: Decimal) -> Decimal:
     """What the next buy may cost: the free balance, within what the budget leaves.  Compared with
     an order's real cost (Market.charges), so rounding never refuses a thread the money covers."""
     return min(free, budget - committed)
+
+
+def cooldown_until(trading: TradingConfig, store: StateStore, currency: str) -> float | None:
+    """When `currency` may be bought again after its last sell (platform seconds); None: now."""
+    if not trading.rebuy_cooldown_minutes:
+        return None
+    sold = store.get_value(f"platform:{currency}:lastsell")
+    return None if sold is None else int(sold) + trading.rebuy_cooldown_minutes * 60
 
 
 def new_ref() -> str:

@@ -36,7 +36,7 @@ from operator import add, lt, mul
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from includes.agent import BUSY, Agent, run_budget, spendable
+from includes.agent import BUSY, Agent, cooldown_until, run_budget, spendable
 from includes.config import InvalidConfig, TradingConfig
 from includes.errors import ConfigError
 from includes.money import ZERO, to_decimal
@@ -307,13 +307,13 @@ class Gate:
             markets[s.market], trading.max_per_trade, to_decimal(max(s.high)) * (1 + platform.half_spread)))
             * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
-        self.buyable: list[list[bool]] = []
+        self.buyable: list[tuple[list[bool], int]] = []
         self.sells: list[tuple[list[float], float, float, float]] = []
         self.holdings: list[tuple[list[float], float]] = []
         self.free = float(trading.dry_run_balance)
         self.exposed = 0            # decisions at which something was held
 
-    def update(self, threads: list[Thread], balances: dict[str, Decimal]) -> None:
+    def update(self, threads: list[Thread], balances: dict[str, Decimal], store: MemoryStateStore) -> None:
         cfg = self.cfg
         threads = threads[: cfg.max_threads]
         busy = [t for t in threads if t.state in BUSY]
@@ -322,7 +322,9 @@ class Gate:
         left = float(spendable(run_budget(cfg, invested, free), invested, free))
         can_buy = any(t.state in (WAITING, DISABLED) for t in threads)
         held = Counter(t.currency for t in busy)
-        self.buyable = [rising for c, rising in self.rising.items()
+        # each buyable currency's rising flags, and the first decision its rebuy cooldown allows
+        self.buyable = [(rising, bisect_left(self.times, cooldown_until(cfg, store, c) or 0))
+                        for c, rising in self.rising.items()
                         if can_buy and held[c] < cfg.currency_cap and left >= self.least[c]]
         # Per currency held: the lowest price that sells a thread at a gain, the highest that
         # stops a loss, the earliest time a hold runs out.
@@ -343,8 +345,10 @@ class Gate:
 
     def quiet_until(self, k: int, stop: int) -> int:
         """The first decision in [k, stop) at which the agent may act; `stop` if none."""
-        for rising in self.buyable:
-            stop = next(compress(count(k), islice(rising, k, stop)), stop)
+        for rising, allowed in self.buyable:
+            j = max(k, allowed)
+            if j < stop:
+                stop = next(compress(count(j), islice(rising, j, stop)), stop)
         for prices, high, low, deadline in self.sells:
             stop = next(compress(count(k), map(high.__le__, islice(prices, k, stop))), stop)
             if low > 0:
@@ -411,7 +415,7 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
                 platform.time = times[act]
                 ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE,
                             candle_interval=interval).run()
-                gate.update(store.threads(), paper.balances)
+                gate.update(store.threads(), paper.balances, store)
                 runs += 1
                 gate.record(equity, act, act + 1)
                 k = act + 1

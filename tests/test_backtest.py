@@ -62,8 +62,8 @@ def trading(series: list[Series], **overrides) -> TradingConfig:
     return trading_for(TradingConfig(**(SETTINGS | overrides)), series, {})
 
 
-# 30 hours at 100, then 110 (the 24 h trend turns +10%: buy), 114 from hour 40 (+3.6%: sell
-# and buy again), 104 from hour 50 (the second position falls 8.8%) to hour 59.
+# 30 hours at 100, then 110 (the 24 h trend turns +10%: buy), 114 from hour 40 (+3.6%: sell,
+# and buy again at the next decision, never in the run that sold), 104 from hour 50 (the second position falls 8.8%) to hour 59.
 HAND = [100.0] * 30 + [110.0] * 10 + [114.0] * 10 + [104.0] * 10
 
 
@@ -102,7 +102,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (run["markets"], run["interval_minutes"], run["step_minutes"]) == (["ABC/EUR"], 60, 60)
     assert (run["start"], run["end"], run["decisions"]) == ("2023-11-15 01:00", "2023-11-17 12:00", 60)
     # Hour 30: 110 against 100 a day before: buy 5 EUR worth, 0.04545454 ABC for 4.9999994 EUR.
-    # Hour 40: 114 is +3.64% >= 3%: sell for 5.18181756; 114 against 100 a day before: buy again.
+    # Hour 40: 114 is +3.64% >= 3%: sell for 5.18181756; hour 41: 114 against 100 a day before: buy again.
     first, second = run["trades"]
     assert (first["entry_at"], D(first["entry_price"]), D(first["volume"]), D(first["cost"])) == (
         "2023-11-16 06:00", 110, D("0.04545454"), D("4.9999994"))
@@ -111,7 +111,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert first["gain_pct"] == pytest.approx(3.6363636, abs=1e-4)
     # Still held at the end, valued at the last price, 104: 0.04385964 ABC bought for 4.99999896.
     assert (second["entry_at"], D(second["entry_price"]), D(second["volume"]), D(second["cost"])) == (
-        "2023-11-16 16:00", 114, D("0.04385964"), D("4.99999896"))
+        "2023-11-16 17:00", 114, D("0.04385964"), D("4.99999896"))
     assert (second["exit_at"], D(second["exit_price"]), D(second["pnl"])) == (None, 104, D("-0.4385964"))
     assert D(run["pnl"]) == D("0.18181816") - D("0.4385964") == D(report["total"]["pnl"])
     assert D(run["final_equity"]) == D(10) + D(run["pnl"])
@@ -120,7 +120,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (run["closed_trades"], run["open_trades"], run["win_rate_pct"]) == (1, 1, 100.0)
     peak, low = 10 + 0.18181816, 10 + 0.18181816 - 0.4385964
     assert run["max_drawdown_pct"] == pytest.approx((peak - low) / peak * 100, abs=1e-4)
-    assert run["exposure_pct"] == pytest.approx(31 / 60 * 100, abs=0.01)   # held from hour 30 to 60
+    assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
     assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 1, 104 at the end
     assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency: ABC" in printed
 
