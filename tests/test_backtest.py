@@ -54,7 +54,7 @@ def walk(n: int, seed: int, start: float = 100.0, step: int = 60) -> list[tuple]
 
 # No fee, one 5 EUR thread, a 10 EUR account: trades simple enough to compute by hand.
 SETTINGS = {"fee_percent": 0, "sell_percent": 3, "max_threads": 1, "max_per_trade": 5, "dry_run_balance": 10,
-            "trend_windows": [24], "buy_trend_window": 24}
+            "trend_windows": [24], "buy_trend_window": 24, "rebuy_cooldown_minutes": 0}
 
 
 def trading(series: list[Series], **overrides) -> TradingConfig:
