@@ -472,7 +472,7 @@ def summary(r: Result) -> dict[str, Any]:
         "return_pct": round(float(r.pnl / r.start_balance * 100), 4),
         "pnl_by_currency": {c: str(v) for c, v in r.pnl_by_currency().items()},
         "closed_trades": len(closed), "open_trades": len(r.trades) - len(closed),
-        "win_rate_pct": round(sum(t.pnl > 0 for t in closed) / len(closed) * 100, 2) if closed else None,
+        "win_rate_pct": win_rate(r.trades),
         "max_drawdown_pct": round(r.max_drawdown_pct(), 4),
         "exposure_pct": round(r.exposed / r.decisions * 100, 2),
         "buy_hold_pct": round(r.buy_hold_pct, 4),
@@ -483,6 +483,12 @@ def summary(r: Result) -> dict[str, Any]:
             "proceeds": str(t.proceeds), "pnl": str(t.pnl), "gain_pct": round(t.gain_pct, 4),
         } for t in r.trades],
     }
+
+
+def win_rate(trades: Sequence[Trade]) -> float | None:
+    """Trades with a positive P&L, in percent of all, an open one at its P&L now: a run that
+    ends holding a loss does not show 100 %."""
+    return round(sum(t.pnl > 0 for t in trades) / len(trades) * 100, 2) if trades else None
 
 
 def totals(results: Sequence[Result]) -> dict[str, Any]:
@@ -498,7 +504,7 @@ def totals(results: Sequence[Result]) -> dict[str, Any]:
         "runs": len(results), "start_balance": str(start), "pnl": str(pnl),
         "return_pct": round(float(pnl / start * 100), 4), "pnl_by_currency": {c: str(v) for c, v in by.items()},
         "closed_trades": len(closed), "open_trades": sum(len(r.trades) for r in results) - len(closed),
-        "win_rate_pct": round(sum(t.pnl > 0 for t in closed) / len(closed) * 100, 2) if closed else None,
+        "win_rate_pct": win_rate([t for r in results for t in r.trades]),
         "max_drawdown_pct": round(max(r.max_drawdown_pct() for r in results), 4),
         "buy_hold_pct": round(sum(r.buy_hold_pct for r in results) / len(results), 4),
         "decisions": sum(r.decisions for r in results), "agent_runs": sum(r.agent_runs for r in results),
@@ -746,18 +752,18 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                "every_step": args.every_step}
     if args.sweep:
         points = sweep(runs, cfg.trading, parse_sweep(args.sweep), args.workers or os.cpu_count() or 1, options)
-        print_sweep(points, sys.stdout)
-        if args.json:
+        if args.json:   # first: a reader that closes stdout early (| head) does not lose it
             write_json(args.json, {"settings": _settings(cfg.trading, options), "sweep": points})
+        print_sweep(points, sys.stdout)
         return 0
     results = []
     for run in runs:
         label = run[0].label if len(run) == 1 else ("market_db" if args.from_db else "portfolio")
         results.append(replay(run, trading_for(cfg.trading, run, {}), label=label, **options))
     rep = report(results, _settings(results[0].trading, options))
-    print_report(rep, sys.stdout)
-    if args.json:
+    if args.json:   # first: a reader that closes stdout early (| head) does not lose it
         write_json(args.json, rep)
+    print_report(rep, sys.stdout)
     if args.charts:
         for path in write_charts(results, cfg.path(cfg.paths.img)):
             log.info("chart written: %s", path)

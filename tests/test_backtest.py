@@ -117,7 +117,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert D(run["final_equity"]) == D(10) + D(run["pnl"])
     assert run["pnl_by_currency"] == {"ABC": run["pnl"]}
     assert run["return_pct"] == pytest.approx(-2.5677824, abs=1e-4)
-    assert (run["closed_trades"], run["open_trades"], run["win_rate_pct"]) == (1, 1, 100.0)
+    assert (run["closed_trades"], run["open_trades"], run["win_rate_pct"]) == (1, 1, 50.0)   # the open one loses
     peak, low = 10 + 0.18181816, 10 + 0.18181816 - 0.4385964
     assert run["max_drawdown_pct"] == pytest.approx((peak - low) / peak * 100, abs=1e-4)
     assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
@@ -414,3 +414,14 @@ def test_the_replay_fills_nothing_itself_paper_fills_at_its_prices(tmp_path, han
     order = paper.buy(D(5), "ABC", "r1")
     assert (order.market, order.price, order.closed_at) == ("ABC/EUR", 110, T0 + 35 * H)
     assert paper.get_account_info().balance("ABC") == order.filled
+
+
+def test_the_json_report_is_written_before_stdout_closes_early(tmp_path):
+    """backtest.py ... --json F | true: the reader is gone before a report longer than a pipe's
+    buffer is printed; the JSON is written first, so it is there."""
+    out, csv = tmp_path / "report.json", ROOT / "tests" / "data" / "bittrex_UNITTEST_BTC_1m.csv"
+    config = config_file(tmp_path, fee_percent=0.1, max_threads=1, trend_windows=[1, 24], buy_trend_window=1)
+    cmd = (f"{sys.executable} backtest.py --config {config} --csv {' '.join([str(csv)] * 8)} --step 1 "
+           f"--json {out} | true")
+    subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert len(json.loads(out.read_text())["runs"]) == 8
