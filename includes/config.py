@@ -150,7 +150,7 @@ class TradingConfig(Section):
     quote: str = setting("EUR", pattern=CURRENCY)
     currencies: list[str] = setting(["BTC", "ETH", "LTC", "XRP", "ADA"], pattern=CURRENCY, min_length=1,
                                     check=_unique)
-    max_per_trade: Decimal = setting(Decimal(5), gt=0)
+    max_per_trade: Decimal = setting(Decimal(10), gt=0)
     max_threads: int = setting(10, ge=1, le=1000)
     total_invest: Decimal | None = setting(None, gt=0)
     threads_per_currency: int | None = setting(None, ge=1)

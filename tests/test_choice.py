@@ -40,3 +40,20 @@ def test_a_stake_that_covers_the_minimum_buys_it(job_config, rising):
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 1, "max_per_trade": 10})
     run_agent(cfg)
     assert [r["market"] for r in journal(cfg)] == ["ADA/EUR"]
+
+
+def test_the_example_configs_stake_buys_every_listed_currency_at_the_simulators_minimums(kraken_venue):
+    """conf/config.example.yaml's defaults: each listed currency's minimum order on the Kraken
+    simulator (Kraken's own: 15 ADA, 10 XRP...) fits max_per_trade, fee included, with room for
+    its price to rise by half."""
+    from decimal import Decimal
+
+    from includes.config import EXAMPLE_CONFIG, load_config
+
+    trading = load_config(EXAMPLE_CONFIG).trading
+    platform = kraken_venue.platform(fee_percent=trading.fee_percent)
+    for currency in trading.currencies:
+        market = platform.market(currency)
+        ask = platform.get_tickers([market.symbol])[market.symbol].ask
+        platform.prepare_buy(trading.max_per_trade, currency, ask)        # raises OrderTooSmall if not
+        assert platform.least_order_cost(market, ask * Decimal("1.5")) <= trading.max_per_trade, currency
