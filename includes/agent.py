@@ -62,8 +62,10 @@ class RunSummary:
 class Agent:
     def __init__(self, trading: TradingConfig, platform: Platform, store: StateStore, db: MarketDB, *,
                  mode: str, exchange: str, candle_interval: int, name: str = DEFAULT_AGENT,
-                 stop_requested: Callable[[], bool] = lambda: False) -> None:
-        """`name`: the storage.namespace, which tells this agent's journal from others' in a shared DB."""
+                 stop_requested: Callable[[], bool] = lambda: False,
+                 request_stop: Callable[[str], None] = lambda why: None) -> None:
+        """`name`: the storage.namespace, which tells this agent's journal from others' in a shared DB;
+        `request_stop(why)`: halt later runs (the stop file), for the drawdown guard."""
         self.cfg = trading
         self.name = name
         self.platform = platform
@@ -73,6 +75,7 @@ class Agent:
         self.exchange = exchange
         self.interval = candle_interval
         self.stop_requested = stop_requested
+        self.request_stop = request_stop
         self.summary = RunSummary(mode)
         self.sold_now: set[str] = set()   # currencies this run sold: not bought back in it
 
@@ -94,8 +97,32 @@ class Agent:
         self.sell_pass(tickers)
         if self.summary.sold:  # the proceeds, to the cent the exchange credited
             free = self.platform.get_account_info().balance(self.cfg.quote)
-        self.buy_pass(trends, tickers, markets, free)
+        if not self.drawdown_hit(threads, tickers, free):
+            self.buy_pass(trends, tickers, markets, free)
         return self.summary
+
+    def drawdown_hit(self, threads: Sequence[Thread], tickers: dict[str, Ticker], free: Decimal) -> bool:
+        """The max_drawdown_percent guard: the equity (free quote, positions at the bid, buys in
+        flight at what they may cost) against its peak, kept in the state store.  When it has
+        fallen that far, buying stops: the stop file halts the later runs, and the owner is told."""
+        limit = self.cfg.max_drawdown_percent
+        if limit is None:
+            return False
+        equity = free
+        for t in self.store.threads()[: self.cfg.max_threads]:
+            ticker = tickers.get(f"{t.currency}/{self.cfg.quote}")
+            equity += t.volume * ticker.bid if t.state in (ACTIVE, SELLING) and ticker else self.committed(t)
+        peak = max(self.store.get_decimal("equity:peak") or equity, equity)
+        self.store.set_many({"equity:peak": peak, "equity:now": equity})
+        if equity > peak * (1 - limit / 100):
+            return False
+        why = (f"equity {equity:.2f} {self.cfg.quote} is {percent_change(peak, equity):.2f}% from its peak "
+               f"{peak:.2f}: max_drawdown_percent {limit}% reached; buying stopped, the stop file created")
+        self.request_stop(why)
+        self.summary.stopped = True
+        self.summary.attention.append(why)
+        log.warning("%s", why)
+        return True
 
     def currencies(self) -> list[str]:
         return [self.platform.canonical(c) for c in self.cfg.currencies]
@@ -554,7 +581,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | Non
     `platform`: the exchange, made from the config when None (a seam for tests)."""
     from includes.platforms import make_platform
     from includes.platforms.paper import PaperPlatform
-    from includes.runtime import dry_run_requested, stop_requested
+    from includes.runtime import dry_run_requested, request_stop, stop_requested
     from includes.storage import open_market_db, open_state
 
     if stop_requested(cfg):
@@ -576,7 +603,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | Non
         try:
             agent = Agent(cfg.trading, platform, store, db, mode=mode, exchange=exchange,
                           candle_interval=cfg.market_data.candle_interval, name=cfg.storage.namespace,
-                          stop_requested=lambda: stop_requested(cfg))
+                          stop_requested=lambda: stop_requested(cfg), request_stop=lambda why: request_stop(cfg, why))
             summary = agent.run()
         finally:
             lock.release()

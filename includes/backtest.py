@@ -344,7 +344,10 @@ class Gate:
         self.free = float(free)
 
     def quiet_until(self, k: int, stop: int) -> int:
-        """The first decision in [k, stop) at which the agent may act; `stop` if none."""
+        """The first decision in [k, stop) at which the agent may act; `stop` if none.  With the
+        drawdown guard on, every decision while something is held: the agent keeps the peak."""
+        if self.cfg.max_drawdown_percent is not None and self.holdings:
+            return k
         for rising, allowed in self.buyable:
             j = max(k, allowed)
             if j < stop:
@@ -403,18 +406,19 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
     times = range(first, last + 1, step)
     gate = Gate(trading, series, times, platform)
     equity = array("d")
+    halted: list[str] = []          # the drawdown guard's stop file: no agent run after it
     runs = k = 0
     blocks = range(min(BLOCK, len(times)), len(times) + BLOCK, BLOCK)
     for stop in progress(blocks, total=len(blocks), desc=label) if show_progress else blocks:
         stop = min(stop, len(times))
         while k < stop:
-            act = k if every_step or not runs else gate.quiet_until(k, stop)
+            act = stop if halted else k if every_step or not runs else gate.quiet_until(k, stop)
             gate.record(equity, k, act)
             k = act
             if act < stop:
                 platform.time = times[act]
-                ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE,
-                            candle_interval=interval).run()
+                ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE, candle_interval=interval,
+                            request_stop=halted.append).run()
                 gate.update(store.threads(), paper.balances, store)
                 runs += 1
                 gate.record(equity, act, act + 1)

@@ -57,3 +57,36 @@ def test_the_backtest_skips_no_decision_a_cooldown_could_change():
             if before:
                 assert t.entry_at - before[-1] >= max(int(minutes) * 60, 300)
         assert fast.pnl == slow.pnl and isinstance(fast.pnl, Decimal)
+
+
+def test_the_drawdown_guard_stops_buying_creates_the_stop_file_and_says_why(job_config, rising, tmp_path):
+    from includes.agent import run_agent
+
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "max_drawdown_percent": 5,
+                              "dry_run_balance": 10})
+    assert len(run_agent(cfg).bought) == 2                 # all 10 EUR in BTC and ETH
+    move(rising, "BTC", "0.85")
+    move(rising, "ETH", "0.85")                           # the equity falls about 15 % (more with the fees)
+    summary = run_agent(cfg)
+    assert summary.bought == [] and len(summary.attention) == 1
+    assert "max_drawdown_percent 5% reached; buying stopped, the stop file created" in summary.attention[0]
+    stop = tmp_path / "stop"
+    assert stop.read_text().strip() == summary.attention[0]
+    assert run_agent(cfg) is None                          # later runs sleep until the owner removes it
+
+
+def test_the_backtest_halts_where_the_drawdown_guard_trips_as_live_does():
+    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv", "BTC")
+    trading = trading_for(TradingConfig(), [series], {"max_drawdown_percent": "1", "dry_run_balance": "20",
+                                                      "max_per_trade": "5", "max_threads": "4"})
+    fast = replay([series], trading, step_minutes=5, show_progress=False)
+    slow = replay([series], trading, step_minutes=5, show_progress=False, every_step=True)
+    assert fast.trades == slow.trades and fast.equity == slow.equity
+    peak, tripped = 0.0, None
+    for i, value in enumerate(fast.equity):
+        peak = max(peak, value)
+        if value <= peak * 0.99:
+            tripped = fast.first + i * fast.step
+            break
+    assert tripped is not None and fast.trades
+    assert all(t.entry_at <= tripped and (t.exit_at is None or t.exit_at <= tripped) for t in fast.trades)
