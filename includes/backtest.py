@@ -523,7 +523,8 @@ def print_report(rep: dict[str, Any], out: IO[str]) -> None:
     s = rep["settings"]
     print(f"backtest: {len(rep['runs'])} replay(s), a decision every >= {s['step_minutes']} min, "
           f"fee {s['fee_percent']}%, spread {s['spread_percent']}%, sell at +{s['sell_percent']}% net, "
-          f"{s['max_threads']} threads x {s['max_per_trade']}", file=out)
+          f"{s['max_threads']} threads x {s['max_per_trade']} (budget {s['budget']}, at most {s['currency_cap']} "
+          f"a currency), rebuy after {s['rebuy_cooldown_minutes']:g} min", file=out)
     head = (f"{'replay':34} {'tf':>5} {'step':>5} {'decisions':>9} {'runs':>5} {'trades':>7} {'win%':>6} "
             f"{'P&L':>12} {'return%':>8} {'B&H%':>8} {'maxDD%':>7} {'exposed%':>8}")
     print(head, file=out)
@@ -776,7 +777,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
 def _settings(trading: TradingConfig, options: dict[str, Any]) -> dict[str, Any]:
     shown = {"sell_percent", "fee_percent", "max_threads", "max_per_trade", "stop_loss_percent", "max_hold_hours",
-             "buy_trend_window", "trend_windows", "dry_run_balance", "quote"}
+             "buy_trend_window", "trend_windows", "dry_run_balance", "quote", "rebuy_cooldown_minutes",
+             "max_drawdown_percent"}
     return {**{k: v for k, v in trading.as_dict(json=True).items() if k in shown},
+            "budget": str(trading.budget), "currency_cap": trading.currency_cap,
             "step_minutes": options["step_minutes"], "spread_percent": str(options["spread_percent"]),
             "start": options["start"], "end": options["end"]}

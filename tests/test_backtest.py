@@ -123,6 +123,8 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
     assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 1, 104 at the end
     assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency: ABC" in printed
+    assert "1 threads x 5 (budget 5, at most 1 a currency), rebuy after 0 min" in printed
+    assert (report["settings"]["budget"], report["settings"]["currency_cap"]) == ("5", 1)
 
 
 def test_fees_are_paid_as_in_dry_run_live(hand_csv):
