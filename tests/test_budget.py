@@ -38,8 +38,9 @@ def market(lot: int, cost: int) -> Market:
 @example(price=Decimal("0.00185153"), fee=Decimal("0.1"), stake=Decimal(5), lot=8, cost=8)  # the issue's
 @example(price=Decimal("30000"), fee=Decimal("0.26"), stake=Decimal(20), lot=8, cost=5)
 def test_a_sized_buy_never_costs_more_than_its_stake_nor_much_less(price, fee, stake, lot, cost):
-    """buy_volume's order: cost (half-even) plus fee (rounded up) within the stake, and never
-    below least_buy_cost (short of it by less than a lot and the roundings), the backtest's floor."""
+    """buy_volume's order: cost (half-even) plus fee (rounded up) within the stake, stepped down
+    from the plain sizing no further than that needs, and never below least_buy_cost (short of
+    the stake by less than a lot and the roundings), the backtest's floor."""
     m = market(lot, cost)
     platform = ReplayPlatform([], "EUR", fee)
     step = Decimal(1).scaleb(-lot)
@@ -48,6 +49,8 @@ def test_a_sized_buy_never_costs_more_than_its_stake_nor_much_less(price, fee, s
     volume = platform.buy_volume(m, stake, price)
     paid = sum(m.charges(volume, price, fee))
     assert paid <= stake
+    if volume < m.order_volume(stake / (1 + fee / 100), price):   # stepped down from the fee-less sizing:
+        assert sum(m.charges(volume + step, price, fee)) > stake   # by no more than it had to
     assert paid >= platform.least_buy_cost(m, stake, price)
 
 

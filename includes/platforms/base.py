@@ -340,13 +340,23 @@ class Platform(ABC):
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The most a market buy may ask for so that its cost and fee, rounded as the venue rounds
         them, stay within `amount_quote` at `price`."""
-        gross = 1 + self.fee_percent / 100
+        gross, decimals = 1 + self.fee_percent / 100, market.volume_decimals
         volume = market.order_volume(amount_quote / gross, price)
-        step = Decimal(1).scaleb(-market.volume_decimals)
+        over: Decimal | None = None     # the least volume known to cost too much
         while volume > 0 and (paid := sum(market.charges(volume, price, self.fee_percent))) > amount_quote:
             # rounding took it over by a hair: the lots that hair is worth less (at least one)
-            volume -= max(step, round_up((paid - amount_quote) / (price * gross), market.volume_decimals))
+            over = volume
+            volume -= max(Decimal(1).scaleb(-decimals), round_up((paid - amount_quote) / (price * gross), decimals))
         volume = max(volume, ZERO)
+        if over is not None:            # the most that fits lies in [volume, over): halve the lots between
+            lo, hi = int(volume.scaleb(decimals)), int(over.scaleb(decimals))
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if sum(market.charges(Decimal(mid).scaleb(-decimals), price, self.fee_percent)) <= amount_quote:
+                    lo = mid
+                else:
+                    hi = mid
+            volume = Decimal(lo).scaleb(-decimals)
         market.check_order(volume, price)
         return volume
 
