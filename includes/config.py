@@ -158,10 +158,10 @@ class TradingConfig(Section):
     fee_percent: Decimal = setting(Decimal("0.26"), ge=0, lt=10)
     stop_loss_percent: Decimal | None = setting(None, gt=0, lt=1000)
     max_hold_hours: float | None = setting(None, gt=0)
-    max_drawdown_percent: Decimal | None = setting(None, gt=0, lt=100)
-    rebuy_cooldown_minutes: float = setting(240.0, ge=0)   # backtests on ../shared/data: see the example config
     trend_windows: list[int] = setting([2, 6, 12, 24, 48, 72], min_length=1, check=_windows)
     buy_trend_window: int = setting(24, ge=1)
+    rebuy_cooldown_minutes: float = setting(240.0, ge=0)   # backtests on ../shared/data: see the example config
+    max_drawdown_percent: Decimal | None = setting(None, gt=0, lt=100)
     dry_run: bool = True
     dry_run_balance: Decimal = setting(Decimal(100), gt=0)
     dry_run_file: Path = Path("tmp/dry-run")
