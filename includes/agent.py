@@ -26,7 +26,7 @@ from includes.trends import changes, trends as compute_trends
 
 if TYPE_CHECKING:
     from includes.config import Config, TradingConfig
-    from includes.platforms.base import Order, Platform, Ticker
+    from includes.platforms.base import Market, Order, Platform, Ticker
     from includes.storage.marketdb import MarketDB
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,10 @@ class RunSummary:
 class Agent:
     def __init__(self, trading: TradingConfig, platform: Platform, store: StateStore, db: MarketDB, *,
                  mode: str, exchange: str, candle_interval: int, name: str = DEFAULT_AGENT,
-                 stop_requested: Callable[[], bool] = lambda: False) -> None:
-        """`name`: the storage.namespace, which tells this agent's journal from others' in a shared DB."""
+                 stop_requested: Callable[[], bool] = lambda: False,
+                 request_stop: Callable[[str], None] = lambda why: None) -> None:
+        """`name`: the storage.namespace, which tells this agent's journal from others' in a shared DB;
+        `request_stop(why)`: halt later runs (the stop file), for the drawdown guard."""
         self.cfg = trading
         self.name = name
         self.platform = platform
@@ -74,7 +76,9 @@ class Agent:
         self.exchange = exchange
         self.interval = candle_interval
         self.stop_requested = stop_requested
+        self.request_stop = request_stop
         self.summary = RunSummary(mode)
+        self.sold_now: set[str] = set()   # currencies this run sold: not bought back in it
 
     # --- one run ----------------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -87,15 +91,39 @@ class Agent:
         markets = self.platform.markets(wanted)
         account = self.platform.get_account_info()
         free = account.balance(self.cfg.quote)
-        self.allocate(threads, free)
         symbols = [s for s in wanted if s in markets]
         tickers = self.platform.get_tickers(symbols) if symbols else {}
+        self.allocate(threads, free, self.stake_cost(markets, tickers))
         trends = self.update_trends(tickers, account)
         self.sell_pass(tickers)
         if self.summary.sold:  # the proceeds, to the cent the exchange credited
             free = self.platform.get_account_info().balance(self.cfg.quote)
-        self.buy_pass(trends, tickers, markets, free)
+        if not self.drawdown_hit(threads, tickers, free):
+            self.buy_pass(trends, tickers, markets, free)
         return self.summary
+
+    def drawdown_hit(self, threads: Sequence[Thread], tickers: dict[str, Ticker], free: Decimal) -> bool:
+        """The max_drawdown_percent guard: the equity (free quote, positions at the bid, buys in
+        flight at what they may cost) against its peak, kept in the state store.  When it has
+        fallen that far, buying stops: the stop file halts the later runs, and the owner is told."""
+        limit = self.cfg.max_drawdown_percent
+        if limit is None:
+            return False
+        equity = free
+        for t in self.store.threads()[: self.cfg.max_threads]:
+            ticker = tickers.get(f"{t.currency}/{self.cfg.quote}")
+            equity += t.volume * ticker.bid if t.state in (ACTIVE, SELLING) and ticker else self.committed(t)
+        peak = max(self.store.get_decimal("equity:peak") or equity, equity)
+        self.store.set_many({"equity:peak": peak, "equity:now": equity})
+        if equity > peak * (1 - limit / 100):
+            return False
+        why = (f"equity {equity:.2f} {self.cfg.quote} is {percent_change(peak, equity):.2f}% from its peak "
+               f"{peak:.2f}: max_drawdown_percent {limit}% reached; buying stopped, the stop file created")
+        self.request_stop(why)
+        self.summary.stopped = True
+        self.summary.attention.append(why)
+        log.warning("%s", why)
+        return True
 
     def currencies(self) -> list[str]:
         return [self.platform.canonical(c) for c in self.cfg.currencies]
@@ -201,13 +229,14 @@ class Agent:
                            self.summary.recovered)
 
     # --- budget -----------------------------------------------------------------------
-    def allocate(self, threads: Sequence[Thread], free: Decimal) -> None:
-        """Enable as many threads as the budget and the balance cover; disable the rest."""
+    def allocate(self, threads: Sequence[Thread], free: Decimal, stake_cost: Decimal | None = None) -> None:
+        """Enable as many threads as the budget and the balance cover, each at what its order
+        really costs (`stake_cost`, max_per_trade when None); disable the rest."""
         invested = sum((self.committed(t) for t in threads), ZERO)
-        total = min(self.cfg.budget, invested + free)
+        total = run_budget(self.cfg, invested, free)
         self.summary.budget = total
         self.store.set_many({"invest:total": total, "platform:totaleuro": free})
-        room = int(total // self.cfg.max_per_trade) - sum(t.state in BUSY for t in threads)
+        room = int(total // (stake_cost or self.cfg.max_per_trade)) - sum(t.state in BUSY for t in threads)
         for t in threads:
             if t.state in BUSY:
                 continue
@@ -217,6 +246,21 @@ class Agent:
                     log.info("thread %d: enabled (budget %s %s)", t.n, total, self.cfg.quote)
             elif t.state == WAITING and self.store.disable(t.n):
                 log.info("thread %d: disabled (budget %s %s covers fewer threads)", t.n, total, self.cfg.quote)
+
+    def stake_cost(self, markets: dict[str, Market], tickers: dict[str, Ticker]) -> Decimal | None:
+        """What a thread's order of max_per_trade really costs now (Market.charges), at the cheapest
+        of the configured currencies it can buy; None when none is priced."""
+        costs = []
+        for currency in self.currencies():
+            market, ticker = markets.get(f"{currency}/{self.cfg.quote}"), tickers.get(f"{currency}/{self.cfg.quote}")
+            if market is None or ticker is None or not market.available:
+                continue
+            try:
+                volume = self.platform.buy_volume(market, self.cfg.max_per_trade, ticker.ask)
+            except NOT_SENDABLE:
+                continue
+            costs.append(sum(market.charges(volume, ticker.ask, self.platform.fee_percent)))
+        return min(costs, default=None)
 
     def committed(self, thread: Thread) -> Decimal:
         """The quote money a thread ties up: what it paid, or for a buy in flight (its value not
@@ -315,6 +359,8 @@ class Agent:
                                side="sell", thread=thread.n, volume=volume, amount_quote=None,
                                at=self.platform.clock())
         crash_point("sell:journaled")
+        self.sold_now.add(thread.currency)
+        self.store.set_value(f"platform:{thread.currency}:lastsell", self.platform.now())
         log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, volume,
                  thread.currency, bid, self.cfg.quote, reason, ref)
         self._send(thread.n, "sell", ref, lambda: self.platform.place_order(market, "sell", volume, bid, ref))
@@ -322,66 +368,105 @@ class Agent:
     # --- buying -----------------------------------------------------------------------
     def buy_pass(self, trends: dict[str, dict[int, Decimal]], tickers: dict[str, Ticker],
                  markets: dict[str, Any], free: Decimal) -> None:
-        """`free`: the quote balance now."""
+        """`free`: the quote balance now.  Each waiting thread's order is sized at max_per_trade
+        and sent when what it really costs (rounded cost plus rounded-up fee) fits the money left."""
         threads = self.store.threads()[: self.cfg.max_threads]
         held = Counter(t.currency for t in threads if t.state in BUSY)
         committed = sum((self.committed(t) for t in threads), ZERO)
         window = self.cfg.buy_trend_window
-        ranked = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
+        rising = sorted(((t[window], c) for c, t in trends.items() if window in t and t[window] > 0),
                         reverse=True)
+        if not any(t.state == WAITING for t in threads):
+            return
+        orders = self.sendable([c for _, c in rising if not self.cooling(c)], tickers)
         refused: set[str] = set()
         for thread in threads:
             if thread.state != WAITING:
                 continue
             while True:
-                amount = min(self.cfg.max_per_trade, self.summary.budget - committed)
-                if free < self.cfg.max_per_trade or amount < self.cfg.max_per_trade:
-                    log.info("not enough funds: %s %s free, %s %s of the budget left, a thread needs %s",
-                             free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote,
-                             self.cfg.max_per_trade)
-                    return
-                choice = next((c for _, c in ranked if c not in refused and held[c] < self.cfg.currency_cap
-                               and getattr(markets.get(f"{c}/{self.cfg.quote}"), "available", False)), None)
+                left = spendable(self.summary.budget, committed, free)
+                choice = next((c for _, c in rising if c in orders and c not in refused
+                               and held[c] < self.cfg.currency_cap), None)
                 if choice is None:
                     log.info("thread %d: no rising currency to buy (%s h trends: %s)", thread.n, window,
                              ", ".join(f"{c} {t[window]:+.2f}%" if window in t else f"{c} n/a"
                                        for c, t in trends.items()) or "none")
                     return
+                market, volume, ask = orders[choice]
+                cost = sum(market.charges(volume, ask, self.platform.fee_percent))
+                if cost > left:
+                    log.info("not enough funds: %s %s free, %s %s of the budget left, the order costs %s",
+                             free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote, cost)
+                    return
                 if self.stop_requested():
                     log.info("stop file present: sleeping")
                     self.summary.stopped = True
                     return
-                self.intelligent_buy(thread, choice, amount, tickers[f"{choice}/{self.cfg.quote}"].ask,
-                                     trends[choice][window])
+                self.intelligent_buy(thread, market, volume, ask, trends[choice][window])
                 thread = self.store.get_thread(thread.n) or thread
                 if thread.state == WAITING:
-                    refused.add(choice)  # not sent, or refused: the next best currency, for this same thread
+                    refused.add(choice)  # refused by the exchange: the next best currency, for this same thread
                     continue
                 # bought, or in flight (pending, or in doubt): its money is the exchange's now
-                spent = thread.value if thread.state == ACTIVE else amount
+                spent = thread.value if thread.state == ACTIVE else self.cfg.max_per_trade
                 held[choice] += 1
                 committed += spent
                 free -= spent
                 break
 
-    def intelligent_buy(self, thread: Thread, currency: str, amount: Decimal, ask: Decimal,
+    def cooling(self, currency: str) -> bool:
+        """Sold in this run, or less than rebuy_cooldown_minutes ago: buying it back would pay two
+        fees and the spread for the same position (said once per run)."""
+        if currency in self.sold_now:
+            log.info("%s left out of this run's choice: sold in this run", currency)
+            return True
+        until = cooldown_until(self.cfg, self.store, currency)
+        if until is not None and self.platform.now() < until:
+            log.info("%s left out of this run's choice: sold less than rebuy_cooldown_minutes (%s) ago",
+                     currency, self.cfg.rebuy_cooldown_minutes)
+            return True
+        return False
+
+    def sendable(self, currencies: list[str], tickers: dict[str, Ticker]) -> dict[str, tuple[Market, Decimal, Decimal]]:
+        """The order of max_per_trade at the ask (market, volume, ask) of each currency whose
+        market takes it: open, and its minimum volume and cost, fee included, within the stake.
+        The others are said once, with why, and never reach the journal."""
+        orders = {}
+        for currency in currencies:
+            ask = tickers[f"{currency}/{self.cfg.quote}"].ask
+            try:
+                market, volume = self.platform.prepare_buy(self.cfg.max_per_trade, currency, ask)
+            except OrderTooSmall as exc:
+                try:
+                    need = self.platform.least_order_cost(self.platform.market(currency), ask)
+                except NOT_SENDABLE:
+                    need = None
+                why = (f"needs {need} {self.cfg.quote} a trade (its minimum order, fee included), "
+                       f"max_per_trade is {self.cfg.max_per_trade}") if need else str(exc)
+                log.info("%s left out of this run's choice: %s", currency, why)
+                continue
+            except NOT_SENDABLE as exc:
+                log.info("%s left out of this run's choice: %s", currency, exc)
+                continue
+            orders[currency] = (market, volume, ask)
+        return orders
+
+    def intelligent_buy(self, thread: Thread, market: Market, volume: Decimal, ask: Decimal,
                         trend: Decimal) -> Order | None:
-        try:
-            market, volume = self.platform.prepare_buy(amount, currency, ask)
-        except NOT_SENDABLE as exc:
-            log.warning("thread %d: cannot buy %s for %s %s: %s", thread.n, currency, amount, self.cfg.quote, exc)
-            return None
+        """Claim the thread, journal the intent, send the prepared order (Platform.prepare_buy)."""
         ref = new_ref()
+        currency = market.base
         if not self.store.claim(thread.n, currency, ref):
             log.warning("thread %d: taken by another agent", thread.n)
             return None
         crash_point("buy:claimed")
         self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange,
                                market=market.symbol, side="buy", thread=thread.n, volume=volume,
-                               amount_quote=amount, at=self.platform.clock())
+                               amount_quote=self.cfg.max_per_trade, at=self.platform.clock())
         crash_point("buy:journaled")
-        log.info("thread %d: BUY %s %s for %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
-                 thread.n, volume, currency, amount, self.cfg.quote, ask, self.cfg.buy_trend_window, trend, ref)
+        log.info("thread %d: BUY %s %s for at most %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
+                 thread.n, volume, currency, self.cfg.max_per_trade, self.cfg.quote, ask,
+                 self.cfg.buy_trend_window, trend, ref)
         return self._send(thread.n, "buy", ref, lambda: self.platform.place_order(market, "buy", volume, ask, ref))
 
     # --- the order sequence -----------------------------------------------------------
@@ -453,6 +538,26 @@ class Agent:
         bucket.append(text)
 
 
+def run_budget(trading: TradingConfig, invested: Decimal, free: Decimal) -> Decimal:
+    """The money the threads may tie up this run: the configured budget, or less when what they
+    hold plus the free balance is less (a loss is not made good from elsewhere)."""
+    return min(trading.budget, invested + free)
+
+
+def spendable(budget: Decimal, committed: Decimal, free: Decimal) -> Decimal:
+    """What the next buy may cost: the free balance, within what the budget leaves.  Compared with
+    an order's real cost (Market.charges), so rounding never refuses a thread the money covers."""
+    return min(free, budget - committed)
+
+
+def cooldown_until(trading: TradingConfig, store: StateStore, currency: str) -> float | None:
+    """When `currency` may be bought again after its last sell (platform seconds); None: now."""
+    if not trading.rebuy_cooldown_minutes:
+        return None
+    sold = store.get_value(f"platform:{currency}:lastsell")
+    return None if sold is None else int(sold) + trading.rebuy_cooldown_minutes * 60
+
+
 def new_ref() -> str:
     """A unique client order reference, accepted by Kraken (cl_ord_id) and Bittrex (clientOrderId)."""
     return str(uuid.uuid4())
@@ -478,7 +583,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | Non
     `platform`: the exchange, made from the config when None (a seam for tests)."""
     from includes.platforms import make_platform
     from includes.platforms.paper import PaperPlatform
-    from includes.runtime import dry_run_requested, stop_requested
+    from includes.runtime import dry_run_requested, request_stop, stop_requested
     from includes.storage import open_market_db, open_state
 
     if stop_requested(cfg):
@@ -503,7 +608,7 @@ def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | Non
         try:
             agent = Agent(cfg.trading, platform, store, db, mode=mode, exchange=exchange,
                           candle_interval=cfg.market_data.candle_interval, name=cfg.storage.namespace,
-                          stop_requested=lambda: stop_requested(cfg))
+                          stop_requested=lambda: stop_requested(cfg), request_stop=lambda why: request_stop(cfg, why))
             summary = agent.run()
         finally:
             lock.release()

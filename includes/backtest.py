@@ -36,10 +36,10 @@ from operator import add, lt, mul
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from includes.agent import BUSY, Agent
+from includes.agent import BUSY, Agent, cooldown_until, run_budget, spendable
 from includes.config import InvalidConfig, TradingConfig
 from includes.errors import ConfigError
-from includes.money import ZERO
+from includes.money import ZERO, to_decimal
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
 from includes.runtime import progress
@@ -294,31 +294,38 @@ class Gate:
     """
 
     def __init__(self, trading: TradingConfig, series: Sequence[Series], times: range,
-                 half_spread: Decimal) -> None:
+                 platform: ReplayPlatform) -> None:
         self.cfg = trading
         self.times = times
-        self.bid = 1 - float(half_spread)
+        self.bid = 1 - float(platform.half_spread)
         self.net = 1 - float(trading.fee_percent) / 100
         window, history = trading.buy_trend_window * 3600, (max(trading.trend_windows) + 2) * 3600
         self.prices = {s.base: s.prices_at(times) for s in series}
+        # the least a thread's buy of each currency may cost, at its dearest ask
+        markets = platform.markets()
+        self.least = {s.base: float(platform.least_buy_cost(
+            markets[s.market], trading.max_per_trade, to_decimal(max(s.high)) * (1 + platform.half_spread)))
+            * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
-        self.buyable: list[list[bool]] = []
+        self.buyable: list[tuple[list[bool], int]] = []
         self.sells: list[tuple[list[float], float, float, float]] = []
         self.holdings: list[tuple[list[float], float]] = []
         self.free = float(trading.dry_run_balance)
         self.exposed = 0            # decisions at which something was held
 
-    def update(self, threads: list[Thread], balances: dict[str, Decimal]) -> None:
+    def update(self, threads: list[Thread], balances: dict[str, Decimal], store: MemoryStateStore) -> None:
         cfg = self.cfg
         threads = threads[: cfg.max_threads]
         busy = [t for t in threads if t.state in BUSY]
         invested = sum((t.value for t in busy), ZERO)
         free = balances.get(cfg.quote, ZERO)
-        budget = min(cfg.budget, invested + free)
-        can_buy = (any(t.state in (WAITING, DISABLED) for t in threads) and free >= cfg.max_per_trade
-                   and budget - invested >= cfg.max_per_trade)
+        left = float(spendable(run_budget(cfg, invested, free), invested, free))
+        can_buy = any(t.state in (WAITING, DISABLED) for t in threads)
         held = Counter(t.currency for t in busy)
-        self.buyable = [rising for c, rising in self.rising.items() if held[c] < cfg.currency_cap] if can_buy else []
+        # each buyable currency's rising flags, and the first decision its rebuy cooldown allows
+        self.buyable = [(rising, bisect_left(self.times, cooldown_until(cfg, store, c) or 0))
+                        for c, rising in self.rising.items()
+                        if can_buy and held[c] < cfg.currency_cap and left >= self.least[c]]
         # Per currency held: the lowest price that sells a thread at a gain, the highest that
         # stops a loss, the earliest time a hold runs out.
         sells: dict[str, list[float]] = {}
@@ -337,9 +344,14 @@ class Gate:
         self.free = float(free)
 
     def quiet_until(self, k: int, stop: int) -> int:
-        """The first decision in [k, stop) at which the agent may act; `stop` if none."""
-        for rising in self.buyable:
-            stop = next(compress(count(k), islice(rising, k, stop)), stop)
+        """The first decision in [k, stop) at which the agent may act; `stop` if none.  With the
+        drawdown guard on, every decision while something is held: the agent keeps the peak."""
+        if self.cfg.max_drawdown_percent is not None and self.holdings:
+            return k
+        for rising, allowed in self.buyable:
+            j = max(k, allowed)
+            if j < stop:
+                stop = next(compress(count(j), islice(rising, j, stop)), stop)
         for prices, high, low, deadline in self.sells:
             stop = next(compress(count(k), map(high.__le__, islice(prices, k, stop))), stop)
             if low > 0:
@@ -392,21 +404,22 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
     store = MemoryStateStore("backtest", "dry", clock=platform.now)
     db = MemoryMarketDB({(EXCHANGE, s.market, s.interval): s for s in series}, clock=platform.now)
     times = range(first, last + 1, step)
-    gate = Gate(trading, series, times, platform.half_spread)
+    gate = Gate(trading, series, times, platform)
     equity = array("d")
+    halted: list[str] = []          # the drawdown guard's stop file: no agent run after it
     runs = k = 0
     blocks = range(min(BLOCK, len(times)), len(times) + BLOCK, BLOCK)
     for stop in progress(blocks, total=len(blocks), desc=label) if show_progress else blocks:
         stop = min(stop, len(times))
         while k < stop:
-            act = k if every_step or not runs else gate.quiet_until(k, stop)
+            act = stop if halted else k if every_step or not runs else gate.quiet_until(k, stop)
             gate.record(equity, k, act)
             k = act
             if act < stop:
                 platform.time = times[act]
-                ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE,
-                            candle_interval=interval).run()
-                gate.update(store.threads(), paper.balances)
+                ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE, candle_interval=interval,
+                            request_stop=halted.append).run()
+                gate.update(store.threads(), paper.balances, store)
                 runs += 1
                 gate.record(equity, act, act + 1)
                 k = act + 1
@@ -463,7 +476,7 @@ def summary(r: Result) -> dict[str, Any]:
         "return_pct": round(float(r.pnl / r.start_balance * 100), 4),
         "pnl_by_currency": {c: str(v) for c, v in r.pnl_by_currency().items()},
         "closed_trades": len(closed), "open_trades": len(r.trades) - len(closed),
-        "win_rate_pct": round(sum(t.pnl > 0 for t in closed) / len(closed) * 100, 2) if closed else None,
+        "win_rate_pct": win_rate(r.trades),
         "max_drawdown_pct": round(r.max_drawdown_pct(), 4),
         "exposure_pct": round(r.exposed / r.decisions * 100, 2),
         "buy_hold_pct": round(r.buy_hold_pct, 4),
@@ -474,6 +487,12 @@ def summary(r: Result) -> dict[str, Any]:
             "proceeds": str(t.proceeds), "pnl": str(t.pnl), "gain_pct": round(t.gain_pct, 4),
         } for t in r.trades],
     }
+
+
+def win_rate(trades: Sequence[Trade]) -> float | None:
+    """Trades with a positive P&L, in percent of all, an open one at its P&L now: a run that
+    ends holding a loss does not show 100 %."""
+    return round(sum(t.pnl > 0 for t in trades) / len(trades) * 100, 2) if trades else None
 
 
 def totals(results: Sequence[Result]) -> dict[str, Any]:
@@ -489,7 +508,7 @@ def totals(results: Sequence[Result]) -> dict[str, Any]:
         "runs": len(results), "start_balance": str(start), "pnl": str(pnl),
         "return_pct": round(float(pnl / start * 100), 4), "pnl_by_currency": {c: str(v) for c, v in by.items()},
         "closed_trades": len(closed), "open_trades": sum(len(r.trades) for r in results) - len(closed),
-        "win_rate_pct": round(sum(t.pnl > 0 for t in closed) / len(closed) * 100, 2) if closed else None,
+        "win_rate_pct": win_rate([t for r in results for t in r.trades]),
         "max_drawdown_pct": round(max(r.max_drawdown_pct() for r in results), 4),
         "buy_hold_pct": round(sum(r.buy_hold_pct for r in results) / len(results), 4),
         "decisions": sum(r.decisions for r in results), "agent_runs": sum(r.agent_runs for r in results),
@@ -504,7 +523,8 @@ def print_report(rep: dict[str, Any], out: IO[str]) -> None:
     s = rep["settings"]
     print(f"backtest: {len(rep['runs'])} replay(s), a decision every >= {s['step_minutes']} min, "
           f"fee {s['fee_percent']}%, spread {s['spread_percent']}%, sell at +{s['sell_percent']}% net, "
-          f"{s['max_threads']} threads x {s['max_per_trade']}", file=out)
+          f"{s['max_threads']} threads x {s['max_per_trade']} (budget {s['budget']}, at most {s['currency_cap']} "
+          f"a currency), rebuy after {s['rebuy_cooldown_minutes']:g} min", file=out)
     head = (f"{'replay':34} {'tf':>5} {'step':>5} {'decisions':>9} {'runs':>5} {'trades':>7} {'win%':>6} "
             f"{'P&L':>12} {'return%':>8} {'B&H%':>8} {'maxDD%':>7} {'exposed%':>8}")
     print(head, file=out)
@@ -737,18 +757,18 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
                "every_step": args.every_step}
     if args.sweep:
         points = sweep(runs, cfg.trading, parse_sweep(args.sweep), args.workers or os.cpu_count() or 1, options)
-        print_sweep(points, sys.stdout)
-        if args.json:
+        if args.json:   # first: a reader that closes stdout early (| head) does not lose it
             write_json(args.json, {"settings": _settings(cfg.trading, options), "sweep": points})
+        print_sweep(points, sys.stdout)
         return 0
     results = []
     for run in runs:
         label = run[0].label if len(run) == 1 else ("market_db" if args.from_db else "portfolio")
         results.append(replay(run, trading_for(cfg.trading, run, {}), label=label, **options))
     rep = report(results, _settings(results[0].trading, options))
-    print_report(rep, sys.stdout)
-    if args.json:
+    if args.json:   # first: a reader that closes stdout early (| head) does not lose it
         write_json(args.json, rep)
+    print_report(rep, sys.stdout)
     if args.charts:
         for path in write_charts(results, cfg.path(cfg.paths.img)):
             log.info("chart written: %s", path)
@@ -757,7 +777,9 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 
 def _settings(trading: TradingConfig, options: dict[str, Any]) -> dict[str, Any]:
     shown = {"sell_percent", "fee_percent", "max_threads", "max_per_trade", "stop_loss_percent", "max_hold_hours",
-             "buy_trend_window", "trend_windows", "dry_run_balance", "quote"}
+             "buy_trend_window", "trend_windows", "dry_run_balance", "quote", "rebuy_cooldown_minutes",
+             "max_drawdown_percent"}
     return {**{k: v for k, v in trading.as_dict(json=True).items() if k in shown},
+            "budget": str(trading.budget), "currency_cap": trading.currency_cap,
             "step_minutes": options["step_minutes"], "spread_percent": str(options["spread_percent"]),
             "start": options["start"], "end": options["end"]}

@@ -153,7 +153,7 @@ class TradingConfig(Section):
     quote: str = setting("EUR", pattern=CURRENCY)
     currencies: list[str] = setting(["BTC", "ETH", "LTC", "XRP", "ADA"], pattern=CURRENCY, min_length=1,
                                     check=_unique)
-    max_per_trade: Decimal = setting(Decimal(5), gt=0)
+    max_per_trade: Decimal = setting(Decimal(10), gt=0)
     max_threads: int = setting(10, ge=1, le=1000)
     total_invest: Decimal | None = setting(None, gt=0)
     threads_per_currency: int | None = setting(None, ge=1)
@@ -163,6 +163,8 @@ class TradingConfig(Section):
     max_hold_hours: float | None = setting(None, gt=0, le=24 * 3660)
     trend_windows: list[int] = setting([2, 6, 12, 24, 48, 72], min_length=1, check=_windows)
     buy_trend_window: int = setting(24, ge=1)
+    rebuy_cooldown_minutes: float = setting(240.0, ge=0)   # backtests on ../shared/data: see the example config
+    max_drawdown_percent: Decimal | None = setting(None, gt=0, lt=100)
     dry_run: bool = True
     dry_run_balance: Decimal = setting(Decimal(100), gt=0)
     dry_run_file: Path = Path("tmp/dry-run")

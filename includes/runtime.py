@@ -132,6 +132,13 @@ def stop_requested(cfg: Config) -> bool:
     return cfg.path(cfg.trading.stop_file).exists()
 
 
+def request_stop(cfg: Config, why: str) -> None:
+    """Create the stop file, saying why in it: every later run sleeps until the owner removes it."""
+    path = cfg.path(cfg.trading.stop_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(why + "\n")
+
+
 def dry_run_requested(cfg: Config) -> bool:
     """Dry-run from the config flag or from the dry-run file."""
     return cfg.trading.dry_run or cfg.path(cfg.trading.dry_run_file).exists()

@@ -54,7 +54,7 @@ def walk(n: int, seed: int, start: float = 100.0, step: int = 60) -> list[tuple]
 
 # No fee, one 5 EUR thread, a 10 EUR account: trades simple enough to compute by hand.
 SETTINGS = {"fee_percent": 0, "sell_percent": 3, "max_threads": 1, "max_per_trade": 5, "dry_run_balance": 10,
-            "trend_windows": [24], "buy_trend_window": 24}
+            "trend_windows": [24], "buy_trend_window": 24, "rebuy_cooldown_minutes": 0}
 
 
 def trading(series: list[Series], **overrides) -> TradingConfig:
@@ -62,8 +62,8 @@ def trading(series: list[Series], **overrides) -> TradingConfig:
     return trading_for(TradingConfig(**(SETTINGS | overrides)), series, {})
 
 
-# 30 hours at 100, then 110 (the 24 h trend turns +10%: buy), 114 from hour 40 (+3.6%: sell
-# and buy again), 104 from hour 50 (the second position falls 8.8%) to hour 59.
+# 30 hours at 100, then 110 (the 24 h trend turns +10%: buy), 114 from hour 40 (+3.6%: sell,
+# and buy again at the next decision, never in the run that sold), 104 from hour 50 (the second position falls 8.8%) to hour 59.
 HAND = [100.0] * 30 + [110.0] * 10 + [114.0] * 10 + [104.0] * 10
 
 
@@ -102,7 +102,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (run["markets"], run["interval_minutes"], run["step_minutes"]) == (["ABC/EUR"], 60, 60)
     assert (run["start"], run["end"], run["decisions"]) == ("2023-11-15 01:00", "2023-11-17 12:00", 60)
     # Hour 30: 110 against 100 a day before: buy 5 EUR worth, 0.04545454 ABC for 4.9999994 EUR.
-    # Hour 40: 114 is +3.64% >= 3%: sell for 5.18181756; 114 against 100 a day before: buy again.
+    # Hour 40: 114 is +3.64% >= 3%: sell for 5.18181756; hour 41: 114 against 100 a day before: buy again.
     first, second = run["trades"]
     assert (first["entry_at"], D(first["entry_price"]), D(first["volume"]), D(first["cost"])) == (
         "2023-11-16 06:00", 110, D("0.04545454"), D("4.9999994"))
@@ -111,18 +111,20 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert first["gain_pct"] == pytest.approx(3.6363636, abs=1e-4)
     # Still held at the end, valued at the last price, 104: 0.04385964 ABC bought for 4.99999896.
     assert (second["entry_at"], D(second["entry_price"]), D(second["volume"]), D(second["cost"])) == (
-        "2023-11-16 16:00", 114, D("0.04385964"), D("4.99999896"))
+        "2023-11-16 17:00", 114, D("0.04385964"), D("4.99999896"))
     assert (second["exit_at"], D(second["exit_price"]), D(second["pnl"])) == (None, 104, D("-0.4385964"))
     assert D(run["pnl"]) == D("0.18181816") - D("0.4385964") == D(report["total"]["pnl"])
     assert D(run["final_equity"]) == D(10) + D(run["pnl"])
     assert run["pnl_by_currency"] == {"ABC": run["pnl"]}
     assert run["return_pct"] == pytest.approx(-2.5677824, abs=1e-4)
-    assert (run["closed_trades"], run["open_trades"], run["win_rate_pct"]) == (1, 1, 100.0)
+    assert (run["closed_trades"], run["open_trades"], run["win_rate_pct"]) == (1, 1, 50.0)   # the open one loses
     peak, low = 10 + 0.18181816, 10 + 0.18181816 - 0.4385964
     assert run["max_drawdown_pct"] == pytest.approx((peak - low) / peak * 100, abs=1e-4)
-    assert run["exposure_pct"] == pytest.approx(31 / 60 * 100, abs=0.01)   # held from hour 30 to 60
+    assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
     assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 1, 104 at the end
     assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency: ABC" in printed
+    assert "1 threads x 5 (budget 5, at most 1 a currency), rebuy after 0 min" in printed
+    assert (report["settings"]["budget"], report["settings"]["currency_cap"]) == ("5", 1)
 
 
 def test_fees_are_paid_as_in_dry_run_live(hand_csv):
@@ -414,3 +416,14 @@ def test_the_replay_fills_nothing_itself_paper_fills_at_its_prices(tmp_path, han
     order = paper.buy(D(5), "ABC", "r1")
     assert (order.market, order.price, order.closed_at) == ("ABC/EUR", 110, T0 + 35 * H)
     assert paper.get_account_info().balance("ABC") == order.filled
+
+
+def test_the_json_report_is_written_before_stdout_closes_early(tmp_path):
+    """backtest.py ... --json F | true: the reader is gone before a report longer than a pipe's
+    buffer is printed; the JSON is written first, so it is there."""
+    out, csv = tmp_path / "report.json", ROOT / "tests" / "data" / "bittrex_UNITTEST_BTC_1m.csv"
+    config = config_file(tmp_path, fee_percent=0.1, max_threads=1, trend_windows=[1, 24], buy_trend_window=1)
+    cmd = (f"{sys.executable} backtest.py --config {config} --csv {' '.join([str(csv)] * 8)} --step 1 "
+           f"--json {out} | true")
+    subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert len(json.loads(out.read_text())["runs"]) == 8

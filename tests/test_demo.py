@@ -6,6 +6,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+from includes.config import TradingConfig
 from includes.demo import run_demo
 from tests.conftest import REDIS_URL
 
@@ -18,7 +19,7 @@ def test_the_cron_cycle_on_mariadb_and_redis(tmp_path, mariadb_url, redis_namesp
     assert summary["trades"], "half a day of a seeded walk makes trades"
     assert {t.state for t in summary["threads"]} <= {"waiting", "active", "disabled"}
     active = [t for t in summary["threads"] if t.state == "active"]
-    assert sum(t.value for t in active) <= Decimal(50)
+    assert sum(t.value for t in active) <= TradingConfig().budget   # the default budget: 10 threads x 10
     assert summary["free"] + sum(t.value for t in active) <= Decimal(100) + summary["realised"]
     out = capsys.readouterr().out
     assert "prices: synthetic price path (seeded random walk, seed 7" in out

@@ -359,12 +359,39 @@ class Platform(ABC):
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The most a market buy may ask for so that its cost and fee, rounded as the venue rounds
         them, stay within `amount_quote` at `price`."""
-        volume = market.order_volume(amount_quote / (1 + self.fee_percent / 100), price)
-        step = Decimal(1).scaleb(-market.volume_decimals)
-        while volume > 0 and sum(market.charges(volume, price, self.fee_percent)) > amount_quote:
-            volume -= step  # rounding took it over by a hair: one lot step less
+        gross, decimals = 1 + self.fee_percent / 100, market.volume_decimals
+        volume = market.order_volume(amount_quote / gross, price)
+        over: Decimal | None = None     # the least volume known to cost too much
+        while volume > 0 and (paid := sum(market.charges(volume, price, self.fee_percent))) > amount_quote:
+            # rounding took it over by a hair: the lots that hair is worth less (at least one)
+            over = volume
+            volume -= max(Decimal(1).scaleb(-decimals), round_up((paid - amount_quote) / (price * gross), decimals))
+        volume = max(volume, ZERO)
+        if over is not None:            # the most that fits lies in [volume, over): halve the lots between
+            lo, hi = int(volume.scaleb(decimals)), int(over.scaleb(decimals))
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if sum(market.charges(Decimal(mid).scaleb(-decimals), price, self.fee_percent)) <= amount_quote:
+                    lo = mid
+                else:
+                    hi = mid
+            volume = Decimal(lo).scaleb(-decimals)
         market.check_order(volume, price)
         return volume
+
+    def least_order_cost(self, market: Market, price: Decimal) -> Decimal:
+        """What the smallest buy `market` accepts costs at `price`, fee included: its minimum
+        volume, or the lots its minimum cost needs, whichever is more."""
+        step = Decimal(1).scaleb(-market.volume_decimals)
+        volume = max(market.min_volume, round_up(market.min_cost / price, market.volume_decimals), step)
+        return sum(market.charges(volume, price, self.fee_percent))
+
+    def least_buy_cost(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
+        """A floor under what buy_volume's order for `amount_quote` costs, fee included, at any
+        price up to `price`: it falls short of the amount by less than one lot step at that price
+        and the rounding of its cost and fee (the backtest skips runs that could not buy by it)."""
+        step, ulp = Decimal(1).scaleb(-market.volume_decimals), Decimal(1).scaleb(-market.cost_decimals)
+        return amount_quote - step * price * (1 + self.fee_percent / 100) - 5 * ulp
 
     def clock(self) -> float:
         """The exchange's clock, in fractional seconds: a Pi has no real-time clock, and the

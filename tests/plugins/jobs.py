@@ -36,7 +36,9 @@ def job_config(tmp_path: Path, kraken_venue) -> Callable[..., Config]:
             "paths": {"log": str(tmp_path / "log"), "tmp": str(tmp_path / "tmp"), "img": str(tmp_path / "img")},
             "exchange": {"api_url": kraken_venue.sim.url, "key_file": str(key_file),
                          "public_calls_per_second": 1000, "timeout": 2, "retries": 1},
-            "trading": {"stop_file": str(tmp_path / "stop"), "dry_run_file": str(tmp_path / "dry-run")},
+            # 5 EUR a thread: the tests' figures were worked out for it (the default is 10)
+            "trading": {"stop_file": str(tmp_path / "stop"), "dry_run_file": str(tmp_path / "dry-run"),
+                        "max_per_trade": 5},
             "storage": {"market_db": market_db or f"sqlite:///{tmp_path / 'market.db'}",
                         "state": state or f"sqlite:///{tmp_path / 'state.db'}"},
         }
