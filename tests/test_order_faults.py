@@ -404,6 +404,7 @@ def make_walk(venue: Any, tmp_path: Path, seed: int) -> Walk:
                     "dry_run": False, "currencies": list(venue.pairs), "max_threads": MAX_THREADS,
                     "max_per_trade": str(MAX_PER_TRADE), "threads_per_currency": 2, "sell_percent": "0.8",
                     "stop_loss_percent": "2", "max_hold_hours": 1,
+                    "rebuy_cooldown_minutes": 0,   # sold in one run, bought again in the next: more orders to break
                     "trend_windows": [24], "buy_trend_window": 24,
                     "fee_percent": "0.25" if venue.name == "bittrex" else "0.26"},
         "storage": {"market_db": f"sqlite:///{tmp_path / 'market.db'}", "state": f"sqlite:///{tmp_path / 'state.db'}",

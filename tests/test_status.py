@@ -26,12 +26,14 @@ def status(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_figures_after_a_buy_a_sale_and_a_rebuy(tmp_path, job_config, rising, kraken_venue):
-    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "sell_percent": 3})
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "sell_percent": 3,
+                              "rebuy_cooldown_minutes": 0})
     get_api_data(cfg)
     run_agent(cfg)
     move(rising, "BTC", "1.02")
     move(rising, "BTC", "1.02")
-    assert len(run_agent(cfg).sold) == 1          # thread 1 sold its BTC, then bought BTC again
+    assert len(run_agent(cfg).sold) == 1          # thread 1 sold its BTC...
+    assert len(run_agent(cfg).bought) == 1        # ...and bought BTC again in the next run
     move(rising, "ETH", "0.9")
     get_api_data(cfg)                              # the tickers status reads the bid from
 
