@@ -1,7 +1,7 @@
 """The backtest as a whole process, `backtest.py --csv ...`, against `python -c pass`, in one run.
 
 Targets (issue 7), on this machine:
-- the 10 real series of ../shared/data (29,060 candles): <= 0.45 s wall, <= 80 MiB peak RSS;
+- the 10 real series of tests/data (29,060 candles): <= 0.45 s wall, <= 80 MiB peak RSS;
 - 1,000,000 one-minute candles (a seeded random walk written to a temp dir): <= 2 s wall.
 Then where the time goes, phase by phase, measured inside one process.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from measure import PYTHON, ROOT, bench_env, measure, report
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"
 BIG = 1_000_000
 
 # Run in a fresh process: the phases of one backtest, timed as backtest.py runs them.
@@ -48,7 +48,7 @@ print(json.dumps({"import runtime (argparse, logging)": t1 - t0, "import config 
 
 
 def write_walk(path: Path, n: int, seed: int = 7) -> None:
-    """n one-minute candles of a random walk (about 2% a day), in the format of ../shared/data."""
+    """n one-minute candles of a random walk (about 2% a day), in the format of tests/data."""
     rng = random.Random(seed)
     price, ts = 20000.0, 1_600_000_020 - 1_600_000_020 % 60
     lines = ["timestamp,open,high,low,close,volume"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = ROOT / "tests" / "data"   # real candles, with their README and checksums
 MYSQL_SERVER = os.environ.get("CRONTRADER_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("CRONTRADER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -67,7 +67,5 @@ def redis_namespace() -> str:
 
 @pytest.fixture
 def shared_data() -> Path:
-    """../shared/data: real historical candles (see its README)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the clone")
+    """tests/data: real historical candles (see its README)."""
     return SHARED_DATA
