@@ -249,18 +249,13 @@ def write_timeseries(cfg: Config, mode: str) -> None:
     """The bot's figures into the time series (storage.timeseries), after an agent run: equity, free
     balance, P&L and each currency's position.  Optional like the market series: a failure is logged."""
     from includes.errors import StorageError
-    from includes.storage import open_market_db, open_state, open_timeseries
+    from includes.storage import open_timeseries
 
     writer = open_timeseries(cfg)
     if writer is None:
         return
     try:
-        db, store = open_market_db(cfg), open_state(cfg, mode)
-        try:
-            s = gather(cfg, db, store, mode)
-        finally:
-            store.close()
-            db.close()
+        s = gather_from_config(cfg, mode)
         figures = {"equity": s.equity, "free": s.free, "realised": s.realised_total, "change": s.change,
                    "unrealised": s.change - s.realised_total, "fees": s.fees, "in_doubt": len(s.in_doubt)}
         positions: dict[str, dict[str, object]] = {}
@@ -276,20 +271,26 @@ def write_timeseries(cfg: Config, mode: str) -> None:
         writer.close()
 
 
+def gather_from_config(cfg: Config, mode: str) -> Status:
+    """gather() over the stores the config names, opened and closed here."""
+    from includes.storage import open_market_db, open_state
+
+    db, store = open_market_db(cfg), open_state(cfg, mode)
+    try:
+        return gather(cfg, db, store, mode)
+    finally:
+        store.close()
+        db.close()
+
+
 def status_job(cfg: Config, as_json: bool = False, send: bool = False) -> int:
     """status.py: the status on stdout, and each reason for attention on stderr with exit status 1:
     run from cron with stdout to /dev/null, it mails only what needs looking at.  `send`: the
     text also goes to the notify.urls that take the daily 'summary'."""
     from includes.runtime import notify, tell_owner
-    from includes.storage import open_market_db, open_state
 
     mode = "dry" if dry_run_requested(cfg) else "live"
-    db, store = open_market_db(cfg), open_state(cfg, mode)
-    try:
-        status = gather(cfg, db, store, mode)
-    finally:
-        store.close()
-        db.close()
+    status = gather_from_config(cfg, mode)
     text = render(status)
     print(status.as_json() if as_json else text, flush=True)
     if send:

@@ -10,23 +10,7 @@ import pytest
 from includes.agent import run_agent
 from includes.storage import open_market_db, open_state
 from includes.storage.state import ACTIVE, DISABLED, WAITING
-from tests.plugins.agent import CURRENCIES, move
-
-def threads(cfg, mode):
-    store = open_state(cfg, mode)
-    try:
-        return store.threads()
-    finally:
-        store.close()
-
-
-def journal(cfg, mode):
-    db = open_market_db(cfg)
-    try:
-        return db.journal(mode, agent=cfg.storage.namespace)
-    finally:
-        db.close()
-
+from tests.plugins.agent import CURRENCIES, journal, move, threads
 
 def test_dry_run_buys_the_best_rising_currencies_without_private_calls(job_config, rising, kraken_venue):
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "dry_run": True})

@@ -6,16 +6,7 @@ from __future__ import annotations
 import logging
 
 from includes.agent import run_agent
-from includes.storage import open_market_db
-from tests.plugins.agent import CURRENCIES, move
-
-
-def journal(cfg):
-    db = open_market_db(cfg)
-    try:
-        return db.journal("dry", agent=cfg.storage.namespace)
-    finally:
-        db.close()
+from tests.plugins.agent import CURRENCIES, journal, move
 
 
 def test_a_currency_whose_minimum_order_passes_the_stake_is_left_out_once_never_journaled(
@@ -30,7 +21,7 @@ def test_a_currency_whose_minimum_order_passes_the_stake_is_left_out_once_never_
     need = float(said[0].split("needs ")[1].split(" EUR")[0])
     ask = float(rising.bid_ask("ADAEUR")[1])
     assert abs(need - 15 * ask * 1.0026) < 0.0001    # 15 ADA at the ask, with Kraken's 0.26 % fee
-    rows = journal(cfg)
+    rows = journal(cfg, "dry")
     assert rows and "ADA/EUR" not in {r["market"] for r in rows}
     assert all(r["status"] == "closed" for r in rows) and len(summary.bought) == len(rows) == 4
 
@@ -39,7 +30,7 @@ def test_a_stake_that_covers_the_minimum_buys_it(job_config, rising):
     move(rising, "ADA", "2.2")
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 1, "max_per_trade": 10})
     run_agent(cfg)
-    assert [r["market"] for r in journal(cfg)] == ["ADA/EUR"]
+    assert [r["market"] for r in journal(cfg, "dry")] == ["ADA/EUR"]
 
 
 def test_the_example_configs_stake_buys_every_listed_currency_at_the_simulators_minimums(kraken_venue):

@@ -19,29 +19,12 @@ from includes.errors import (InvalidNonce, LockedOut, PermanentError, RateLimite
 from includes.platforms import make_platform
 from includes.platforms.keygate import FileLedger, RedisLedger
 from includes.platforms.kraken import error_for
-from includes.storage import open_market_db, open_state
 from includes.storage.state import ACTIVE, BUYING
 from tests.conftest import REDIS_URL
-from tests.plugins.agent import move, wall_clock_env
+from tests.plugins.agent import journal, move, threads, wall_clock_env
 
 ROOT = Path(__file__).resolve().parent.parent
 START_XBT = Decimal("0.01")
-
-
-def threads(cfg):
-    store = open_state(cfg, "live")
-    try:
-        return store.threads()
-    finally:
-        store.close()
-
-
-def journal(cfg):
-    db = open_market_db(cfg)
-    try:
-        return db.journal("live", agent=cfg.storage.namespace)
-    finally:
-        db.close()
 
 
 @pytest.fixture

@@ -21,6 +21,28 @@ def move(sim, currency: str, factor: str) -> None:
     sim.set_price(PAIRS[currency], price)
 
 
+def threads(cfg, mode: str = "live"):
+    """The agent's threads in `mode`, read from the state store the config names."""
+    from includes.storage import open_state
+
+    store = open_state(cfg, mode)
+    try:
+        return store.threads()
+    finally:
+        store.close()
+
+
+def journal(cfg, mode: str = "live"):
+    """The agent's journal rows in `mode`, oldest intent first."""
+    from includes.storage import open_market_db
+
+    db = open_market_db(cfg)
+    try:
+        return db.journal(mode, agent=cfg.storage.namespace)
+    finally:
+        db.close()
+
+
 def wall_clock_env(offset: str) -> dict[str, str]:
     """Environment that moves a process's wall clock by `offset` ("+3h", "-365d"): libfaketime
     preloaded (Debian's faketime, installed by tests/setup.sh); its monotonic clock stays true.
