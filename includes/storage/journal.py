@@ -56,8 +56,20 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[S
     """The journal rows, in intent order, folded into what each thread holds and what each sale made:
     a thread holds its last filled buy, less the fills of the sells after it (its value in
     proportion); a thread whose sells took it all holds nothing."""
+    held, sales, _ = _fold(rows)
+    return held, sales
+
+
+def left_as_dust(rows: Iterable[Mapping[str, Any]]) -> list[Position]:
+    """What threads held when they bought again: only dust, too little to sell, which the agent
+    frees a thread from (Agent.is_dust); the coins stay in the account."""
+    return _fold(rows)[2]
+
+
+def _fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[Sale], list[Position]]:
     held: dict[int, Position] = {}
     sales: list[Sale] = []
+    dust: list[Position] = []
     for row in rows:
         n = row["thread"]
         if n is None or not is_fill(row):
@@ -65,6 +77,8 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[S
         filled, at = Decimal(row["filled"]), float(row["result_at"] or row["intent_at"])
         cost, fee = Decimal(row["cost"] or 0), Decimal(row["fee"] or 0)
         if row["side"] == "buy":
+            if n in held:
+                dust.append(held[n])
             held[n] = Position(n, row["market"], filled, cost + fee, Decimal(row["price"] or 0), row["ref"], at)
         elif n in held:
             before = held[n]
@@ -76,7 +90,7 @@ def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[S
                 kept = value_left(before.value, before.volume, left)
                 held[n] = Position(n, before.market, left, kept, before.price, before.ref, before.at)
             sales.append(Sale(n, before.market, at, cost - fee - (before.value - kept), fee, row["ref"]))
-    return held, sales
+    return held, sales, dust
 
 
 def value_left(value: Decimal, volume: Decimal, left: Decimal) -> Decimal:
