@@ -311,7 +311,7 @@ def get_api_data(cfg: Config, backfill_days: float | None = None) -> int:
         db.close()
         if timeseries is not None:
             timeseries.close()
-        tell_spool("get_api_data", spool)
+    tell_spool("get_api_data", spool)   # a run that failed says its one line only (the log has the drops)
     from includes.runtime import tell_owner
     for gap in report.gaps:
         tell_owner("get_api_data", gap)
@@ -334,7 +334,7 @@ def available_markets(cfg: Config) -> int:
         markets = record_markets(db, spool, platform, now)
     finally:
         db.close()
-        tell_spool("available_markets", spool)
+    tell_spool("available_markets", spool)
     path = cfg.path(cfg.paths.tmp) / AVAILABLE_FILE
     write_available_file(path, platform.name, markets, now)
     log.info("%d of %d markets available; written to %s", sum(m.available for m in markets),
