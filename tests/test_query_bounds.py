@@ -111,6 +111,7 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         db.open_intents("live")                                                 # trade_agent
         db.open_positions("live")
         db.settled("live")                                                      # plot_graphs
+        db.journal("live", since=T0 + 86400 * 3)                                # the fills to the time series
         db.journal_intent("new", namespace="live", exchange="kraken", market=MARKETS[1], side="buy", thread=1)
         db.journal_result("new", "failed", error="EOrder:Insufficient funds")
         db.journal_looked_up("new")
