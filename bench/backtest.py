@@ -32,7 +32,7 @@ t3 = time.perf_counter()
 import includes.backtest as bt
 from pathlib import Path
 t4 = time.perf_counter()
-series = [bt.read_csv(Path(p), cfg.trading.quote) for p in sys.argv[2:]]
+series = [bt.read_csv(Path(p)) for p in sys.argv[2:]]
 t5 = time.perf_counter()
 results = [bt.replay([s], bt.trading_for(cfg.trading, [s], {}), show_progress=False) for s in series]
 t6 = time.perf_counter()

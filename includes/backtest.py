@@ -27,7 +27,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -41,7 +41,7 @@ from includes.config import InvalidConfig, TradingConfig
 from includes.errors import ConfigError
 from includes.money import ZERO, to_decimal
 from includes.platforms.paper import PaperPlatform
-from includes.platforms.replay import ReplayPlatform, Series
+from includes.platforms.replay import FALLBACK, ReplayPlatform, Series, fallback
 from includes.runtime import progress
 from includes.storage.memory import FINAL, MemoryMarketDB, MemoryStateStore
 from includes.storage.state import ACTIVE, DISABLED, WAITING, Thread
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import argparse
 
     from includes.config import Config
+    from includes.platforms.base import Market
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ HEADER = "timestamp,open,high,low,close,volume"
 CHUNK = 1 << 20                     # characters of CSV parsed at a time
 NAME_RE = re.compile(r"^([A-Za-z0-9]+)_([A-Z0-9]{1,16})_([A-Z0-9]{1,16})_(\d+)([mhdwM])(?:_.*)?$")
 UNITS = {"m": 1, "h": 60, "d": 1440, "w": 10080}
+PAIR_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
+TIMEFRAME_RE = re.compile(r"^(\d+)([mhdwM])$")
+MS_FROM = 100_000_000_000          # unix seconds of the year 5138: a time past it is in milliseconds
 SWEEP_RE = re.compile(r"^([a-z_]+)=([^:]+)(?::([^:]+):([^:]+))?$")
 MAX_GRID = 10_000
 BLOCK = 4096                        # decisions per step of the progress bar
@@ -71,19 +75,34 @@ class InputError(ConfigError):
 
 # --- sources ---------------------------------------------------------------------------------
 
-def read_csv(path: Path, quote: str) -> Series:
-    """A candle file named <exchange>_<BASE>_<QUOTE>_<timeframe>[_<note>].csv, as a series of BASE/`quote`.
+def read_csv(path: Path, pair: str | None = None, timeframe: str | None = None) -> Series:
+    """A candle file, as a series of BASE/QUOTE in the file's own quote, at its own timeframe.
 
-    The file's own quote is kept only when BASE is `quote` itself (EUR/USD
-    replayed for a EUR account).  Parsing goes a megabyte at a time, a column
-    at a time, in C: str.split and float() over a whole column; a line is
-    looked at alone only to name it in an error.
+    Both come from a name <exchange>_<BASE>_<QUOTE>_<timeframe>[_<note>].csv,
+    or from `pair` ("BTC/EUR") and `timeframe` ("5m") for a file named
+    otherwise.  Times in milliseconds are converted to seconds.  Parsing goes
+    a megabyte at a time, a column at a time, in C: str.split and float()
+    over a whole column; a line is looked at alone only to name it in an error.
     """
     match = NAME_RE.match(path.stem)
-    if not match:
+    if (pair is None or timeframe is None) and not match:
         raise InputError(f"{path}: the name is not <exchange>_<BASE>_<QUOTE>_<timeframe>.csv "
-                         f"(e.g. kraken_BTC_EUR_5m.csv)")
-    _, base, own_quote, length, unit = match.groups()
+                         f"(e.g. kraken_BTC_EUR_5m.csv): give --pair BASE/QUOTE and --timeframe (e.g. 5m)")
+    if pair is not None:
+        if not PAIR_RE.match(pair):
+            raise InputError(f"--pair {pair}: expected BASE/QUOTE in capitals and digits, e.g. BTC/EUR")
+        base, own_quote = pair.split("/")
+    else:
+        assert match
+        base, own_quote = match.group(2), match.group(3)
+    if timeframe is not None:
+        frame = TIMEFRAME_RE.match(timeframe)
+        if not frame:
+            raise InputError(f"--timeframe {timeframe}: expected a number and m, h, d or w, e.g. 5m or 1d")
+        length, unit = frame.groups()
+    else:
+        assert match
+        length, unit = match.group(4), match.group(5)
     if unit == "M":
         raise InputError(f"{path}: calendar-month candles ({length}M) have no fixed length and cannot be replayed")
     interval = int(length) * UNITS[unit]
@@ -103,8 +122,24 @@ def read_csv(path: Path, quote: str) -> Series:
         raise InputError(f"{path}: is not a text file ({exc.reason})") from None
     if not columns[0]:
         raise InputError(f"{path}: no candles after the header")
+    columns[0] = _seconds(path, columns[0])
     _check_columns(path, columns)
-    return Series(f"{base}/{own_quote if base == quote else quote}", interval, *columns, label=path.stem)
+    return Series(f"{base}/{own_quote}", interval, *columns, label=path.stem)
+
+
+def _seconds(path: Path, ts: array) -> array:
+    """Unix seconds: times past MS_FROM are milliseconds, converted when they are whole seconds."""
+    if max(ts) < MS_FROM:
+        return ts
+    if min(ts) < MS_FROM:
+        i = next(i for i, t in enumerate(ts) if (t < MS_FROM) != (ts[0] < MS_FROM))
+        raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} mixes seconds and milliseconds with "
+                         f"{ts[0]} on line 2")
+    if any(t % 1000 for t in ts):
+        i = next(i for i, t in enumerate(ts) if t % 1000)
+        raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} is in milliseconds but not on a whole second")
+    log.warning("%s: timestamps in milliseconds, read as seconds", path)
+    return array("q", (t // 1000 for t in ts))
 
 
 def _chunks(f: IO[str], first_line: int) -> Iterator[tuple[int, str]]:
@@ -170,8 +205,65 @@ def _check_columns(path: Path, columns: list[array]) -> None:
                              f"{'finite number >= 0' if name == 'volume' else 'positive price'}")
 
 
-def read_market_db(cfg: Config, start: int | None, end: int | None) -> list[Series]:
-    """The configured markets' candles in the market DB, as of now: a still-open candle is left out."""
+# --- the markets' order rules ------------------------------------------------------------------
+
+def kraken_rules() -> dict[str, Market]:
+    """The default: the Kraken simulator's own table of pairs, as its AssetPairs serves it."""
+    global _KRAKEN
+    if _KRAKEN is None:
+        from includes.simulators.kraken import KrakenSimulator
+
+        _KRAKEN = _pairs(KrakenSimulator(clock=0)._asset_pairs({}), "the Kraken simulator")
+    return _KRAKEN
+
+
+_KRAKEN: dict[str, Market] | None = None
+
+
+def read_rules(path: Path) -> dict[str, Market]:
+    """--markets FILE: a saved reply of Kraken's AssetPairs (the whole reply, or its result)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"--markets {path}: cannot be read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"--markets {path}: not JSON ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("result"), dict):
+        data = data["result"]
+    if not isinstance(data, dict) or not data:
+        raise InputError(f"--markets {path}: expected Kraken's AssetPairs reply, an object of pairs")
+    return _pairs(data, f"--markets {path}")
+
+
+def _pairs(reply: dict[str, Any], where: str) -> dict[str, Market]:
+    from includes.platforms.kraken import market_of_pair
+
+    rules = {}
+    for key, pair in reply.items():
+        try:
+            market = market_of_pair(key, pair)
+        except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as exc:
+            raise InputError(f"{where}: pair {str(key)[:40]!r} is malformed ({exc})") from None
+        if market is not None:
+            rules[market.symbol] = market
+    return rules
+
+
+def rules_for(series: Sequence[Series], *tables: Mapping[str, Market]) -> dict[str, Market]:
+    """Each market's rules from the first table that lists it; a market none lists trades by the
+    replay's FALLBACK, said in one warning line."""
+    found = {s.market: next((t[s.market] for t in tables if s.market in t), None) for s in series}
+    missing = [m for m, rules in found.items() if rules is None]
+    if missing:
+        log.warning("%s: no venue lists %s; traded by fine rules (price %d decimals, volume %d, minimum "
+                    "cost %s)", ", ".join(missing), "it" if len(missing) == 1 else "them",
+                    FALLBACK["price_decimals"], FALLBACK["volume_decimals"], FALLBACK["min_cost"])
+    return {m: rules or fallback(m) for m, rules in found.items()}
+
+
+def read_market_db(cfg: Config, start: int | None, end: int | None) -> tuple[list[Series], dict[str, Market]]:
+    """The configured markets' candles in the market DB, as of now (a still-open candle is left out),
+    and the order rules the DB keeps of the exchange's markets (available_markets lists them)."""
     from includes.storage import open_market_db
 
     interval, quote = cfg.market_data.candle_interval, cfg.trading.quote
@@ -191,12 +283,13 @@ def read_market_db(cfg: Config, start: int | None, end: int | None) -> list[Seri
                        *(array("d", (float(getattr(c, name)) for c in candles))
                          for name in ("open", "high", "low", "close", "volume"))]
             series.append(Series(market, interval, *columns, label=f"{cfg.exchange.name}_{currency}_{quote}"))
+        rules = db.market_rules(cfg.exchange.name)
     finally:
         db.close()
     if not series:
         raise InputError(f"market DB {db.where}: no {interval}-minute candles of "
                          f"{', '.join(cfg.trading.currencies)} against {quote} on {cfg.exchange.name}")
-    return series
+    return series, rules
 
 
 # --- one replay --------------------------------------------------------------------------------
@@ -301,10 +394,14 @@ class Gate:
         self.net = 1 - float(trading.fee_percent) / 100
         window, history = trading.buy_trend_window * 3600, (max(trading.trend_windows) + 2) * 3600
         self.prices = {s.base: s.prices_at(times) for s in series}
-        # the least a thread's buy of each currency may cost, at its dearest ask
         markets = platform.markets()
+        # The venue's tick: a bid or an ask is rounded outwards to it (ReplayPlatform), a tick
+        # further at most from the float one; the thresholds below allow for two.
+        self.tick = {s.base: 2 * 10.0 ** -markets[s.market].price_decimals for s in series}
+        # the least a thread's buy of each currency may cost, at its dearest ask
         self.least = {s.base: float(platform.least_buy_cost(
-            markets[s.market], trading.max_per_trade, to_decimal(max(s.high)) * (1 + platform.half_spread)))
+            markets[s.market], trading.max_per_trade,
+            to_decimal(max(s.high) * (1 + float(platform.half_spread)) + self.tick[s.base])))
             * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
         self.buyable: list[tuple[list[bool], int]] = []
@@ -332,8 +429,9 @@ class Gate:
         for t in threads:
             if t.state == ACTIVE and t.currency in self.prices:
                 even = float(t.value) / (float(t.volume) * self.net * self.bid)    # the price of a zero net gain
-                high = even * (1 + float(cfg.sell_percent) / 100) * (1 - MARGIN)
-                low = even * (1 - float(cfg.stop_loss_percent) / 100) * (1 + MARGIN) \
+                tick = self.tick[t.currency] / self.bid
+                high = even * (1 + float(cfg.sell_percent) / 100) * (1 - MARGIN) - tick
+                low = even * (1 - float(cfg.stop_loss_percent) / 100) * (1 + MARGIN) + tick \
                     if cfg.stop_loss_percent else 0.0
                 deadline = t.updated + cfg.max_hold_hours * 3600 if cfg.max_hold_hours else math.inf
                 seen = sells.setdefault(t.currency, [high, low, deadline])
@@ -384,12 +482,14 @@ def _rising(s: Series, times: range, prices: list[float], window: int, history: 
 
 def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: int = 10,
            start: int | None = None, end: int | None = None, spread_percent: Decimal = Decimal("0.1"),
-           every_step: bool = False, label: str = "", show_progress: bool = True) -> Result:
+           every_step: bool = False, label: str = "", show_progress: bool = True,
+           rules: Mapping[str, Market] | None = None) -> Result:
     """The agent deciding every max(step_minutes, candle interval) minutes over the series.
 
     Decisions fall on multiples of the step, as cron's do, from the first
     candle's close (or `start`) until a series ends (or `end`): a market
-    whose data has ended would trade on at its last price.
+    whose data has ended would trade on at its last price.  Each market
+    trades by its `rules` (by default the Kraken simulator's table).
     """
     interval = series[0].interval
     step = max(step_minutes, interval) * 60
@@ -399,7 +499,10 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
     if last < first:
         raise InputError(f"{label or series[0].label}: no decision time between "
                          f"{iso(first)} and {iso(last)}")
-    platform = ReplayPlatform(series, trading.quote, trading.fee_percent, spread_percent=spread_percent)
+    if rules is None:
+        rules = rules_for(series, kraken_rules())
+    platform = ReplayPlatform(series, trading.quote, trading.fee_percent, spread_percent=spread_percent,
+                              rules=rules)
     paper = PaperPlatform(platform, None, trading.dry_run_balance)
     store = MemoryStateStore("backtest", "dry", clock=platform.now)
     db = MemoryMarketDB({(EXCHANGE, s.market, s.interval): s for s in series}, clock=platform.now)
@@ -742,19 +845,35 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
     if not args.verbose:      # the agent's per-run lines would drown the report
         logging.getLogger("includes.agent").setLevel(logging.WARNING)
     start, end = parse_time(args.start, "--start"), parse_time(args.end, "--end")
+    given = read_rules(args.markets) if args.markets else {}
     if args.from_db:
-        runs = [read_market_db(cfg, start, end)]
+        if args.pair or args.timeframe:
+            raise InputError("--pair and --timeframe name a CSV file's market; --from-db reads the config's")
+        series, db_rules = read_market_db(cfg, start, end)
+        runs, tables = [series], (given, db_rules, kraken_rules())
     else:
-        series = [read_csv(Path(p), cfg.trading.quote) for p in args.csv]
-        runs = [series] if args.portfolio else [[s] for s in series]
+        if (args.pair or args.timeframe) and len(args.csv) > 1:
+            raise InputError("--pair and --timeframe name one file's market: give one --csv file with them")
+        series = [read_csv(Path(p), args.pair, args.timeframe) for p in args.csv]
+        runs, tables = [series] if args.portfolio else [[s] for s in series], (given, kraken_rules())
     for run in runs:
         if len({s.interval for s in run}) > 1:
             raise InputError("--portfolio: the series must share one timeframe, not "
                              + ", ".join(f"{s.label} {_minutes(s.interval)}" for s in run))
+        if len({s.market.split("/")[1] for s in run}) > 1:
+            raise InputError("--portfolio: one account trades in one quote currency, not "
+                             + ", ".join(f"{s.label} {s.market}" for s in run))
     if args.spread < 0 or args.step < 1:
         raise InputError("--step must be at least 1 minute and --spread not negative")
+    for s in {s.market: s for run in runs for s in run}.values():
+        short = min(cfg.trading.trend_windows)
+        if s.interval > short * 60:
+            log.warning("%s: %s candles cannot fill the %d-hour trend window: a trend then compares the "
+                        "price with a close up to %s old, or finds none", s.label, _minutes(s.interval), short,
+                        _minutes(s.interval + short * 60))
     options = {"step_minutes": args.step, "start": start, "end": end, "spread_percent": args.spread,
-               "every_step": args.every_step}
+               "every_step": args.every_step,
+               "rules": rules_for([s for run in runs for s in run], *tables)}
     if args.sweep:
         points = sweep(runs, cfg.trading, parse_sweep(args.sweep), args.workers or os.cpu_count() or 1, options)
         if args.json:   # first: a reader that closes stdout early (| head) does not lose it

@@ -128,7 +128,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
 
 
 def test_fees_are_paid_as_in_dry_run_live(hand_csv):
-    series = read_csv(hand_csv, "EUR")
+    series = read_csv(hand_csv)
     result = replay([series], trading([series], fee_percent=D("0.26")), spread_percent=D(0))
     first = result.trades[0]
     assert D("4.99") < first.cost <= 5                       # 5 EUR at most, the buy fee included
@@ -145,8 +145,8 @@ def test_a_future_spike_is_never_seen_before_its_candle_closes(tmp_path):
     ts, o, h, low, c, v = rows[spike]
     rows[spike:] = [(ts, o, c * 1000, low, c * 1000, v)] + [
         (t, *(round(x * 1000, 3) for x in prices), volume) for t, *prices, volume in rows[spike + 1:]]
-    full = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows), "EUR")
-    cut = read_csv(write_csv(tmp_path / "cut_ABC_EUR_1m.csv", rows[:spike]), "EUR")
+    full = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows))
+    cut = read_csv(write_csv(tmp_path / "cut_ABC_EUR_1m.csv", rows[:spike]))
     config = trading([full], max_threads=3, sell_percent=D("0.5"), trend_windows=[2, 6, 24], buy_trend_window=2)
     seen, blind = replay([full], config), replay([cut], config)
     assert blind.decisions < seen.decisions
@@ -163,7 +163,7 @@ def test_a_future_spike_is_never_seen_before_its_candle_closes(tmp_path):
 def test_the_replay_serves_only_what_had_happened(tmp_path):
     rows = hourly([100.0, 101.0, 102.0])
     rows[1] = (T0 + H, 101.0, 999.0, 100.5, 555.0, 7)       # the candle open at the clock
-    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows), "EUR")
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows))
     platform = ReplayPlatform([series], "EUR", D("0.26"), spread_percent=D(2))
     db = MemoryMarketDB({("replay", "ABC/EUR", 60): series}, clock=platform.now)
     platform.time = T0 + H + 1800                           # inside candle 1
@@ -187,24 +187,24 @@ def test_the_replay_serves_only_what_had_happened(tmp_path):
 
 def test_gaps_price_at_the_last_close(tmp_path):
     rows = [(T0, 100, 100, 100, 100, 1), (T0 + 3 * H, 90, 90, 90, 95, 1)]
-    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows), "EUR")
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows))
     times = range(T0 + H, T0 + 5 * H, H)
     assert [series.last(t) for t in times] == [100, 100, 90, 95] == series.prices_at(times)
 
 
 def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
-    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv", "EUR")
+    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv")
     config = trading_for(TradingConfig(), [series], {"trend_windows": [1, 2, 6, 12, 24], "buy_trend_window": "2"})
-    platform = ReplayPlatform([series], "EUR", D("0.26"))
-    db = MemoryMarketDB({("replay", "BTC/EUR", 1): series}, clock=platform.now)
+    platform = ReplayPlatform([series], "USD", D("0.26"))
+    db = MemoryMarketDB({("replay", "BTC/USD", 1): series}, clock=platform.now)
     agent = ReplayAgent(config, platform, MemoryStateStore(), db, mode="dry", exchange="replay", candle_interval=1)
     found = 0
     for now in range(series.ts[0] - 600, series.last_close() + 600, 1700):
         platform.time = now
         since, current = now - 26 * H, D("4000.5")
-        mine = agent.trends_from_db("BTC/EUR", now, since, current)
-        assert mine == Agent.trends_from_db(agent, "BTC/EUR", now, since, current)
-        assert mine == trends(db.candles("replay", "BTC/EUR", 1, since=since), now, config.trend_windows, 1, current)
+        mine = agent.trends_from_db("BTC/USD", now, since, current)
+        assert mine == Agent.trends_from_db(agent, "BTC/USD", now, since, current)
+        assert mine == trends(db.candles("replay", "BTC/USD", 1, since=since), now, config.trend_windows, 1, current)
         found += len(mine)
     assert found > 100
 
@@ -219,7 +219,7 @@ def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
     ("unk_SOL_USD_1m.csv", {"sell_percent": D("0.3"), "trend_windows": [1, 2], "buy_trend_window": 1}),
 ])
 def test_skipping_quiet_decisions_changes_nothing(shared_data, name, overrides):
-    series = read_csv(shared_data / name, "EUR")
+    series = read_csv(shared_data / name)
     config = trading_for(TradingConfig(), [series], {k: str(v) if not isinstance(v, list) else v
                                                      for k, v in overrides.items()})
     fast, slow = replay([series], config), replay([series], config, every_step=True)
@@ -229,8 +229,8 @@ def test_skipping_quiet_decisions_changes_nothing(shared_data, name, overrides):
 
 
 def test_a_portfolio_chooses_between_markets_under_the_currency_cap(tmp_path):
-    a = read_csv(write_csv(tmp_path / "test_AAA_EUR_5m.csv", walk(1500, seed=1, step=300)), "EUR")
-    b = read_csv(write_csv(tmp_path / "test_BBB_EUR_5m.csv", walk(1500, seed=2, start=3.0, step=300)), "EUR")
+    a = read_csv(write_csv(tmp_path / "test_AAA_EUR_5m.csv", walk(1500, seed=1, step=300)))
+    b = read_csv(write_csv(tmp_path / "test_BBB_EUR_5m.csv", walk(1500, seed=2, start=3.0, step=300)))
     config = trading_for(TradingConfig(), [a, b], {"max_threads": "5", "threads_per_currency": "2",
                                                    "sell_percent": "1", "stop_loss_percent": "2",
                                                    "trend_windows": [2, 6], "buy_trend_window": "2"})
@@ -243,7 +243,7 @@ def test_a_portfolio_chooses_between_markets_under_the_currency_cap(tmp_path):
 # --- sources -------------------------------------------------------------------------------------------
 
 def test_the_market_db_source_replays_the_same_candles(tmp_path, hand_csv):
-    series = read_csv(hand_csv, "EUR")
+    series = read_csv(hand_csv)
     db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
     db.upsert_candles("kraken", "ABC/EUR", 60, [series.candle(i) for i in range(len(series))])
     db.close()
@@ -258,23 +258,23 @@ def test_the_market_db_source_replays_the_same_candles(tmp_path, hand_csv):
 
 
 def test_the_csv_files_of_shared_data_are_read_whole(shared_data):
-    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv", "EUR")
+    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv")
     assert (series.market, series.interval, len(series), series.label) == (
-        "BTC/EUR", 1, 1382, "unk_BTC_USD_1m_20190329")
+        "BTC/USD", 1, 1382, "unk_BTC_USD_1m_20190329")
     assert series.candle(0) == Candle(1553817600, D("4092.56783507"), D("4092.56783507"), D("4092.56783507"),
                                       D("4092.56783507"), D("0.067335"))
-    assert read_csv(shared_data / "fx_EUR_USD_1h.csv", "EUR").market == "EUR/USD"   # EUR/EUR cannot trade
-    assert read_csv(shared_data / "nasdaq_GOOG_USD_1d.csv", "EUR").interval == 1440
+    assert read_csv(shared_data / "fx_EUR_USD_1h.csv").market == "EUR/USD"   # the file's own quote
+    assert read_csv(shared_data / "nasdaq_GOOG_USD_1d.csv").interval == 1440
 
 
 def test_a_big_file_is_read_across_chunks(tmp_path):
     rows = walk(60_000, seed=5)
-    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows), "EUR")
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows))
     assert len(series) == 60_000 and series.ts[-1] == rows[-1][0] and series.close[-1] == rows[-1][4]
     (tmp_path / "bad_ABC_EUR_1m.csv").write_text((tmp_path / "test_ABC_EUR_1m.csv").read_text()
                                                  .replace(f"\n{rows[50_000][0]},", f"\n{rows[50_000][0]},x"))
     with pytest.raises(InputError, match=r"bad_ABC_EUR_1m.csv:50002: not a number"):
-        read_csv(tmp_path / "bad_ABC_EUR_1m.csv", "EUR")
+        read_csv(tmp_path / "bad_ABC_EUR_1m.csv")
 
 
 # --- output --------------------------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def test_a_sweep_of_2x2_in_2_processes_is_ranked(tmp_path, hand_csv):
     assert [p["rank"] for p in points] == [1, 2, 3, 4]
     assert [D(p["pnl"]) for p in points] == sorted((D(p["pnl"]) for p in points), reverse=True)
     # sell_percent 5 never sells (114 is +3.6%): one open trade per thread, at 104.
-    series = read_csv(hand_csv, "EUR")
+    series = read_csv(hand_csv)
     direct = replay([series], trading([series], sell_percent=5, max_threads=2), spread_percent=D(0))
     point = next(p for p in points if p["params"] == {"sell_percent": "5", "max_threads": "2"})
     assert D(point["pnl"]) == direct.pnl and point["closed_trades"] == 0
@@ -322,14 +322,14 @@ def test_a_sweep_of_2x2_in_2_processes_is_ranked(tmp_path, hand_csv):
 def test_a_bad_file_is_one_line_naming_it(tmp_path, name, text, error):
     (tmp_path / name).write_text(text)
     with pytest.raises(InputError, match=error) as caught:
-        read_csv(tmp_path / name, "EUR")
+        read_csv(tmp_path / name)
     assert "\n" not in str(caught.value)
 
 
 def test_trailing_blank_lines_and_crlf_are_fine(tmp_path):
     path = tmp_path / "kraken_BTC_EUR_5m.csv"
     path.write_bytes(b"timestamp,open,high,low,close,volume\r\n300,2,3,1,2,6\r\n600,2,3,1,2.5,6\r\n\r\n\n")
-    assert list(read_csv(path, "EUR").close) == [2, 2.5]
+    assert list(read_csv(path).close) == [2, 2.5]
 
 
 def test_the_script_exits_2_with_one_line_on_bad_input(tmp_path, hand_csv):
@@ -408,7 +408,7 @@ def test_the_memory_state_store_moves_threads_on_the_replay_clock():
 
 
 def test_the_replay_fills_nothing_itself_paper_fills_at_its_prices(tmp_path, hand_csv):
-    platform = ReplayPlatform([read_csv(hand_csv, "EUR")], "EUR", D("0.26"), spread_percent=D(0))
+    platform = ReplayPlatform([read_csv(hand_csv)], "EUR", D("0.26"), spread_percent=D(0))
     platform.time = T0 + 35 * H
     with pytest.raises(PermanentError, match="wrap it in PaperPlatform"):
         platform.buy(D(5), "ABC", "r1")

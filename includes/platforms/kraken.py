@@ -237,19 +237,11 @@ class KrakenPlatform(Platform):
         return markets
 
     def _market(self, key: str, pair: dict[str, Any]) -> Market | None:
-        if key.endswith(".d") or "/" not in pair.get("wsname", ""):
-            return None  # dark-pool twins and pairs without a websocket name
-        base_alt, quote_alt = pair["wsname"].split("/")
-        base, quote = self.canonical(base_alt), self.canonical(quote_alt)
-        self._asset_names[pair["base"]] = base
-        self._asset_names[pair["quote"]] = quote
-        status = str(pair.get("status", "online"))
-        return Market(symbol=f"{base}/{quote}", base=base, quote=quote, exchange_symbol=key,
-                      status=status, available=status == "online",
-                      price_decimals=int(pair["pair_decimals"]), volume_decimals=int(pair["lot_decimals"]),
-                      min_volume=to_decimal(pair.get("ordermin", "0"), "ordermin"),
-                      min_cost=to_decimal(pair.get("costmin", "0"), "costmin"),
-                      cost_decimals=int(pair.get("cost_decimals", 8)))
+        market = market_of_pair(key, pair)
+        if market is not None:
+            self._asset_names[pair["base"]] = market.base
+            self._asset_names[pair["quote"]] = market.quote
+        return market
 
     def _symbol(self, kraken_name: str) -> str:
         """Our "BASE/QUOTE" for a Kraken pair key or altname."""
@@ -417,3 +409,19 @@ class KrakenPlatform(Platform):
                          closed_at=float(o["closetm"]) if o.get("closetm") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
+
+
+def market_of_pair(key: str, pair: dict[str, Any]) -> Market | None:
+    """The Market of one AssetPairs entry, with the pair's order rules; None for a dark-pool twin
+    or a pair without a websocket name.  The backtest reads a saved AssetPairs reply through it."""
+    if key.endswith(".d") or "/" not in pair.get("wsname", ""):
+        return None
+    base_alt, quote_alt = pair["wsname"].split("/")
+    base, quote = TO_COMMON.get(base_alt, base_alt), TO_COMMON.get(quote_alt, quote_alt)
+    status = str(pair.get("status", "online"))
+    return Market(symbol=f"{base}/{quote}", base=base, quote=quote, exchange_symbol=key,
+                  status=status, available=status == "online",
+                  price_decimals=int(pair["pair_decimals"]), volume_decimals=int(pair["lot_decimals"]),
+                  min_volume=to_decimal(pair.get("ordermin", "0"), "ordermin"),
+                  min_cost=to_decimal(pair.get("costmin", "0"), "costmin"),
+                  cost_decimals=int(pair.get("cost_decimals", 8)))
