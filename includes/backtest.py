@@ -331,6 +331,7 @@ class Result:
     free: Decimal                # quote held at the end
     trades: list[Trade]
     buy_hold_pct: float
+    journal: list[dict[str, Any]]   # the orders, as the market DB's journal keeps them
 
     @property
     def decisions(self) -> int:
@@ -527,10 +528,11 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
                 gate.record(equity, act, act + 1)
                 k = act + 1
     platform.time = times[-1]
-    trades = trades_of(db.journal("dry"), platform, paper.fee_percent)
+    journal = db.journal("dry")
+    trades = trades_of(journal, platform, paper.fee_percent)
     return Result(label or series[0].label, list(series), trading, step, first, equity, gate.exposed, runs,
                   trading.dry_run_balance, paper.balances.get(trading.quote, ZERO), trades,
-                  buy_hold_pct(series, first, last, platform.half_spread, trading.fee_percent))
+                  buy_hold_pct(series, first, last, platform.half_spread, trading.fee_percent), journal)
 
 
 def trades_of(rows: Iterable[dict[str, Any]], platform: ReplayPlatform, fee_percent: Decimal) -> list[Trade]:
