@@ -306,10 +306,15 @@ class Trade:
     exit_at: int | None          # None: still held at the end
     exit_price: Decimal
     proceeds: Decimal            # quote received, fee deducted
+    fees: Decimal = ZERO         # both fees; an open one's sale at the last bid pays its fee too
+    reason: str = "open"         # why the agent sold: sell_percent, stop loss, max hold; or open
 
     @property
     def pnl(self) -> Decimal:
         return self.proceeds - self.cost
+
+    def held_until(self, last: int) -> int:
+        return self.exit_at if self.exit_at is not None else last
 
     @property
     def gain_pct(self) -> float:
@@ -332,6 +337,8 @@ class Result:
     trades: list[Trade]
     buy_hold_pct: float
     journal: list[dict[str, Any]]   # the orders, as the market DB's journal keeps them
+    hold_from: int = 0           # buy & hold buys at this decision: the first after the warm-up
+    refused: dict[str, int] | None = None   # "<currency>: <rule>" -> agent runs that left it out
 
     @property
     def decisions(self) -> int:
@@ -357,12 +364,29 @@ class Result:
 
     def max_drawdown_pct(self) -> float:
         """The deepest fall of the equity from a previous peak, in percent of that peak."""
-        return max(((peak - v) / peak * 100 for peak, v in zip(accumulate(self.equity, max), self.equity)),
-                   default=0.0)
+        return self.max_drawdown()[0]
+
+    def max_drawdown(self) -> tuple[float, int, int]:
+        """(percent, time of the peak, time of the trough) of the deepest fall of the equity."""
+        pct, peak_i, trough_i, peak_at = 0.0, 0, 0, 0
+        for i, (peak, v) in enumerate(zip(accumulate(self.equity, max), self.equity)):
+            if v == peak:
+                peak_at = i
+            elif (peak - v) / peak * 100 > pct:
+                pct, peak_i, trough_i = (peak - v) / peak * 100, peak_at, i
+        return pct, self.first + peak_i * self.step, self.first + trough_i * self.step
+
+
+@dataclass
+class Notes:
+    """What the agent said during a replay that its journal does not keep, for the report."""
+    exits: dict[tuple[int, int], str]       # (thread, time) -> the sell's reason
+    refused: Counter[str]                   # "<currency>: <rule>" -> agent runs that left it out
 
 
 class ReplayAgent(Agent):
-    """The live agent; only its DB trends are read from the replay's arrays.
+    """The live agent; only its DB trends are read from the replay's arrays, and what it says
+    of its sells and of the currencies it leaves out is noted for the report.
 
     The live agent fetches every candle of the last 74 hours and lets
     trends.price_at pick one per window; here the DB hands over just the
@@ -374,6 +398,19 @@ class ReplayAgent(Agent):
         candles = self.db.last_closed(self.exchange, symbol, self.interval,
                                       [now - hours * 3600 for hours in windows], since)
         return compute_trends(candles, now, windows, self.interval, current=current)
+
+    notes: Notes | None = None
+
+    def sell_reason(self, thread: Thread, gain: Decimal, now: int) -> str | None:
+        reason = super().sell_reason(thread, gain, now)
+        if reason is not None and self.notes is not None:
+            self.notes.exits[thread.n, now] = reason
+        return reason
+
+    def left_out(self, currency: str, kind: str, why: str) -> None:
+        super().left_out(currency, kind, why)
+        if self.notes is not None:
+            self.notes.refused[f"{currency}: {kind}"] += 1
 
 
 class Gate:
@@ -511,6 +548,7 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
     gate = Gate(trading, series, times, platform)
     equity = array("d")
     halted: list[str] = []          # the drawdown guard's stop file: no agent run after it
+    notes = Notes({}, Counter())
     runs = k = 0
     blocks = range(min(BLOCK, len(times)), len(times) + BLOCK, BLOCK)
     for stop in progress(blocks, total=len(blocks), desc=label) if show_progress else blocks:
@@ -521,22 +559,31 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
             k = act
             if act < stop:
                 platform.time = times[act]
-                ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE, candle_interval=interval,
-                            request_stop=halted.append).run()
+                agent = ReplayAgent(trading, paper, store, db, mode="dry", exchange=EXCHANGE,
+                                    candle_interval=interval, request_stop=halted.append)
+                agent.notes = notes
+                agent.run()
                 gate.update(store.threads(), paper.balances, store)
                 runs += 1
                 gate.record(equity, act, act + 1)
                 k = act + 1
     platform.time = times[-1]
     journal = db.journal("dry")
-    trades = trades_of(journal, platform, paper.fee_percent)
+    trades = trades_of(journal, platform, paper.fee_percent, notes.exits)
+    # the agent can buy once its buy-window trend is known: buy & hold buys then too
+    warm = min(s.first_close() for s in series) + trading.buy_trend_window * 3600
+    hold_from = times[min(bisect_left(times, warm), len(times) - 1)]
     return Result(label or series[0].label, list(series), trading, step, first, equity, gate.exposed, runs,
                   trading.dry_run_balance, paper.balances.get(trading.quote, ZERO), trades,
-                  buy_hold_pct(series, first, last, platform.half_spread, trading.fee_percent), journal)
+                  buy_hold_pct(series, hold_from, last, platform.half_spread, trading.fee_percent), journal,
+                  hold_from, dict(notes.refused))
 
 
-def trades_of(rows: Iterable[dict[str, Any]], platform: ReplayPlatform, fee_percent: Decimal) -> list[Trade]:
-    """Round trips from the journal: each thread's filled buy, then its filled sell."""
+def trades_of(rows: Iterable[dict[str, Any]], platform: ReplayPlatform, fee_percent: Decimal,
+              exits: dict[tuple[int, int], str] | None = None) -> list[Trade]:
+    """Round trips from the journal: each thread's filled buy, then its filled sell (and the
+    agent's reason for it, from `exits`)."""
+    exits = exits or {}
     held: dict[int, dict[str, Any]] = {}
     trades = []
     for row in rows:
@@ -546,21 +593,32 @@ def trades_of(rows: Iterable[dict[str, Any]], platform: ReplayPlatform, fee_perc
             held[row["thread"]] = row
             continue
         buy = held.pop(row["thread"])
+        at = int(row["result_at"])
         trades.append(Trade(buy["market"], buy["thread"], int(buy["result_at"]), buy["price"], buy["filled"],
-                            buy["cost"] + buy["fee"], int(row["result_at"]), row["price"],
-                            row["cost"] - row["fee"]))
+                            buy["cost"] + buy["fee"], at, row["price"], row["cost"] - row["fee"],
+                            buy["fee"] + row["fee"], exit_kind(exits.get((row["thread"], at), ""))))
     bids = {m: t.bid for m, t in platform.get_tickers({b["market"] for b in held.values()}).items()}
     for n, buy in held.items():
         bid = bids[buy["market"]]
+        sale_fee = buy["filled"] * bid * fee_percent / 100
         trades.append(Trade(buy["market"], n, int(buy["result_at"]), buy["price"], buy["filled"],
-                            buy["cost"] + buy["fee"], None, bid,
-                            buy["filled"] * bid * (1 - fee_percent / 100)))
+                            buy["cost"] + buy["fee"], None, bid, buy["filled"] * bid - sale_fee,
+                            buy["fee"] + sale_fee))
     return sorted(trades, key=lambda t: (t.entry_at, t.thread))
+
+
+def exit_kind(reason: str) -> str:
+    """The rule the agent's sell reason names (Agent.sell_reason)."""
+    for key, kind in (("sell_percent", "sell_percent"), ("stop_loss_percent", "stop loss"),
+                      ("max_hold_hours", "max hold")):
+        if key in reason:
+            return kind
+    return "other"
 
 
 def buy_hold_pct(series: Sequence[Series], first: int, last: int, half_spread: Decimal,
                  fee_percent: Decimal) -> float:
-    """Every market bought in equal parts at the first decision's ask (or its first open, if later)
+    """Every market bought in equal parts at decision `first`'s ask (or its first open, if later)
     and sold at the last decision's bid, fees paid: the percent change of the money."""
     fee, spread = float(fee_percent) / 100, float(half_spread)
     changes = [s.last(last) * (1 - spread) * (1 - fee) / ((s.last(first) or s.open[0]) * (1 + spread) * (1 + fee))
@@ -571,8 +629,12 @@ def buy_hold_pct(series: Sequence[Series], first: int, last: int, half_spread: D
 # --- the report --------------------------------------------------------------------------------
 
 def summary(r: Result) -> dict[str, Any]:
-    """One replay's figures, JSON-ready: money as decimal strings, ratios as percent floats."""
+    """One replay's figures, JSON-ready: money as decimal strings in the replay's own quote,
+    ratios as percent floats.  Open positions are listed apart from the closed trades, and
+    counted in the win rate at their P&L now."""
     closed = [t for t in r.trades if t.exit_at is not None]
+    opened = [t for t in r.trades if t.exit_at is None]
+    drawdown, peak_at, trough_at = r.max_drawdown()
     return {
         "label": r.label, "markets": [s.market for s in r.series], "interval_minutes": r.series[0].interval,
         "step_minutes": r.step // 60, "start": iso(r.first), "end": iso(r.last), "decisions": r.decisions,
@@ -580,18 +642,50 @@ def summary(r: Result) -> dict[str, Any]:
         "final_equity": str(r.final_equity), "pnl": str(r.pnl),
         "return_pct": round(float(r.pnl / r.start_balance * 100), 4),
         "pnl_by_currency": {c: str(v) for c, v in r.pnl_by_currency().items()},
-        "closed_trades": len(closed), "open_trades": len(r.trades) - len(closed),
-        "win_rate_pct": win_rate(r.trades),
-        "max_drawdown_pct": round(r.max_drawdown_pct(), 4),
+        **trade_figures(r.trades),
+        "max_drawdown_pct": round(drawdown, 4),
+        "max_drawdown_from": iso(peak_at) if drawdown else None,
+        "max_drawdown_to": iso(trough_at) if drawdown else None,
         "exposure_pct": round(r.exposed / r.decisions * 100, 2),
-        "buy_hold_pct": round(r.buy_hold_pct, 4),
-        "trades": [{
-            "market": t.market, "thread": t.thread, "entry_at": iso(t.entry_at), "entry_price": str(t.entry_price),
+        "buy_hold_pct": round(r.buy_hold_pct, 4), "buy_hold_from": iso(r.hold_from),
+        "refused": dict(sorted((r.refused or {}).items())),
+        "by_pair": {s.market: {"trades": len(ts), "win_rate_pct": win_rate(ts),
+                               "pnl": str(sum((t.pnl for t in ts), ZERO))}
+                    for s in r.series for ts in [[t for t in r.trades if t.market == s.market]]},
+        "trades": [_trade(t, r.last) for t in closed],
+        "open_positions": [_trade(t, r.last) for t in opened],
+    }
+
+
+def _trade(t: Trade, last: int) -> dict[str, Any]:
+    return {"market": t.market, "thread": t.thread, "entry_at": iso(t.entry_at), "entry_price": str(t.entry_price),
             "volume": str(t.volume), "cost": str(t.cost),
             "exit_at": iso(t.exit_at) if t.exit_at is not None else None, "exit_price": str(t.exit_price),
             "proceeds": str(t.proceeds), "pnl": str(t.pnl), "gain_pct": round(t.gain_pct, 4),
-        } for t in r.trades],
+            "exit_reason": t.reason, "duration_minutes": (t.held_until(last) - t.entry_at) // 60,
+            "fees": str(t.fees)}
+
+
+def trade_figures(trades: Sequence[Trade]) -> dict[str, Any]:
+    """Counts, win rate, profit factor, best and worst trade, fees: closed and open trades alike,
+    an open one at its P&L now; round trips are the closed ones, with the fees they cost."""
+    closed = [t for t in trades if t.exit_at is not None]
+    gains = sum((t.pnl for t in trades if t.pnl > 0), ZERO)
+    losses = -sum((t.pnl for t in trades if t.pnl < 0), ZERO)
+    best = max(trades, key=lambda t: t.pnl, default=None)
+    worst = min(trades, key=lambda t: t.pnl, default=None)
+    return {
+        "closed_trades": len(closed), "open_trades": len(trades) - len(closed), "win_rate_pct": win_rate(trades),
+        "profit_factor": round(float(gains / losses), 4) if losses else None,
+        "best_trade": _brief(best), "worst_trade": _brief(worst),
+        "fees": str(sum((t.fees for t in trades), ZERO)),
+        "round_trips": len(closed), "round_trip_fees": str(sum((t.fees for t in closed), ZERO)),
     }
+
+
+def _brief(t: Trade | None) -> dict[str, Any] | None:
+    return None if t is None else {"market": t.market, "entry_at": iso(t.entry_at), "pnl": str(t.pnl),
+                                   "gain_pct": round(t.gain_pct, 4), "open": t.exit_at is None}
 
 
 def win_rate(trades: Sequence[Trade]) -> float | None:
@@ -600,69 +694,109 @@ def win_rate(trades: Sequence[Trade]) -> float | None:
     return round(sum(t.pnl > 0 for t in trades) / len(trades) * 100, 2) if trades else None
 
 
-def totals(results: Sequence[Result]) -> dict[str, Any]:
-    """All replays together; money is summed as quote units, whatever each replay's quote."""
+def totals(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
+    """The replays of each quote currency together, by quote: money is never summed across quotes."""
+    by_quote: dict[str, list[Result]] = {}
+    for r in results:
+        by_quote.setdefault(r.trading.quote, []).append(r)
+    return {quote: _total(rs) for quote, rs in by_quote.items()}
+
+
+def _total(results: Sequence[Result]) -> dict[str, Any]:
     start = sum((r.start_balance for r in results), ZERO)
     pnl = sum((r.pnl for r in results), ZERO)
     by: dict[str, Decimal] = {}
     for r in results:
         for currency, value in r.pnl_by_currency().items():
             by[currency] = by.get(currency, ZERO) + value
-    closed = [t for r in results for t in r.trades if t.exit_at is not None]
+    deepest = max(results, key=lambda r: r.max_drawdown_pct())
+    drawdown, peak_at, trough_at = deepest.max_drawdown()
     return {
         "runs": len(results), "start_balance": str(start), "pnl": str(pnl),
         "return_pct": round(float(pnl / start * 100), 4), "pnl_by_currency": {c: str(v) for c, v in by.items()},
-        "closed_trades": len(closed), "open_trades": sum(len(r.trades) for r in results) - len(closed),
-        "win_rate_pct": win_rate([t for r in results for t in r.trades]),
-        "max_drawdown_pct": round(max(r.max_drawdown_pct() for r in results), 4),
+        **trade_figures([t for r in results for t in r.trades]),
+        "max_drawdown_pct": round(drawdown, 4),
+        "max_drawdown_from": iso(peak_at) if drawdown else None,
+        "max_drawdown_to": iso(trough_at) if drawdown else None,
         "buy_hold_pct": round(sum(r.buy_hold_pct for r in results) / len(results), 4),
         "decisions": sum(r.decisions for r in results), "agent_runs": sum(r.agent_runs for r in results),
     }
 
 
 def report(results: Sequence[Result], settings: dict[str, Any]) -> dict[str, Any]:
-    return {"settings": settings, "runs": [summary(r) for r in results], "total": totals(results)}
+    return {"settings": settings, "runs": [summary(r) for r in results], "totals": totals(results)}
 
 
 def print_report(rep: dict[str, Any], out: IO[str]) -> None:
     s = rep["settings"]
+    quotes = list(rep["totals"])
+    unit = f" {quotes[0]}" if len(quotes) == 1 else " (each in its file's quote)"
     print(f"backtest: {len(rep['runs'])} replay(s), a decision every >= {s['step_minutes']} min, "
           f"fee {s['fee_percent']}%, spread {s['spread_percent']}%, sell at +{s['sell_percent']}% net, "
-          f"{s['max_threads']} threads x {s['max_per_trade']} (budget {s['budget']}, at most {s['currency_cap']} "
-          f"a currency), rebuy after {s['rebuy_cooldown_minutes']:g} min", file=out)
-    head = (f"{'replay':34} {'tf':>5} {'step':>5} {'decisions':>9} {'runs':>5} {'trades':>7} {'win%':>6} "
-            f"{'P&L':>12} {'return%':>8} {'B&H%':>8} {'maxDD%':>7} {'exposed%':>8}")
-    print(head, file=out)
-    for r in [*rep["runs"], {**rep["total"], "label": "total"}]:
-        trades = f"{r['closed_trades']}+{r['open_trades']}" if r["open_trades"] else str(r["closed_trades"])
-        win = "-" if r["win_rate_pct"] is None else f"{r['win_rate_pct']:.1f}"
-        tf = _minutes(r["interval_minutes"]) if "interval_minutes" in r else ""
-        step = _minutes(r["step_minutes"]) if "step_minutes" in r else ""
-        exposed = f"{r['exposure_pct']:.1f}" if "exposure_pct" in r else ""
-        print(f"{r['label'][:34]:34} {tf:>5} {step:>5} {r['decisions']:>9} {r['agent_runs']:>5} {trades:>7} "
-              f"{win:>6} {Decimal(r['pnl']):>12.4f} {r['return_pct']:>8.2f} {r['buy_hold_pct']:>8.2f} "
-              f"{r['max_drawdown_pct']:>7.2f} {exposed:>8}", file=out)
-    by = rep["total"]["pnl_by_currency"]
-    print("P&L by currency: " + ", ".join(f"{c} {Decimal(v):+.4f}" for c, v in by.items()), file=out)
+          f"{s['max_threads']} threads x {s['max_per_trade']}{unit} (budget {s['budget']}, at most "
+          f"{s['currency_cap']} a currency), rebuy after {s['rebuy_cooldown_minutes']:g} min", file=out)
+    for quote, total in rep["totals"].items():
+        runs = [r for r in rep["runs"] if r["quote"] == quote]
+        print(f"\nin {quote}:", file=out)
+        print(f"{'replay':34} {'tf':>5} {'step':>5} {'decisions':>9} {'runs':>5} {'trades':>7} {'win%':>6} "
+              f"{'P&L ' + quote:>14} {'return%':>8} {'B&H%':>8} {'maxDD%':>7} {'exposed%':>8} {'PF':>6}", file=out)
+        for r in [*runs, *([{**total, "label": f"total {quote}"}] if len(runs) > 1 else [])]:
+            trades = f"{r['closed_trades']}+{r['open_trades']}" if r["open_trades"] else str(r["closed_trades"])
+            win = "-" if r["win_rate_pct"] is None else f"{r['win_rate_pct']:.1f}"
+            tf = _minutes(r["interval_minutes"]) if "interval_minutes" in r else ""
+            step = _minutes(r["step_minutes"]) if "step_minutes" in r else ""
+            exposed = f"{r['exposure_pct']:.1f}" if "exposure_pct" in r else ""
+            pf = "-" if r["profit_factor"] is None else f"{r['profit_factor']:.2f}"
+            print(f"{r['label'][:34]:34} {tf:>5} {step:>5} {r['decisions']:>9} {r['agent_runs']:>5} {trades:>7} "
+                  f"{win:>6} {Decimal(r['pnl']):>14.4f} {r['return_pct']:>8.2f} {r['buy_hold_pct']:>8.2f} "
+                  f"{r['max_drawdown_pct']:>7.2f} {exposed:>8} {pf:>6}", file=out)
+        print(f"P&L by currency ({quote}): "
+              + ", ".join(f"{c} {Decimal(v):+.4f}" for c, v in total["pnl_by_currency"].items()), file=out)
+        print(f"round trips: {total['round_trips']}, costing {Decimal(total['round_trip_fees']):.4f} {quote} "
+              f"in fees; fees paid in all {Decimal(total['fees']):.4f} {quote}", file=out)
+        for word in ("best", "worst"):
+            t = total[f"{word}_trade"]
+            if t:
+                print(f"{word} trade: {t['market']} from {t['entry_at']}{' (open)' if t['open'] else ''}, "
+                      f"{Decimal(t['pnl']):+.4f} {quote} ({t['gain_pct']:+.2f}%)", file=out)
+        if total["max_drawdown_from"]:
+            print(f"max drawdown: {total['max_drawdown_pct']:.2f}% from {total['max_drawdown_from']} "
+                  f"to {total['max_drawdown_to']}", file=out)
     for r in rep["runs"]:
+        print(f"\n{r['label']}: buy & hold from {r['buy_hold_from']} (the first decision after the "
+              f"{s['buy_trend_window']} h warm-up) {r['buy_hold_pct']:+.2f}%", file=out)
+        if len(r["by_pair"]) > 1:
+            for market, p in r["by_pair"].items():
+                win = "-" if p["win_rate_pct"] is None else f"{p['win_rate_pct']:.1f}%"
+                print(f"  {market:12} {p['trades']:>4} trade(s), win {win:>6}, P&L {Decimal(p['pnl']):+.4f} "
+                      f"{r['quote']}", file=out)
+        if r["refused"]:
+            print("  entries refused (agent runs that left a rising currency out): "
+                  + ", ".join(f"{why} x{n}" for why, n in r["refused"].items()), file=out)
         if r["trades"]:
-            print(f"\n{r['label']}: {len(r['trades'])} trade(s), prices in {r['quote']}; "
-                  f"threads trading alike share a line", file=out)
-            _print_trades(r["trades"], out)
+            print(f"  {len(r['trades'])} closed trade(s), prices in {r['quote']}; threads trading alike share "
+                  f"a line", file=out)
+            _print_trades(r["trades"], r["quote"], out)
+        if r["open_positions"]:
+            print(f"  {len(r['open_positions'])} open position(s) at the end, valued at the last bid, the "
+                  f"sale's fee paid", file=out)
+            _print_trades(r["open_positions"], r["quote"], out)
 
 
-def _print_trades(trades: list[dict[str, Any]], out: IO[str]) -> None:
+def _print_trades(trades: list[dict[str, Any]], quote: str, out: IO[str]) -> None:
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for t in trades:
         groups.setdefault((t["market"], t["entry_at"], t["entry_price"], t["exit_at"] or "open",
-                           t["exit_price"]), []).append(t)
-    print(f"{'market':12} {'threads':>7} {'entry (UTC)':16} {'entry price':>16} {'exit (UTC)':16} "
-          f"{'exit price':>16} {'gain%':>8} {'P&L':>10}", file=out)
-    for (market, entry_at, entry_price, exit_at, exit_price), group in groups.items():
+                           t["exit_price"], t["exit_reason"]), []).append(t)
+    print(f"  {'market':12} {'threads':>7} {'entry (UTC)':16} {'entry price':>14} {'exit (UTC)':16} "
+          f"{'exit price':>14} {'why':13} {'held':>6} {'gain%':>7} {'fees':>9} {'P&L ' + quote:>11}", file=out)
+    for (market, entry_at, entry_price, exit_at, exit_price, why), group in groups.items():
         pnl = sum((Decimal(t["pnl"]) for t in group), ZERO)
+        fees = sum((Decimal(t["fees"]) for t in group), ZERO)
         gain = pnl / sum((Decimal(t["cost"]) for t in group), ZERO) * 100
-        print(f"{market:12} {len(group):>7} {entry_at:16} {Decimal(entry_price):>16.8g} {exit_at:16} "
-              f"{Decimal(exit_price):>16.8g} {gain:>8.2f} {pnl:>10.4f}", file=out)
+        print(f"  {market:12} {len(group):>7} {entry_at:16} {Decimal(entry_price):>14.8g} {exit_at:16} "
+              f"{Decimal(exit_price):>14.8g} {why:13} {_minutes(group[0]['duration_minutes']):>6} {gain:>7.2f} "
+              f"{fees:>9.4f} {pnl:>11.4f}", file=out)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -715,7 +849,7 @@ def _date(ts: float) -> datetime:
 
 def _minutes(minutes: int) -> str:
     for unit, size in (("d", 1440), ("h", 60)):
-        if minutes % size == 0:
+        if minutes and minutes % size == 0:
             return f"{minutes // size}{unit}"
     return f"{minutes}m"
 
@@ -772,13 +906,21 @@ def evaluate(runs: Sequence[Sequence[Series]], base: TradingConfig, overrides: d
     """One point of a sweep: every replay with `overrides`, totalled.  Any executor's workers run this."""
     results = [replay(series, trading_for(base, series, overrides), show_progress=False, **options)
                for series in runs]
-    return {"params": overrides, **totals(results)}
+    return {"params": overrides, "totals": totals(results)}
 
 
 def ranked(points: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Best P&L first, the smaller drawdown first among equals; numbered from 1."""
-    order = sorted(points, key=lambda p: (-Decimal(p["pnl"]), p["max_drawdown_pct"]))
-    return [{"rank": i, **p} for i, p in enumerate(order, 1)]
+    """Best first, the smaller drawdown first among equals; numbered from 1.  Best is the higher
+    P&L when every replay is in one quote; across quotes, whose money cannot be added, the higher
+    mean of each quote's return."""
+    def key(p: dict[str, Any]) -> tuple[Any, ...]:
+        by = p["totals"].values()
+        worst = max(t["max_drawdown_pct"] for t in by)
+        if len(by) == 1:
+            return -Decimal(next(iter(by))["pnl"]), worst
+        return -sum(t["return_pct"] for t in by) / len(by), worst
+
+    return [{"rank": i, **p} for i, p in enumerate(sorted(points, key=key), 1)]
 
 
 _JOBS: tuple[Any, ...] = ()        # (runs, base, options) of this worker process
@@ -817,14 +959,18 @@ def sweep(runs: Sequence[Sequence[Series]], base: TradingConfig, grid: Sequence[
 
 def print_sweep(points: Sequence[dict[str, Any]], out: IO[str]) -> None:
     keys = list(points[0]["params"]) if points else []
-    print(f"sweep: {len(points)} combination(s), best P&L first", file=out)
-    print(f"{'rank':>4} " + " ".join(f"{k:>18}" for k in keys) +
+    quotes = list(points[0]["totals"]) if points else []
+    print(f"sweep: {len(points)} combination(s), best "
+          f"{'P&L' if len(quotes) == 1 else 'mean return of ' + ', '.join(quotes)} first", file=out)
+    print(f"{'rank':>4} " + " ".join(f"{k:>18}" for k in keys) + " quote" +
           f" {'P&L':>12} {'return%':>8} {'trades':>7} {'win%':>6} {'maxDD%':>7} {'B&H%':>8}", file=out)
     for p in points:
-        win = "-" if p["win_rate_pct"] is None else f"{p['win_rate_pct']:.1f}"
-        print(f"{p['rank']:>4} " + " ".join(f"{p['params'][k]:>18}" for k in keys) +
-              f" {Decimal(p['pnl']):>12.4f} {p['return_pct']:>8.2f} {p['closed_trades']:>7} {win:>6} "
-              f"{p['max_drawdown_pct']:>7.2f} {p['buy_hold_pct']:>8.2f}", file=out)
+        for n, (quote, t) in enumerate(p["totals"].items()):
+            win = "-" if t["win_rate_pct"] is None else f"{t['win_rate_pct']:.1f}"
+            head = f"{p['rank']:>4} " + " ".join(f"{p['params'][k]:>18}" for k in keys) if not n else \
+                " " * (5 + 19 * len(keys) - 1)
+            print(f"{head} {quote:>5} {Decimal(t['pnl']):>12.4f} {t['return_pct']:>8.2f} {t['closed_trades']:>7} "
+                  f"{win:>6} {t['max_drawdown_pct']:>7.2f} {t['buy_hold_pct']:>8.2f}", file=out)
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from includes.agent import Agent
 from includes.backtest import InputError, ReplayAgent, read_csv, replay, trading_for
 from includes.config import TradingConfig
 from includes.errors import PermanentError, StorageError
-from includes.platforms.base import Candle, Order
+from includes.platforms.base import Candle, Market, Order
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
 from includes.storage.marketdb import MarketDB
@@ -103,7 +103,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (run["start"], run["end"], run["decisions"]) == ("2023-11-15 01:00", "2023-11-17 12:00", 60)
     # Hour 30: 110 against 100 a day before: buy 5 EUR worth, 0.04545454 ABC for 4.9999994 EUR.
     # Hour 40: 114 is +3.64% >= 3%: sell for 5.18181756; hour 41: 114 against 100 a day before: buy again.
-    first, second = run["trades"]
+    (first,), (second,) = run["trades"], run["open_positions"]
     assert (first["entry_at"], D(first["entry_price"]), D(first["volume"]), D(first["cost"])) == (
         "2023-11-16 06:00", 110, D("0.04545454"), D("4.9999994"))
     assert (first["exit_at"], D(first["exit_price"]), D(first["proceeds"]), D(first["pnl"])) == (
@@ -113,7 +113,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (second["entry_at"], D(second["entry_price"]), D(second["volume"]), D(second["cost"])) == (
         "2023-11-16 17:00", 114, D("0.04385964"), D("4.99999896"))
     assert (second["exit_at"], D(second["exit_price"]), D(second["pnl"])) == (None, 104, D("-0.4385964"))
-    assert D(run["pnl"]) == D("0.18181816") - D("0.4385964") == D(report["total"]["pnl"])
+    assert D(run["pnl"]) == D("0.18181816") - D("0.4385964") == D(report["totals"]["EUR"]["pnl"])
     assert D(run["final_equity"]) == D(10) + D(run["pnl"])
     assert run["pnl_by_currency"] == {"ABC": run["pnl"]}
     assert run["return_pct"] == pytest.approx(-2.5677824, abs=1e-4)
@@ -122,8 +122,8 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert run["max_drawdown_pct"] == pytest.approx((peak - low) / peak * 100, abs=1e-4)
     assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
     assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 1, 104 at the end
-    assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency: ABC" in printed
-    assert "1 threads x 5 (budget 5, at most 1 a currency), rebuy after 0 min" in printed
+    assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency (EUR): ABC" in printed
+    assert "1 threads x 5 EUR (budget 5, at most 1 a currency), rebuy after 0 min" in printed
     assert (report["settings"]["budget"], report["settings"]["currency_cap"]) == ("5", 1)
 
 
@@ -253,8 +253,26 @@ def test_the_market_db_source_replays_the_same_candles(tmp_path, hand_csv):
     backtest("--config", str(config), "--csv", str(hand_csv), "--spread", "0", "--json", str(from_csv))
     db_run, csv_run = (json.loads(p.read_text())["runs"][0] for p in (from_db, from_csv))
     assert db_run["label"] == "kraken_ABC_EUR" and db_run["markets"] == ["ABC/EUR"]
-    assert db_run["trades"] == csv_run["trades"] and len(db_run["trades"]) == 2
+    assert db_run["trades"] == csv_run["trades"] and db_run["open_positions"] == csv_run["open_positions"]
+    assert len(db_run["trades"] + db_run["open_positions"]) == 2
     assert db_run["pnl"] == csv_run["pnl"]
+    assert D(db_run["trades"][0]["volume"]) == D("0.04545454")   # no venue lists ABC/EUR: fine rules
+
+
+def test_the_market_db_source_trades_by_the_rules_available_markets_kept(tmp_path, hand_csv):
+    """The listing's rules (schema v6) are the ones the backtest of the DB trades by: 2 volume
+    decimals make the 5 EUR buy at 110 one of 0.04 ABC."""
+    series = read_csv(hand_csv)
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    db.upsert_candles("kraken", "ABC/EUR", 60, [series.candle(i) for i in range(len(series))])
+    db.upsert_markets("kraken", [Market("ABC/EUR", "ABC", "EUR", "ABCEUR", "online", True, 2, 2, D("0.01"),
+                                        D("0.5"))], seen_at=T0)
+    db.close()
+    out = tmp_path / "db.json"
+    backtest("--config", str(config_file(tmp_path, currencies=["ABC"])), "--from-db", "--spread", "0",
+             "--json", str(out))
+    run = json.loads(out.read_text())["runs"][0]
+    assert [D(t["volume"]) for t in run["trades"] + run["open_positions"]] == [D("0.04"), D("0.04")]
 
 
 def test_the_csv_files_of_shared_data_are_read_whole(shared_data):
@@ -294,12 +312,13 @@ def test_a_sweep_of_2x2_in_2_processes_is_ranked(tmp_path, hand_csv):
     assert sorted((p["params"]["sell_percent"], p["params"]["max_threads"]) for p in points) == [
         ("3", "1"), ("3", "2"), ("5", "1"), ("5", "2")]
     assert [p["rank"] for p in points] == [1, 2, 3, 4]
-    assert [D(p["pnl"]) for p in points] == sorted((D(p["pnl"]) for p in points), reverse=True)
+    pnl = [D(p["totals"]["EUR"]["pnl"]) for p in points]
+    assert pnl == sorted(pnl, reverse=True)
     # sell_percent 5 never sells (114 is +3.6%): one open trade per thread, at 104.
     series = read_csv(hand_csv)
     direct = replay([series], trading([series], sell_percent=5, max_threads=2), spread_percent=D(0))
     point = next(p for p in points if p["params"] == {"sell_percent": "5", "max_threads": "2"})
-    assert D(point["pnl"]) == direct.pnl and point["closed_trades"] == 0
+    assert D(point["totals"]["EUR"]["pnl"]) == direct.pnl and point["totals"]["EUR"]["closed_trades"] == 0
     assert "sweep: 4 combination(s)" in printed
 
 
