@@ -795,7 +795,7 @@ def _print_trades(trades: list[dict[str, Any]], quote: str, out: IO[str]) -> Non
         fees = sum((Decimal(t["fees"]) for t in group), ZERO)
         gain = pnl / sum((Decimal(t["cost"]) for t in group), ZERO) * 100
         print(f"  {market:12} {len(group):>7} {entry_at:16} {Decimal(entry_price):>14.8g} {exit_at:16} "
-              f"{Decimal(exit_price):>14.8g} {why:13} {_minutes(group[0]['duration_minutes']):>6} {gain:>7.2f} "
+              f"{Decimal(exit_price):>14.8g} {why:13} {_duration(group[0]['duration_minutes']):>6} {gain:>7.2f} "
               f"{fees:>9.4f} {pnl:>11.4f}", file=out)
 
 
@@ -845,6 +845,14 @@ def iso(ts: float) -> str:
 
 def _date(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def _duration(minutes: int) -> str:
+    """A time held, at a glance: 45m, 10h, 3d4h, 1h30m."""
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    text = "".join(f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (mins, "m")) if n)
+    return text or "0m"
 
 
 def _minutes(minutes: int) -> str:
@@ -992,6 +1000,7 @@ def parse_time(text: str | None, option: str) -> int | None:
 def main(cfg: Config, args: argparse.Namespace) -> int:
     if not args.verbose:      # the agent's per-run lines would drown the report
         logging.getLogger("includes.agent").setLevel(logging.WARNING)
+    _warnings_on_stderr()
     start, end = parse_time(args.start, "--start"), parse_time(args.end, "--end")
     given = read_rules(args.markets) if args.markets else {}
     if args.from_db:
@@ -1018,7 +1027,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         if s.interval > short * 60:
             log.warning("%s: %s candles cannot fill the %d-hour trend window: a trend then compares the "
                         "price with a close up to %s old, or finds none", s.label, _minutes(s.interval), short,
-                        _minutes(s.interval + short * 60))
+                        _duration(s.interval + short * 60))
     options = {"step_minutes": args.step, "start": start, "end": end, "spread_percent": args.spread,
                "every_step": args.every_step,
                "rules": rules_for([s for run in runs for s in run], *tables)}
@@ -1040,6 +1049,18 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         for path in write_charts(results, cfg.path(cfg.paths.img)):
             log.info("chart written: %s", path)
     return 0
+
+
+def _warnings_on_stderr() -> None:
+    """The backtest's warnings about its inputs reach whoever runs it, one line each, even when
+    stderr is not a terminal (the log alone would hide them)."""
+    root = logging.getLogger()
+    if any(type(h) is logging.StreamHandler and getattr(h, "stream", None) is sys.stderr for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("backtest: warning: %(message)s"))
+    log.addHandler(handler)
 
 
 def _settings(trading: TradingConfig, options: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import math
 import random
 import subprocess
 import sys
+from bisect import bisect_left
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -14,7 +15,15 @@ import pytest
 import yaml
 
 from includes.agent import Agent
-from includes.backtest import InputError, ReplayAgent, read_csv, replay, trading_for
+from includes.backtest import (
+    InputError,
+    ReplayAgent,
+    parse_time,
+    read_csv,
+    replay,
+    summary,
+    trading_for,
+)
 from includes.config import TradingConfig
 from includes.errors import PermanentError, StorageError
 from includes.platforms.base import Candle, Market, Order
@@ -121,7 +130,16 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     peak, low = 10 + 0.18181816, 10 + 0.18181816 - 0.4385964
     assert run["max_drawdown_pct"] == pytest.approx((peak - low) / peak * 100, abs=1e-4)
     assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
-    assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 1, 104 at the end
+    assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 25, 104 at the end
+    assert run["buy_hold_from"] == "2023-11-16 01:00"     # the first decision with a 24 h trend: hour 25
+    assert (first["exit_reason"], first["duration_minutes"], D(first["fees"])) == ("sell_percent", 600, 0)
+    assert (second["exit_reason"], second["duration_minutes"]) == ("open", 19 * 60)   # 17:00 to 12:00 next day
+    # the peak: hour 40, the sale (the position bought at 114 is worth as much, not more); the trough:
+    # hour 50, at 104
+    assert (run["max_drawdown_from"], run["max_drawdown_to"]) == ("2023-11-16 16:00", "2023-11-17 02:00")
+    assert run["refused"] == {"ABC: sold in this run": 1}                # hour 40 sold, so bought at 41
+    assert (run["round_trips"], run["profit_factor"]) == (1, pytest.approx(0.18181816 / 0.4385964, abs=1e-4))
+    assert run["by_pair"] == {"ABC/EUR": {"trades": 2, "win_rate_pct": 50.0, "pnl": run["pnl"]}}
     assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency (EUR): ABC" in printed
     assert "1 threads x 5 EUR (budget 5, at most 1 a currency), rebuy after 0 min" in printed
     assert (report["settings"]["budget"], report["settings"]["currency_cap"]) == ("5", 1)
@@ -446,3 +464,88 @@ def test_the_json_report_is_written_before_stdout_closes_early(tmp_path):
            f"--json {out} | true")
     subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert len(json.loads(out.read_text())["runs"]) == 8
+
+
+# --- the report a trader checks -------------------------------------------------------------------------
+
+# 24 h at 100, then 110 (buy), 104 from hour 35 (-5.45%: the stop loss at 5%), then flat at 104: bought
+# again and sold after max_hold_hours 3, over and over; each sale leaves ABC out of that run's choice.
+EXITS = [100.0] * 30 + [110.0] * 5 + [104.0] * 15
+
+
+def test_each_trade_says_why_it_ended_how_long_it_was_held_and_its_fees(tmp_path):
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", hourly(EXITS)))
+    result = replay([series], trading([series], fee_percent=D("0.26"), stop_loss_percent=5, max_hold_hours=3),
+                    spread_percent=D(0), show_progress=False)
+    closed = [t for t in result.trades if t.exit_at is not None]
+    assert [t.reason for t in result.trades] == ["max hold", "stop loss", "max hold", "max hold", "max hold",
+                                                 "open"]
+    assert all(t.exit_at - t.entry_at == (H if t.reason == "stop loss" else 3 * H) for t in closed)
+    # a closed trade's fees are its two journal rows' fees; an open one's, its buy's and its sale's at the bid
+    fees = {(r["thread"], int(r["result_at"])): r["fee"] for r in result.journal if r["filled"]}
+    for t in closed:
+        assert t.fees == fees[t.thread, t.entry_at] + fees[t.thread, t.exit_at] > 0
+    run = summary(result)
+    assert run["refused"] == {"ABC: sold in this run": len(closed)}
+    assert D(run["round_trip_fees"]) == sum(t.fees for t in closed)
+    assert run["worst_trade"]["entry_at"] == "2023-11-16 10:00" and run["worst_trade"]["pnl"].startswith("-")
+    peak, trough = (bisect_left(range(result.first, result.last + 1, result.step), parse_time(run[k], k))
+                    for k in ("max_drawdown_from", "max_drawdown_to"))
+    assert result.equity[trough] == min(result.equity[peak:]) and result.equity[peak] == max(
+        result.equity[:trough + 1])
+    assert run["max_drawdown_pct"] == pytest.approx((result.equity[peak] - result.equity[trough])
+                                                    / result.equity[peak] * 100, abs=1e-4)
+
+
+def test_totals_are_per_quote_currency_and_never_added_across(tmp_path, hand_csv):
+    usd = write_csv(tmp_path / "test_ABC_USD_1h.csv", hourly(HAND))
+    out = tmp_path / "report.json"
+    printed = backtest("--config", str(config_file(tmp_path)), "--csv", str(hand_csv), str(usd), "--spread", "0",
+                       "--json", str(out)).stdout
+    report = json.loads(out.read_text())
+    assert [r["quote"] for r in report["runs"]] == ["EUR", "USD"]
+    assert {q: t["pnl"] for q, t in report["totals"].items()} == {r["quote"]: r["pnl"] for r in report["runs"]}
+    assert "P&L EUR" in printed and "P&L USD" in printed and "in USD:" in printed
+    assert "x 5 (each in its file's quote)" in printed
+    refused = backtest("--config", str(config_file(tmp_path)), "--csv", str(hand_csv), str(usd), "--portfolio",
+                       check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "one account trades in one quote currency" in refused.stderr
+
+
+def test_millisecond_times_are_read_as_seconds_or_refused_in_one_line(tmp_path):
+    rows = walk(50, seed=4)
+    seconds = read_csv(write_csv(tmp_path / "s_ABC_EUR_1m.csv", rows))
+    millis = read_csv(write_csv(tmp_path / "ms_ABC_EUR_1m.csv", [(t * 1000, *r) for t, *r in rows]))
+    assert list(millis.ts) == list(seconds.ts) and list(millis.close) == list(seconds.close)
+    mixed = [(t * 1000 if i else t, *r) for i, (t, *r) in enumerate(rows)]
+    with pytest.raises(InputError, match=r"mix_ABC_EUR_1m.csv:3: timestamp \d+ mixes seconds and milliseconds"):
+        read_csv(write_csv(tmp_path / "mix_ABC_EUR_1m.csv", mixed))
+    with pytest.raises(InputError, match=r"odd_ABC_EUR_1m.csv:2: .* not on a whole second"):
+        read_csv(write_csv(tmp_path / "odd_ABC_EUR_1m.csv", [(t * 1000 + 5, *r) for t, *r in rows]))
+
+
+def test_a_file_named_otherwise_takes_pair_and_timeframe(tmp_path, hand_csv):
+    other = tmp_path / "prices.csv"
+    other.write_text(hand_csv.read_text())
+    with pytest.raises(InputError, match="give --pair BASE/QUOTE and --timeframe"):
+        read_csv(other)
+    series = read_csv(other, "ABC/EUR", "1h")
+    assert (series.market, series.interval, list(series.close)) == ("ABC/EUR", 60, HAND)
+    out = tmp_path / "r.json"
+    backtest("--config", str(config_file(tmp_path)), "--csv", str(other), "--pair", "ABC/EUR", "--timeframe", "1h",
+             "--spread", "0", "--json", str(out))
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["markets"] == ["ABC/EUR"] and len(run["trades"]) == 1 and len(run["open_positions"]) == 1
+    bad = backtest("--config", str(config_file(tmp_path)), "--csv", str(other), "--pair", "ABC-EUR",
+                   "--timeframe", "1h", check=False)
+    assert bad.returncode == 2 and bad.stderr == "backtest: --pair ABC-EUR: expected BASE/QUOTE in capitals " \
+        "and digits, e.g. BTC/EUR\n"
+
+
+def test_weekly_candles_are_warned_about_on_stderr(tmp_path):
+    weekly = write_csv(tmp_path / "test_ABC_EUR_1w.csv",
+                       [(T0 + w * 7 * 24 * H, p, p, p, p, 1) for w, p in enumerate([100.0, 101, 103, 99, 104])])
+    done = backtest("--config", str(config_file(tmp_path)), "--csv", str(weekly))
+    assert "test_ABC_EUR_1w: 7d candles cannot fill the 24-hour trend window" in done.stderr
+    assert "in EUR:" in done.stdout
