@@ -207,13 +207,16 @@ def _check_columns(path: Path, columns: list[array]) -> None:
 
 # --- the markets' order rules ------------------------------------------------------------------
 
+KRAKEN_PAIRS = Path(__file__).parent / "platforms" / "kraken_asset_pairs.json"
+
+
 def kraken_rules() -> dict[str, Market]:
-    """The default: the Kraken simulator's own table of pairs, as its AssetPairs serves it."""
+    """The default: the Kraken simulator's own table of pairs, as its AssetPairs serves it, saved in
+    KRAKEN_PAIRS (tests/test_backtest_live.py checks the copy; importing the simulator would cost
+    every backtest some 30 ms)."""
     global _KRAKEN
     if _KRAKEN is None:
-        from includes.simulators.kraken import KrakenSimulator
-
-        _KRAKEN = _pairs(KrakenSimulator(clock=0)._asset_pairs({}), "the Kraken simulator")
+        _KRAKEN = read_rules(KRAKEN_PAIRS)
     return _KRAKEN
 
 
@@ -223,7 +226,7 @@ _KRAKEN: dict[str, Market] | None = None
 def read_rules(path: Path) -> dict[str, Market]:
     """--markets FILE: a saved reply of Kraken's AssetPairs (the whole reply, or its result)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
     except OSError as exc:
         raise InputError(f"--markets {path}: cannot be read: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -236,7 +239,7 @@ def read_rules(path: Path) -> dict[str, Market]:
 
 
 def _pairs(reply: dict[str, Any], where: str) -> dict[str, Market]:
-    from includes.platforms.kraken import market_of_pair
+    from includes.platforms.kraken_pairs import market_of_pair
 
     rules = {}
     for key, pair in reply.items():
@@ -511,10 +514,15 @@ def _rising(s: Series, times: range, prices: list[float], window: int, history: 
 
     That close is of the last candle closed by then, among those opening
     within the agent's `history` (trends.price_at over the DB's candles).
+    The comparison needs no margin: both prices are floats the agent sees as
+    their shortest repr (to_decimal), which keeps their order, and its
+    percent_change of two such numbers is positive exactly when the newer is
+    higher.  A margin here would call the agent at every decision of a flat
+    market (bench/backtest.py).
     """
-    ts, close, floor, shift = s.ts, s.close, 1 - MARGIN, window + s.seconds
+    ts, close, shift = s.ts, s.close, window + s.seconds
     counts = map(bisect_right, repeat(ts), range(times.start - shift, times.stop - shift, times.step))
-    return [n > 0 and ts[n - 1] >= t - history and price > close[n - 1] * floor
+    return [n > 0 and ts[n - 1] >= t - history and price > close[n - 1]
             for n, t, price in zip(counts, times, prices)]
 
 

@@ -549,3 +549,13 @@ def test_weekly_candles_are_warned_about_on_stderr(tmp_path):
     done = backtest("--config", str(config_file(tmp_path)), "--csv", str(weekly))
     assert "test_ABC_EUR_1w: 7d candles cannot fill the 24-hour trend window" in done.stderr
     assert "in EUR:" in done.stdout
+
+
+def test_a_flat_market_does_not_call_the_agent_at_every_decision(tmp_path):
+    """Nothing rises, nothing is held: after its first run the agent provably does nothing."""
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", hourly([100.0] * 300)))
+    config = trading([series])
+    fast, slow = replay([series], config, show_progress=False), replay([series], config, every_step=True,
+                                                                       show_progress=False)
+    assert fast.agent_runs == 1 and slow.agent_runs == slow.decisions > 250
+    assert fast.trades == slow.trades == [] and list(fast.equity) == list(slow.equity)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from includes.backtest import kraken_rules, read_csv, read_rules, replay, trading_for
+from includes.backtest import KRAKEN_PAIRS, kraken_rules, read_csv, read_rules, replay, trading_for
 from includes.config import TradingConfig, load_config, write_private
 from includes.simulators.kraken import KrakenSimulator
 
@@ -93,6 +93,16 @@ def test_the_backtest_makes_the_trades_of_live_dry_runs_against_the_simulator(tm
     replayed = kraken_rules()["BTC/EUR"]
     assert (listed.price_decimals, listed.volume_decimals, listed.min_volume, listed.min_cost) == \
         (replayed.price_decimals, replayed.volume_decimals, replayed.min_volume, replayed.min_cost)
+
+
+def test_the_default_rules_are_the_simulators_own_table():
+    """kraken_rules reads a saved copy of the simulator's AssetPairs reply: it must be the same.
+    To renew it: python -c "import json; from includes.simulators.kraken import KrakenSimulator as K;
+    print(json.dumps({'error': [], 'result': K(clock=0)._asset_pairs({})}, indent=1, sort_keys=True))"
+    > includes/platforms/kraken_asset_pairs.json"""
+    served = json.loads(json.dumps(KrakenSimulator(clock=0)._asset_pairs({})))
+    assert json.loads(KRAKEN_PAIRS.read_text())["result"] == served
+    assert kraken_rules()["BTC/EUR"].min_volume == D("0.0001") and kraken_rules()["ETH/BTC"].price_decimals == 5
 
 
 def test_a_markets_file_sets_the_rules_the_replay_trades_by(tmp_path):

@@ -28,14 +28,13 @@ from includes.money import to_decimal
 from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
                                      split_market)
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
+from includes.platforms.kraken_pairs import FROM_COMMON, TO_COMMON, market_of_pair
 
 log = logging.getLogger(__name__)
 
 INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
 MAX_CANDLES = 720
 # Kraken's names for currencies that the rest of the world spells otherwise.
-TO_COMMON = {"XBT": "BTC", "XDG": "DOGE"}
-FROM_COMMON = {v: k for k, v in TO_COMMON.items()}
 COST = {"TradesHistory": 2, "QueryTrades": 2, "Ledgers": 2, "QueryLedgers": 2,
         "AddOrder": 0, "CancelOrder": 0}
 CL_ORD_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
@@ -410,18 +409,3 @@ class KrakenPlatform(Platform):
         except (KeyError, TypeError, ValueError) as exc:
             raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
 
-
-def market_of_pair(key: str, pair: dict[str, Any]) -> Market | None:
-    """The Market of one AssetPairs entry, with the pair's order rules; None for a dark-pool twin
-    or a pair without a websocket name.  The backtest reads a saved AssetPairs reply through it."""
-    if key.endswith(".d") or "/" not in pair.get("wsname", ""):
-        return None
-    base_alt, quote_alt = pair["wsname"].split("/")
-    base, quote = TO_COMMON.get(base_alt, base_alt), TO_COMMON.get(quote_alt, quote_alt)
-    status = str(pair.get("status", "online"))
-    return Market(symbol=f"{base}/{quote}", base=base, quote=quote, exchange_symbol=key,
-                  status=status, available=status == "online",
-                  price_decimals=int(pair["pair_decimals"]), volume_decimals=int(pair["lot_decimals"]),
-                  min_volume=to_decimal(pair.get("ordermin", "0"), "ordermin"),
-                  min_cost=to_decimal(pair.get("costmin", "0"), "costmin"),
-                  cost_decimals=int(pair.get("cost_decimals", 8)))
