@@ -10,7 +10,14 @@ from pathlib import Path
 
 import yaml
 
-from includes.backtest import KRAKEN_PAIRS, kraken_rules, read_csv, read_rules, replay, trading_for
+from includes.backtest import (
+    KRAKEN_PAIRS,
+    kraken_rules,
+    read_csv,
+    read_rules,
+    replay,
+    trading_for,
+)
 from includes.config import TradingConfig, load_config, write_private
 from includes.simulators.kraken import KrakenSimulator
 
