@@ -646,10 +646,10 @@ def summary(r: Result) -> dict[str, Any]:
     return {
         "label": r.label, "markets": [s.market for s in r.series], "interval_minutes": r.series[0].interval,
         "step_minutes": r.step // 60, "start": iso(r.first), "end": iso(r.last), "decisions": r.decisions,
-        "agent_runs": r.agent_runs, "quote": r.trading.quote, "start_balance": str(r.start_balance),
-        "final_equity": str(r.final_equity), "pnl": str(r.pnl),
+        "agent_runs": r.agent_runs, "quote": r.trading.quote, "start_balance": _money(r.start_balance),
+        "final_equity": _money(r.final_equity), "pnl": _money(r.pnl),
         "return_pct": round(float(r.pnl / r.start_balance * 100), 4),
-        "pnl_by_currency": {c: str(v) for c, v in r.pnl_by_currency().items()},
+        "pnl_by_currency": {c: _money(v) for c, v in r.pnl_by_currency().items()},
         **trade_figures(r.trades),
         "max_drawdown_pct": round(drawdown, 4),
         "max_drawdown_from": iso(peak_at) if drawdown else None,
@@ -658,7 +658,7 @@ def summary(r: Result) -> dict[str, Any]:
         "buy_hold_pct": round(r.buy_hold_pct, 4), "buy_hold_from": iso(r.hold_from),
         "refused": dict(sorted((r.refused or {}).items())),
         "by_pair": {s.market: {"trades": len(ts), "win_rate_pct": win_rate(ts),
-                               "pnl": str(sum((t.pnl for t in ts), ZERO))}
+                               "pnl": _money(sum((t.pnl for t in ts), ZERO))}
                     for s in r.series for ts in [[t for t in r.trades if t.market == s.market]]},
         "trades": [_trade(t, r.last) for t in closed],
         "open_positions": [_trade(t, r.last) for t in opened],
@@ -666,12 +666,12 @@ def summary(r: Result) -> dict[str, Any]:
 
 
 def _trade(t: Trade, last: int) -> dict[str, Any]:
-    return {"market": t.market, "thread": t.thread, "entry_at": iso(t.entry_at), "entry_price": str(t.entry_price),
-            "volume": str(t.volume), "cost": str(t.cost),
-            "exit_at": iso(t.exit_at) if t.exit_at is not None else None, "exit_price": str(t.exit_price),
-            "proceeds": str(t.proceeds), "pnl": str(t.pnl), "gain_pct": round(t.gain_pct, 4),
+    return {"market": t.market, "thread": t.thread, "entry_at": iso(t.entry_at), "entry_price": _money(t.entry_price),
+            "volume": _money(t.volume), "cost": _money(t.cost),
+            "exit_at": iso(t.exit_at) if t.exit_at is not None else None, "exit_price": _money(t.exit_price),
+            "proceeds": _money(t.proceeds), "pnl": _money(t.pnl), "gain_pct": round(t.gain_pct, 4),
             "exit_reason": t.reason, "duration_minutes": (t.held_until(last) - t.entry_at) // 60,
-            "fees": str(t.fees)}
+            "fees": _money(t.fees)}
 
 
 def trade_figures(trades: Sequence[Trade]) -> dict[str, Any]:
@@ -686,14 +686,19 @@ def trade_figures(trades: Sequence[Trade]) -> dict[str, Any]:
         "closed_trades": len(closed), "open_trades": len(trades) - len(closed), "win_rate_pct": win_rate(trades),
         "profit_factor": round(float(gains / losses), 4) if losses else None,
         "best_trade": _brief(best), "worst_trade": _brief(worst),
-        "fees": str(sum((t.fees for t in trades), ZERO)),
-        "round_trips": len(closed), "round_trip_fees": str(sum((t.fees for t in closed), ZERO)),
+        "fees": _money(sum((t.fees for t in trades), ZERO)),
+        "round_trips": len(closed), "round_trip_fees": _money(sum((t.fees for t in closed), ZERO)),
     }
 
 
 def _brief(t: Trade | None) -> dict[str, Any] | None:
-    return None if t is None else {"market": t.market, "entry_at": iso(t.entry_at), "pnl": str(t.pnl),
+    return None if t is None else {"market": t.market, "entry_at": iso(t.entry_at), "pnl": _money(t.pnl),
                                    "gain_pct": round(t.gain_pct, 4), "open": t.exit_at is None}
+
+
+def _money(value: Decimal) -> str:
+    """A Decimal as JSON text, never in exponent form: 0.00000000, not 0E-8."""
+    return format(value, "f")
 
 
 def win_rate(trades: Sequence[Trade]) -> float | None:
@@ -720,8 +725,8 @@ def _total(results: Sequence[Result]) -> dict[str, Any]:
     deepest = max(results, key=lambda r: r.max_drawdown_pct())
     drawdown, peak_at, trough_at = deepest.max_drawdown()
     return {
-        "runs": len(results), "start_balance": str(start), "pnl": str(pnl),
-        "return_pct": round(float(pnl / start * 100), 4), "pnl_by_currency": {c: str(v) for c, v in by.items()},
+        "runs": len(results), "start_balance": _money(start), "pnl": _money(pnl),
+        "return_pct": round(float(pnl / start * 100), 4), "pnl_by_currency": {c: _money(v) for c, v in by.items()},
         **trade_figures([t for r in results for t in r.trades]),
         "max_drawdown_pct": round(drawdown, 4),
         "max_drawdown_from": iso(peak_at) if drawdown else None,
