@@ -235,6 +235,9 @@ def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
     ("binance_XRP_ETH_5m.csv", {"sell_percent": D("0.5"), "max_hold_hours": 5, "max_threads": 3,
                                 "stop_loss_percent": 1}),
     ("unk_SOL_USD_1m.csv", {"sell_percent": D("0.3"), "trend_windows": [1, 2], "buy_trend_window": 1}),
+    # BTC/USD by Kraken's rules: bid and ask on a 0.1 USD tick, 0.0001 BTC at least
+    ("unk_BTC_USD_1m_20190329.csv", {"sell_percent": D("0.2"), "stop_loss_percent": D("0.3"), "max_threads": 3,
+                                     "trend_windows": [1, 2], "buy_trend_window": 1, "max_per_trade": 3}),
 ])
 def test_skipping_quiet_decisions_changes_nothing(shared_data, name, overrides):
     series = read_csv(shared_data / name)
