@@ -138,6 +138,9 @@ def _seconds(path: Path, ts: array) -> array:
     if any(t % 1000 for t in ts):
         i = next(i for i, t in enumerate(ts) if t % 1000)
         raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} is in milliseconds but not on a whole second")
+    if max(ts) >= MS_FROM * 1000:
+        i = next(i for i, t in enumerate(ts) if t >= MS_FROM * 1000)
+        raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} is neither unix seconds nor milliseconds")
     log.warning("%s: timestamps in milliseconds, read as seconds", path)
     return array("q", (t // 1000 for t in ts))
 
@@ -168,7 +171,7 @@ def _parse_chunk(chunk: str, columns: list[array], path: Path, line: int) -> Non
         try:
             ts = array("q", map(int, cells[0::6]))
             values = [array("d", map(float, cells[k::6])) for k in range(1, 6)]
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
         else:
             columns[0].extend(ts)
@@ -185,9 +188,11 @@ def _check_line(text: str, path: Path, line: int) -> None:
     if len(cells) != 6:
         raise InputError(f"{path}:{line}: {len(cells)} fields, not 6 ({HEADER}): {text[:80]!r}")
     try:
-        int(cells[0]), [float(c) for c in cells[1:]]
+        ts, _ = int(cells[0]), [float(c) for c in cells[1:]]
     except ValueError:
         raise InputError(f"{path}:{line}: not a number in {text[:80]!r}") from None
+    if not -(1 << 63) <= ts < 1 << 63:
+        raise InputError(f"{path}:{line}: timestamp {cells[0][:30]} is out of range")
 
 
 def _check_columns(path: Path, columns: list[array]) -> None:

@@ -346,6 +346,8 @@ def test_a_sweep_of_2x2_in_2_processes_is_ranked(tmp_path, hand_csv):
 # --- bad inputs ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, text, error", [
+    ("kraken_BTC_EUR_1m.csv", "timestamp,open,high,low,close,volume\n99999999999999999999999,1,1,1,1,1\n",
+     r"kraken_BTC_EUR_1m.csv:2: timestamp 99999999999999999999999 is out of range"),
     ("kraken_BTC_EUR_5m.csv", "timestamp,open,high,low,close,volume\n1,2,3,4,5\n",
      r"kraken_BTC_EUR_5m.csv:2: 5 fields, not 6"),
     ("kraken_BTC_EUR_5m.csv", "timestamp,open,high,low,close,volume\n1,2,3,4,5,6\n2,2,3,4,abc,6\n",
@@ -526,6 +528,8 @@ def test_millisecond_times_are_read_as_seconds_or_refused_in_one_line(tmp_path):
         read_csv(write_csv(tmp_path / "mix_ABC_EUR_1m.csv", mixed))
     with pytest.raises(InputError, match=r"odd_ABC_EUR_1m.csv:2: .* not on a whole second"):
         read_csv(write_csv(tmp_path / "odd_ABC_EUR_1m.csv", [(t * 1000 + 5, *r) for t, *r in rows]))
+    with pytest.raises(InputError, match=r"us_ABC_EUR_1m.csv:2: .* neither unix seconds nor milliseconds"):
+        read_csv(write_csv(tmp_path / "us_ABC_EUR_1m.csv", [(t * 1_000_000, *r) for t, *r in rows]))
 
 
 def test_a_file_named_otherwise_takes_pair_and_timeframe(tmp_path, hand_csv):
