@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from itertools import accumulate, compress, count, islice, product, repeat
-from operator import add, lt, mul
+from operator import add, lt, mul, sub, truediv
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -375,14 +375,17 @@ class Result:
         return self.max_drawdown()[0]
 
     def max_drawdown(self) -> tuple[float, int, int]:
-        """(percent, time of the peak, time of the trough) of the deepest fall of the equity."""
-        pct, peak_i, trough_i, peak_at = 0.0, 0, 0, 0
-        for i, (peak, v) in enumerate(zip(accumulate(self.equity, max), self.equity)):
-            if v == peak:
-                peak_at = i
-            elif (peak - v) / peak * 100 > pct:
-                pct, peak_i, trough_i = (peak - v) / peak * 100, peak_at, i
-        return pct, self.first + peak_i * self.step, self.first + trough_i * self.step
+        """(percent, time of the peak, time of the trough) of the deepest fall of the equity; the
+        peak is when the equity first reached it.  In C-level passes: a million candles' equity
+        is 100,000 decisions."""
+        if not self.equity:
+            return 0.0, self.first, self.first
+        peaks = list(accumulate(self.equity, max))
+        falls = list(map(truediv, map(sub, peaks, self.equity), peaks))
+        deepest = max(falls)
+        trough = falls.index(deepest)
+        peak = bisect_left(peaks, peaks[trough])
+        return deepest * 100, self.first + peak * self.step, self.first + trough * self.step
 
 
 @dataclass
