@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from includes.backtest import (
 )
 from includes.config import TradingConfig, load_config, write_private
 from includes.simulators.kraken import KrakenSimulator
+from tests.conftest import ROOT
 
 T0 = 1_700_006_400          # a whole day, UTC
 HEADER = "timestamp,open,high,low,close,volume"
@@ -127,3 +130,24 @@ def test_a_markets_file_sets_the_rules_the_replay_trades_by(tmp_path):
     fine = replay([series], config, start=T0 + 4 * 3600, show_progress=False)
     assert coarse.trades and all(t.volume == t.volume.quantize(D("0.001")) for t in coarse.trades)
     assert any(t.volume != t.volume.quantize(D("0.001")) for t in fine.trades)
+
+
+def test_the_script_trades_by_the_markets_file_it_is_given(tmp_path):
+    with KrakenSimulator(clock=T0) as sim:
+        reply = {"error": [], "result": sim._asset_pairs({})}
+    reply["result"]["XXBTZEUR"].update(lot_decimals=3, ordermin="0.001")
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps(reply))
+    csv = write_csv(tmp_path / "kraken_BTC_EUR_5m.csv", candles(12 * 30, seed=11))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "paths": {"log": str(tmp_path / "log"), "tmp": str(tmp_path / "tmp"), "img": str(tmp_path / "img")},
+        "trading": {**{k: str(v) if isinstance(v, D) else v for k, v in TRADING.items()}, "max_per_trade": 40}}))
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "backtest.py", "--config", str(config), "--csv", str(csv), "--markets",
+                           str(pairs), "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(out.read_text())["runs"][0]
+    volumes = [D(t["volume"]) for t in run["trades"] + run["open_positions"]]
+    assert volumes and all(v == v.quantize(D("0.001")) for v in volumes)
