@@ -751,10 +751,10 @@ def report(results: Sequence[Result], settings: dict[str, Any]) -> dict[str, Any
 def print_report(rep: dict[str, Any], out: IO[str]) -> None:
     s = rep["settings"]
     quotes = list(rep["totals"])
-    unit = f" {quotes[0]}" if len(quotes) == 1 else " (each in its file's quote)"
+    unit, each = (f" {quotes[0]}", "") if len(quotes) == 1 else ("", ", each in its file's quote")
     print(f"backtest: {len(rep['runs'])} replay(s), a decision every >= {s['step_minutes']} min, "
           f"fee {s['fee_percent']}%, spread {s['spread_percent']}%, sell at +{s['sell_percent']}% net, "
-          f"{s['max_threads']} threads x {s['max_per_trade']}{unit} (budget {s['budget']}, at most "
+          f"{s['max_threads']} threads x {s['max_per_trade']}{unit} (budget {s['budget']}{unit}{each}, at most "
           f"{s['currency_cap']} a currency), rebuy after {s['rebuy_cooldown_minutes']:g} min", file=out)
     for quote, total in rep["totals"].items():
         runs = [r for r in rep["runs"] if r["quote"] == quote]

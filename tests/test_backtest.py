@@ -141,7 +141,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (run["round_trips"], run["profit_factor"]) == (1, pytest.approx(0.18181816 / 0.4385964, abs=1e-4))
     assert run["by_pair"] == {"ABC/EUR": {"trades": 2, "win_rate_pct": 50.0, "pnl": run["pnl"]}}
     assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency (EUR): ABC" in printed
-    assert "1 threads x 5 EUR (budget 5, at most 1 a currency), rebuy after 0 min" in printed
+    assert "1 threads x 5 EUR (budget 5 EUR, at most 1 a currency), rebuy after 0 min" in printed
     assert (report["settings"]["budget"], report["settings"]["currency_cap"]) == ("5", 1)
 
 
@@ -511,7 +511,7 @@ def test_totals_are_per_quote_currency_and_never_added_across(tmp_path, hand_csv
     assert [r["quote"] for r in report["runs"]] == ["EUR", "USD"]
     assert {q: t["pnl"] for q, t in report["totals"].items()} == {r["quote"]: r["pnl"] for r in report["runs"]}
     assert "P&L EUR" in printed and "P&L USD" in printed and "in USD:" in printed
-    assert "x 5 (each in its file's quote)" in printed
+    assert "x 5 (budget 5, each in its file's quote," in printed
     refused = backtest("--config", str(config_file(tmp_path)), "--csv", str(hand_csv), str(usd), "--portfolio",
                        check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
