@@ -453,6 +453,11 @@ class Gate:
             to_decimal(max(s.high) * (1 + float(platform.half_spread)) + self.tick[s.base])))
             * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
+        # A market whose smallest order costs more than a thread's stake at its lowest price (every
+        # ask is above it) is never bought: the agent's prepare_buy refuses it at any price.
+        self.never = {s.base for s in series
+                      if platform.least_order_cost(markets[s.market], to_decimal(min(min(s.open), min(s.close))))
+                      > trading.max_per_trade * (1 + Decimal(MARGIN))}
         self.buyable: list[tuple[list[bool], int]] = []
         self.sells: list[tuple[list[float], float, float, float]] = []
         self.holdings: list[tuple[list[float], float]] = []
@@ -471,7 +476,7 @@ class Gate:
         # each buyable currency's rising flags, and the first decision its rebuy cooldown allows
         self.buyable = [(rising, bisect_left(self.times, cooldown_until(cfg, store, c) or 0))
                         for c, rising in self.rising.items()
-                        if can_buy and held[c] < cfg.currency_cap and left >= self.least[c]]
+                        if can_buy and held[c] < cfg.currency_cap and left >= self.least[c] and c not in self.never]
         # Per currency held: the lowest price that sells a thread at a gain, the highest that
         # stops a loss, the earliest time a hold runs out.
         sells: dict[str, list[float]] = {}

@@ -566,3 +566,14 @@ def test_a_flat_market_does_not_call_the_agent_at_every_decision(tmp_path):
                                                                        show_progress=False)
     assert fast.agent_runs == 1 and slow.agent_runs == slow.decisions > 250
     assert fast.trades == slow.trades == [] and list(fast.equity) == list(slow.equity)
+
+
+def test_a_market_whose_minimum_order_exceeds_the_stake_does_not_call_the_agent_on_every_rise(tmp_path):
+    """ETH/EUR by Kraken's rules takes 0.002 ETH at least: 4 EUR at 2,000, more than a 3 EUR thread.
+    The agent refuses it at every rise; the gate knows it from the start."""
+    series = read_csv(write_csv(tmp_path / "kraken_ETH_EUR_5m.csv", walk(1500, seed=5, start=2000.0, step=300)))
+    config = trading([series], max_per_trade=3, trend_windows=[1, 2], buy_trend_window=1)
+    fast, slow = replay([series], config, show_progress=False), replay([series], config, every_step=True,
+                                                                       show_progress=False)
+    assert fast.agent_runs == 1 and fast.trades == slow.trades == [] and list(fast.equity) == list(slow.equity)
+    assert slow.refused["ETH: below the market's minimum order"] > 100
