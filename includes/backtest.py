@@ -453,11 +453,13 @@ class Gate:
             to_decimal(max(s.high) * (1 + float(platform.half_spread)) + self.tick[s.base])))
             * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
-        # A market whose smallest order costs more than a thread's stake at its lowest price (every
-        # ask is above it) is never bought: the agent's prepare_buy refuses it at any price.
-        self.never = {s.base for s in series
-                      if platform.least_order_cost(markets[s.market], to_decimal(min(min(s.open), min(s.close))))
-                      > trading.max_per_trade * (1 + Decimal(MARGIN))}
+        # A market is never bought when Market.check_order refuses any order a thread's stake buys:
+        # its volume is at most the stake over the lowest price (every ask is above it), its cost at
+        # most the stake; so a minimum volume worth more than the stake there, or a minimum cost
+        # above the stake, rules it out at every price.
+        self.never = {s.base for s in series for m in [markets[s.market]]
+                      if max(m.min_volume * to_decimal(min(min(s.open), min(s.close))), m.min_cost)
+                      > trading.max_per_trade}
         self.buyable: list[tuple[list[bool], int]] = []
         self.sells: list[tuple[list[float], float, float, float]] = []
         self.holdings: list[tuple[list[float], float]] = []
