@@ -29,6 +29,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from itertools import accumulate, compress, count, islice, product, repeat
@@ -376,8 +377,12 @@ class Result:
 
     def max_drawdown(self) -> tuple[float, int, int]:
         """(percent, time of the peak, time of the trough) of the deepest fall of the equity; the
-        peak is when the equity first reached it.  In C-level passes: a million candles' equity
-        is 100,000 decisions."""
+        peak is when the equity first reached it."""
+        return self._drawdown
+
+    @cached_property
+    def _drawdown(self) -> tuple[float, int, int]:
+        """Computed once, in C-level passes: a million candles' equity is 100,000 decisions."""
         if not self.equity:
             return 0.0, self.first, self.first
         peaks = list(accumulate(self.equity, max))
@@ -447,19 +452,21 @@ class Gate:
         # The venue's tick: a bid or an ask is rounded outwards to it (ReplayPlatform), a tick
         # further at most from the float one; the thresholds below allow for two.
         self.tick = {s.base: 2 * 10.0 ** -markets[s.market].price_decimals for s in series}
+        # the range of the prices the agent is shown at the decisions (NaN: none yet)
+        shown = {c: (min(seen, default=math.inf), max(seen, default=0.0))
+                 for c, prices in self.prices.items() for seen in [list(filter(math.isfinite, prices))]}
         # the least a thread's buy of each currency may cost, at its dearest ask
         self.least = {s.base: float(platform.least_buy_cost(
             markets[s.market], trading.max_per_trade,
-            to_decimal(max(s.high) * (1 + float(platform.half_spread)) + self.tick[s.base])))
+            to_decimal(shown[s.base][1] * (1 + float(platform.half_spread)) + self.tick[s.base])))
             * (1 - MARGIN) for s in series}
         self.rising = {s.base: _rising(s, times, self.prices[s.base], window, history) for s in series}
         # A market is never bought when Market.check_order refuses any order a thread's stake buys:
-        # its volume is at most the stake over the lowest price (every ask is above it), its cost at
-        # most the stake; so a minimum volume worth more than the stake there, or a minimum cost
-        # above the stake, rules it out at every price.
-        self.never = {s.base for s in series for m in [markets[s.market]]
-                      if max(m.min_volume * to_decimal(min(min(s.open), min(s.close))), m.min_cost)
-                      > trading.max_per_trade}
+        # its volume is at most the stake over the lowest price shown (every ask is above it), its
+        # cost at most the stake; so a minimum volume worth more than the stake there, or a minimum
+        # cost above the stake, rules it out at every decision.
+        self.never = {s.base for s in series for m in [markets[s.market]] for low in [shown[s.base][0]]
+                      if low == math.inf or max(m.min_volume * to_decimal(low), m.min_cost) > trading.max_per_trade}
         self.buyable: list[tuple[list[bool], int]] = []
         self.sells: list[tuple[list[float], float, float, float]] = []
         self.holdings: list[tuple[list[float], float]] = []
