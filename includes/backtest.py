@@ -29,9 +29,9 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from itertools import accumulate, compress, count, islice, product, repeat
 from operator import add, lt, mul, sub, truediv
 from pathlib import Path
@@ -123,24 +123,25 @@ def read_csv(path: Path, pair: str | None = None, timeframe: str | None = None) 
         raise InputError(f"{path}: is not a text file ({exc.reason})") from None
     if not columns[0]:
         raise InputError(f"{path}: no candles after the header")
-    columns[0] = _seconds(path, columns[0])
     _check_columns(path, columns)
+    columns[0] = _seconds(path, columns[0])
     return Series(f"{base}/{own_quote}", interval, *columns, label=path.stem)
 
 
 def _seconds(path: Path, ts: array) -> array:
-    """Unix seconds: times past MS_FROM are milliseconds, converted when they are whole seconds."""
-    if max(ts) < MS_FROM:
+    """Unix seconds: times past MS_FROM are milliseconds, converted when they are whole seconds.
+    `ts` is strictly increasing (checked before)."""
+    if ts[-1] < MS_FROM:
         return ts
-    if min(ts) < MS_FROM:
-        i = next(i for i, t in enumerate(ts) if (t < MS_FROM) != (ts[0] < MS_FROM))
+    if ts[0] < MS_FROM:
+        i = bisect_left(ts, MS_FROM)
         raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} mixes seconds and milliseconds with "
                          f"{ts[0]} on line 2")
     if any(t % 1000 for t in ts):
         i = next(i for i, t in enumerate(ts) if t % 1000)
         raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} is in milliseconds but not on a whole second")
-    if max(ts) >= MS_FROM * 1000:
-        i = next(i for i, t in enumerate(ts) if t >= MS_FROM * 1000)
+    if ts[-1] >= MS_FROM * 1000:
+        i = bisect_left(ts, MS_FROM * 1000)
         raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} is neither unix seconds nor milliseconds")
     log.warning("%s: timestamps in milliseconds, read as seconds", path)
     return array("q", (t // 1000 for t in ts))
