@@ -18,6 +18,12 @@ def arguments(parser: argparse.ArgumentParser) -> None:
                         help="candle files <exchange>_<BASE>_<QUOTE>_<tf>.csv (the format of ../shared/data)")
     source.add_argument("--from-db", action="store_true",
                         help="the market DB's candles of the configured currencies")
+    parser.add_argument("--pair", metavar="BASE/QUOTE",
+                        help="the market of a --csv file not named the project's way (e.g. BTC/EUR)")
+    parser.add_argument("--timeframe", metavar="TF", help="its candles' length: 1m, 5m, 1h, 1d, 1w ...")
+    parser.add_argument("--markets", type=Path, metavar="FILE",
+                        help="the markets' order rules: a saved Kraken AssetPairs reply (default: the "
+                             "Kraken simulator's table; with --from-db, the market DB's listing first)")
     parser.add_argument("--portfolio", action="store_true",
                         help="replay the CSV files together, one account choosing between them "
                              "(default: each file alone)")

@@ -401,8 +401,9 @@ class Agent:
                 market, volume, ask = orders[choice]
                 cost = sum(market.charges(volume, ask, self.platform.fee_percent))
                 if cost > left:
-                    log.info("not enough funds: %s %s free, %s %s of the budget left, the order costs %s",
-                             free, self.cfg.quote, self.summary.budget - committed, self.cfg.quote, cost)
+                    self.left_out(choice, "funds", f"not enough funds: {free} {self.cfg.quote} free, "
+                                  f"{self.summary.budget - committed} {self.cfg.quote} of the budget left, "
+                                  f"the order costs {cost}")
                     return
                 if self.stop_requested():
                     log.info("stop file present: sleeping")
@@ -424,14 +425,19 @@ class Agent:
         """Sold in this run, or less than rebuy_cooldown_minutes ago: buying it back would pay two
         fees and the spread for the same position (said once per run)."""
         if currency in self.sold_now:
-            log.info("%s left out of this run's choice: sold in this run", currency)
+            self.left_out(currency, "sold in this run", f"{currency} left out of this run's choice: sold in this run")
             return True
         until = cooldown_until(self.cfg, self.store, currency)
         if until is not None and self.platform.now() < until:
-            log.info("%s left out of this run's choice: sold less than rebuy_cooldown_minutes (%s) ago",
-                     currency, self.cfg.rebuy_cooldown_minutes)
+            self.left_out(currency, "rebuy cooldown", f"{currency} left out of this run's choice: sold less than "
+                          f"rebuy_cooldown_minutes ({self.cfg.rebuy_cooldown_minutes}) ago")
             return True
         return False
+
+    def left_out(self, currency: str, kind: str, why: str) -> None:
+        """A rising currency not bought in this run, and why (`kind` names the rule): said in the
+        log; the backtest counts them for its report."""
+        log.info("%s", why)
 
     def sendable(self, currencies: list[str], tickers: dict[str, Ticker]) -> dict[str, tuple[Market, Decimal, Decimal]]:
         """The order of max_per_trade at the ask (market, volume, ask) of each currency whose
@@ -449,10 +455,11 @@ class Agent:
                     need = None
                 why = (f"needs {need} {self.cfg.quote} a trade (its minimum order, fee included), "
                        f"max_per_trade is {self.cfg.max_per_trade}") if need else str(exc)
-                log.info("%s left out of this run's choice: %s", currency, why)
+                self.left_out(currency, "below the market's minimum order",
+                              f"{currency} left out of this run's choice: {why}")
                 continue
             except NOT_SENDABLE as exc:
-                log.info("%s left out of this run's choice: %s", currency, exc)
+                self.left_out(currency, "market unavailable", f"{currency} left out of this run's choice: {exc}")
                 continue
             orders[currency] = (market, volume, ask)
         return orders

@@ -7,6 +7,7 @@ import math
 import random
 import subprocess
 import sys
+from bisect import bisect_left
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -14,10 +15,18 @@ import pytest
 import yaml
 
 from includes.agent import Agent
-from includes.backtest import InputError, ReplayAgent, read_csv, replay, trading_for
+from includes.backtest import (
+    InputError,
+    ReplayAgent,
+    parse_time,
+    read_csv,
+    replay,
+    summary,
+    trading_for,
+)
 from includes.config import TradingConfig
 from includes.errors import PermanentError, StorageError
-from includes.platforms.base import Candle, Order
+from includes.platforms.base import Candle, Market, Order
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
 from includes.storage.marketdb import MarketDB
@@ -103,7 +112,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (run["start"], run["end"], run["decisions"]) == ("2023-11-15 01:00", "2023-11-17 12:00", 60)
     # Hour 30: 110 against 100 a day before: buy 5 EUR worth, 0.04545454 ABC for 4.9999994 EUR.
     # Hour 40: 114 is +3.64% >= 3%: sell for 5.18181756; hour 41: 114 against 100 a day before: buy again.
-    first, second = run["trades"]
+    (first,), (second,) = run["trades"], run["open_positions"]
     assert (first["entry_at"], D(first["entry_price"]), D(first["volume"]), D(first["cost"])) == (
         "2023-11-16 06:00", 110, D("0.04545454"), D("4.9999994"))
     assert (first["exit_at"], D(first["exit_price"]), D(first["proceeds"]), D(first["pnl"])) == (
@@ -113,7 +122,7 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     assert (second["entry_at"], D(second["entry_price"]), D(second["volume"]), D(second["cost"])) == (
         "2023-11-16 17:00", 114, D("0.04385964"), D("4.99999896"))
     assert (second["exit_at"], D(second["exit_price"]), D(second["pnl"])) == (None, 104, D("-0.4385964"))
-    assert D(run["pnl"]) == D("0.18181816") - D("0.4385964") == D(report["total"]["pnl"])
+    assert D(run["pnl"]) == D("0.18181816") - D("0.4385964") == D(report["totals"]["EUR"]["pnl"])
     assert D(run["final_equity"]) == D(10) + D(run["pnl"])
     assert run["pnl_by_currency"] == {"ABC": run["pnl"]}
     assert run["return_pct"] == pytest.approx(-2.5677824, abs=1e-4)
@@ -121,14 +130,23 @@ def test_the_hand_computed_series_gives_the_hand_computed_report(tmp_path, hand_
     peak, low = 10 + 0.18181816, 10 + 0.18181816 - 0.4385964
     assert run["max_drawdown_pct"] == pytest.approx((peak - low) / peak * 100, abs=1e-4)
     assert run["exposure_pct"] == pytest.approx(30 / 60 * 100, abs=0.01)   # held hours 30-39 and 41-60
-    assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 1, 104 at the end
-    assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency: ABC" in printed
-    assert "1 threads x 5 (budget 5, at most 1 a currency), rebuy after 0 min" in printed
+    assert run["buy_hold_pct"] == pytest.approx(4.0)                     # 100 at hour 25, 104 at the end
+    assert run["buy_hold_from"] == "2023-11-16 01:00"     # the first decision with a 24 h trend: hour 25
+    assert (first["exit_reason"], first["duration_minutes"], D(first["fees"])) == ("sell_percent", 600, 0)
+    assert (second["exit_reason"], second["duration_minutes"]) == ("open", 19 * 60)   # 17:00 to 12:00 next day
+    # the peak: hour 40, the sale (the position bought at 114 is worth as much, not more); the trough:
+    # hour 50, at 104
+    assert (run["max_drawdown_from"], run["max_drawdown_to"]) == ("2023-11-16 16:00", "2023-11-17 02:00")
+    assert run["refused"] == {"ABC: sold in this run": 1}                # hour 40 sold, so bought at 41
+    assert (run["round_trips"], run["profit_factor"]) == (1, pytest.approx(0.18181816 / 0.4385964, abs=1e-4))
+    assert run["by_pair"] == {"ABC/EUR": {"trades": 2, "win_rate_pct": 50.0, "pnl": run["pnl"]}}
+    assert "test_ABC_EUR_1h" in printed and "2023-11-16 06:00" in printed and "P&L by currency (EUR): ABC" in printed
+    assert "1 threads x 5 EUR (budget 5 EUR, at most 1 a currency), rebuy after 0 min" in printed
     assert (report["settings"]["budget"], report["settings"]["currency_cap"]) == ("5", 1)
 
 
 def test_fees_are_paid_as_in_dry_run_live(hand_csv):
-    series = read_csv(hand_csv, "EUR")
+    series = read_csv(hand_csv)
     result = replay([series], trading([series], fee_percent=D("0.26")), spread_percent=D(0))
     first = result.trades[0]
     assert D("4.99") < first.cost <= 5                       # 5 EUR at most, the buy fee included
@@ -145,8 +163,8 @@ def test_a_future_spike_is_never_seen_before_its_candle_closes(tmp_path):
     ts, o, h, low, c, v = rows[spike]
     rows[spike:] = [(ts, o, c * 1000, low, c * 1000, v)] + [
         (t, *(round(x * 1000, 3) for x in prices), volume) for t, *prices, volume in rows[spike + 1:]]
-    full = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows), "EUR")
-    cut = read_csv(write_csv(tmp_path / "cut_ABC_EUR_1m.csv", rows[:spike]), "EUR")
+    full = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows))
+    cut = read_csv(write_csv(tmp_path / "cut_ABC_EUR_1m.csv", rows[:spike]))
     config = trading([full], max_threads=3, sell_percent=D("0.5"), trend_windows=[2, 6, 24], buy_trend_window=2)
     seen, blind = replay([full], config), replay([cut], config)
     assert blind.decisions < seen.decisions
@@ -163,7 +181,7 @@ def test_a_future_spike_is_never_seen_before_its_candle_closes(tmp_path):
 def test_the_replay_serves_only_what_had_happened(tmp_path):
     rows = hourly([100.0, 101.0, 102.0])
     rows[1] = (T0 + H, 101.0, 999.0, 100.5, 555.0, 7)       # the candle open at the clock
-    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows), "EUR")
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows))
     platform = ReplayPlatform([series], "EUR", D("0.26"), spread_percent=D(2))
     db = MemoryMarketDB({("replay", "ABC/EUR", 60): series}, clock=platform.now)
     platform.time = T0 + H + 1800                           # inside candle 1
@@ -187,24 +205,24 @@ def test_the_replay_serves_only_what_had_happened(tmp_path):
 
 def test_gaps_price_at_the_last_close(tmp_path):
     rows = [(T0, 100, 100, 100, 100, 1), (T0 + 3 * H, 90, 90, 90, 95, 1)]
-    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows), "EUR")
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", rows))
     times = range(T0 + H, T0 + 5 * H, H)
     assert [series.last(t) for t in times] == [100, 100, 90, 95] == series.prices_at(times)
 
 
 def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
-    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv", "EUR")
+    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv")
     config = trading_for(TradingConfig(), [series], {"trend_windows": [1, 2, 6, 12, 24], "buy_trend_window": "2"})
-    platform = ReplayPlatform([series], "EUR", D("0.26"))
-    db = MemoryMarketDB({("replay", "BTC/EUR", 1): series}, clock=platform.now)
+    platform = ReplayPlatform([series], "USD", D("0.26"))
+    db = MemoryMarketDB({("replay", "BTC/USD", 1): series}, clock=platform.now)
     agent = ReplayAgent(config, platform, MemoryStateStore(), db, mode="dry", exchange="replay", candle_interval=1)
     found = 0
     for now in range(series.ts[0] - 600, series.last_close() + 600, 1700):
         platform.time = now
         since, current = now - 26 * H, D("4000.5")
-        mine = agent.trends_from_db("BTC/EUR", now, since, current)
-        assert mine == Agent.trends_from_db(agent, "BTC/EUR", now, since, current)
-        assert mine == trends(db.candles("replay", "BTC/EUR", 1, since=since), now, config.trend_windows, 1, current)
+        mine = agent.trends_from_db("BTC/USD", now, since, current)
+        assert mine == Agent.trends_from_db(agent, "BTC/USD", now, since, current)
+        assert mine == trends(db.candles("replay", "BTC/USD", 1, since=since), now, config.trend_windows, 1, current)
         found += len(mine)
     assert found > 100
 
@@ -217,9 +235,12 @@ def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
     ("binance_XRP_ETH_5m.csv", {"sell_percent": D("0.5"), "max_hold_hours": 5, "max_threads": 3,
                                 "stop_loss_percent": 1}),
     ("unk_SOL_USD_1m.csv", {"sell_percent": D("0.3"), "trend_windows": [1, 2], "buy_trend_window": 1}),
+    # BTC/USD by Kraken's rules: bid and ask on a 0.1 USD tick, 0.0001 BTC at least
+    ("unk_BTC_USD_1m_20190329.csv", {"sell_percent": D("0.2"), "stop_loss_percent": D("0.3"), "max_threads": 3,
+                                     "trend_windows": [1, 2], "buy_trend_window": 1, "max_per_trade": 3}),
 ])
 def test_skipping_quiet_decisions_changes_nothing(shared_data, name, overrides):
-    series = read_csv(shared_data / name, "EUR")
+    series = read_csv(shared_data / name)
     config = trading_for(TradingConfig(), [series], {k: str(v) if not isinstance(v, list) else v
                                                      for k, v in overrides.items()})
     fast, slow = replay([series], config), replay([series], config, every_step=True)
@@ -229,8 +250,8 @@ def test_skipping_quiet_decisions_changes_nothing(shared_data, name, overrides):
 
 
 def test_a_portfolio_chooses_between_markets_under_the_currency_cap(tmp_path):
-    a = read_csv(write_csv(tmp_path / "test_AAA_EUR_5m.csv", walk(1500, seed=1, step=300)), "EUR")
-    b = read_csv(write_csv(tmp_path / "test_BBB_EUR_5m.csv", walk(1500, seed=2, start=3.0, step=300)), "EUR")
+    a = read_csv(write_csv(tmp_path / "test_AAA_EUR_5m.csv", walk(1500, seed=1, step=300)))
+    b = read_csv(write_csv(tmp_path / "test_BBB_EUR_5m.csv", walk(1500, seed=2, start=3.0, step=300)))
     config = trading_for(TradingConfig(), [a, b], {"max_threads": "5", "threads_per_currency": "2",
                                                    "sell_percent": "1", "stop_loss_percent": "2",
                                                    "trend_windows": [2, 6], "buy_trend_window": "2"})
@@ -243,7 +264,7 @@ def test_a_portfolio_chooses_between_markets_under_the_currency_cap(tmp_path):
 # --- sources -------------------------------------------------------------------------------------------
 
 def test_the_market_db_source_replays_the_same_candles(tmp_path, hand_csv):
-    series = read_csv(hand_csv, "EUR")
+    series = read_csv(hand_csv)
     db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
     db.upsert_candles("kraken", "ABC/EUR", 60, [series.candle(i) for i in range(len(series))])
     db.close()
@@ -253,28 +274,46 @@ def test_the_market_db_source_replays_the_same_candles(tmp_path, hand_csv):
     backtest("--config", str(config), "--csv", str(hand_csv), "--spread", "0", "--json", str(from_csv))
     db_run, csv_run = (json.loads(p.read_text())["runs"][0] for p in (from_db, from_csv))
     assert db_run["label"] == "kraken_ABC_EUR" and db_run["markets"] == ["ABC/EUR"]
-    assert db_run["trades"] == csv_run["trades"] and len(db_run["trades"]) == 2
+    assert db_run["trades"] == csv_run["trades"] and db_run["open_positions"] == csv_run["open_positions"]
+    assert len(db_run["trades"] + db_run["open_positions"]) == 2
     assert db_run["pnl"] == csv_run["pnl"]
+    assert D(db_run["trades"][0]["volume"]) == D("0.04545454")   # no venue lists ABC/EUR: fine rules
+
+
+def test_the_market_db_source_trades_by_the_rules_available_markets_kept(tmp_path, hand_csv):
+    """The listing's rules (schema v6) are the ones the backtest of the DB trades by: 2 volume
+    decimals make the 5 EUR buy at 110 one of 0.04 ABC."""
+    series = read_csv(hand_csv)
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    db.upsert_candles("kraken", "ABC/EUR", 60, [series.candle(i) for i in range(len(series))])
+    db.upsert_markets("kraken", [Market("ABC/EUR", "ABC", "EUR", "ABCEUR", "online", True, 2, 2, D("0.01"),
+                                        D("0.5"))], seen_at=T0)
+    db.close()
+    out = tmp_path / "db.json"
+    backtest("--config", str(config_file(tmp_path, currencies=["ABC"])), "--from-db", "--spread", "0",
+             "--json", str(out))
+    run = json.loads(out.read_text())["runs"][0]
+    assert [D(t["volume"]) for t in run["trades"] + run["open_positions"]] == [D("0.04"), D("0.04")]
 
 
 def test_the_csv_files_of_shared_data_are_read_whole(shared_data):
-    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv", "EUR")
+    series = read_csv(shared_data / "unk_BTC_USD_1m_20190329.csv")
     assert (series.market, series.interval, len(series), series.label) == (
-        "BTC/EUR", 1, 1382, "unk_BTC_USD_1m_20190329")
+        "BTC/USD", 1, 1382, "unk_BTC_USD_1m_20190329")
     assert series.candle(0) == Candle(1553817600, D("4092.56783507"), D("4092.56783507"), D("4092.56783507"),
                                       D("4092.56783507"), D("0.067335"))
-    assert read_csv(shared_data / "fx_EUR_USD_1h.csv", "EUR").market == "EUR/USD"   # EUR/EUR cannot trade
-    assert read_csv(shared_data / "nasdaq_GOOG_USD_1d.csv", "EUR").interval == 1440
+    assert read_csv(shared_data / "fx_EUR_USD_1h.csv").market == "EUR/USD"   # the file's own quote
+    assert read_csv(shared_data / "nasdaq_GOOG_USD_1d.csv").interval == 1440
 
 
 def test_a_big_file_is_read_across_chunks(tmp_path):
     rows = walk(60_000, seed=5)
-    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows), "EUR")
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1m.csv", rows))
     assert len(series) == 60_000 and series.ts[-1] == rows[-1][0] and series.close[-1] == rows[-1][4]
     (tmp_path / "bad_ABC_EUR_1m.csv").write_text((tmp_path / "test_ABC_EUR_1m.csv").read_text()
                                                  .replace(f"\n{rows[50_000][0]},", f"\n{rows[50_000][0]},x"))
     with pytest.raises(InputError, match=r"bad_ABC_EUR_1m.csv:50002: not a number"):
-        read_csv(tmp_path / "bad_ABC_EUR_1m.csv", "EUR")
+        read_csv(tmp_path / "bad_ABC_EUR_1m.csv")
 
 
 # --- output --------------------------------------------------------------------------------------------
@@ -294,18 +333,21 @@ def test_a_sweep_of_2x2_in_2_processes_is_ranked(tmp_path, hand_csv):
     assert sorted((p["params"]["sell_percent"], p["params"]["max_threads"]) for p in points) == [
         ("3", "1"), ("3", "2"), ("5", "1"), ("5", "2")]
     assert [p["rank"] for p in points] == [1, 2, 3, 4]
-    assert [D(p["pnl"]) for p in points] == sorted((D(p["pnl"]) for p in points), reverse=True)
+    pnl = [D(p["totals"]["EUR"]["pnl"]) for p in points]
+    assert pnl == sorted(pnl, reverse=True)
     # sell_percent 5 never sells (114 is +3.6%): one open trade per thread, at 104.
-    series = read_csv(hand_csv, "EUR")
+    series = read_csv(hand_csv)
     direct = replay([series], trading([series], sell_percent=5, max_threads=2), spread_percent=D(0))
     point = next(p for p in points if p["params"] == {"sell_percent": "5", "max_threads": "2"})
-    assert D(point["pnl"]) == direct.pnl and point["closed_trades"] == 0
+    assert D(point["totals"]["EUR"]["pnl"]) == direct.pnl and point["totals"]["EUR"]["closed_trades"] == 0
     assert "sweep: 4 combination(s)" in printed
 
 
 # --- bad inputs ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, text, error", [
+    ("kraken_BTC_EUR_1m.csv", "timestamp,open,high,low,close,volume\n99999999999999999999999,1,1,1,1,1\n",
+     r"kraken_BTC_EUR_1m.csv:2: timestamp 99999999999999999999999 is out of range"),
     ("kraken_BTC_EUR_5m.csv", "timestamp,open,high,low,close,volume\n1,2,3,4,5\n",
      r"kraken_BTC_EUR_5m.csv:2: 5 fields, not 6"),
     ("kraken_BTC_EUR_5m.csv", "timestamp,open,high,low,close,volume\n1,2,3,4,5,6\n2,2,3,4,abc,6\n",
@@ -322,14 +364,14 @@ def test_a_sweep_of_2x2_in_2_processes_is_ranked(tmp_path, hand_csv):
 def test_a_bad_file_is_one_line_naming_it(tmp_path, name, text, error):
     (tmp_path / name).write_text(text)
     with pytest.raises(InputError, match=error) as caught:
-        read_csv(tmp_path / name, "EUR")
+        read_csv(tmp_path / name)
     assert "\n" not in str(caught.value)
 
 
 def test_trailing_blank_lines_and_crlf_are_fine(tmp_path):
     path = tmp_path / "kraken_BTC_EUR_5m.csv"
     path.write_bytes(b"timestamp,open,high,low,close,volume\r\n300,2,3,1,2,6\r\n600,2,3,1,2.5,6\r\n\r\n\n")
-    assert list(read_csv(path, "EUR").close) == [2, 2.5]
+    assert list(read_csv(path).close) == [2, 2.5]
 
 
 def test_the_script_exits_2_with_one_line_on_bad_input(tmp_path, hand_csv):
@@ -408,7 +450,7 @@ def test_the_memory_state_store_moves_threads_on_the_replay_clock():
 
 
 def test_the_replay_fills_nothing_itself_paper_fills_at_its_prices(tmp_path, hand_csv):
-    platform = ReplayPlatform([read_csv(hand_csv, "EUR")], "EUR", D("0.26"), spread_percent=D(0))
+    platform = ReplayPlatform([read_csv(hand_csv)], "EUR", D("0.26"), spread_percent=D(0))
     platform.time = T0 + 35 * H
     with pytest.raises(PermanentError, match="wrap it in PaperPlatform"):
         platform.buy(D(5), "ABC", "r1")
@@ -427,3 +469,111 @@ def test_the_json_report_is_written_before_stdout_closes_early(tmp_path):
            f"--json {out} | true")
     subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert len(json.loads(out.read_text())["runs"]) == 8
+
+
+# --- the report a trader checks -------------------------------------------------------------------------
+
+# 24 h at 100, then 110 (buy), 104 from hour 35 (-5.45%: the stop loss at 5%), then flat at 104: bought
+# again and sold after max_hold_hours 3, over and over; each sale leaves ABC out of that run's choice.
+EXITS = [100.0] * 30 + [110.0] * 5 + [104.0] * 15
+
+
+def test_each_trade_says_why_it_ended_how_long_it_was_held_and_its_fees(tmp_path):
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", hourly(EXITS)))
+    result = replay([series], trading([series], fee_percent=D("0.26"), stop_loss_percent=5, max_hold_hours=3),
+                    spread_percent=D(0), show_progress=False)
+    closed = [t for t in result.trades if t.exit_at is not None]
+    assert [t.reason for t in result.trades] == ["max hold", "stop loss", "max hold", "max hold", "max hold",
+                                                 "open"]
+    assert all(t.exit_at - t.entry_at == (H if t.reason == "stop loss" else 3 * H) for t in closed)
+    # a closed trade's fees are its two journal rows' fees; an open one's, its buy's and its sale's at the bid
+    fees = {(r["thread"], int(r["result_at"])): r["fee"] for r in result.journal if r["filled"]}
+    for t in closed:
+        assert t.fees == fees[t.thread, t.entry_at] + fees[t.thread, t.exit_at] > 0
+    run = summary(result)
+    assert run["refused"] == {"ABC: sold in this run": len(closed)}
+    assert D(run["round_trip_fees"]) == sum(t.fees for t in closed)
+    assert run["worst_trade"]["entry_at"] == "2023-11-16 10:00" and run["worst_trade"]["pnl"].startswith("-")
+    peak, trough = (bisect_left(range(result.first, result.last + 1, result.step), parse_time(run[k], k))
+                    for k in ("max_drawdown_from", "max_drawdown_to"))
+    assert result.equity[trough] == min(result.equity[peak:]) and result.equity[peak] == max(
+        result.equity[:trough + 1])
+    assert run["max_drawdown_pct"] == pytest.approx((result.equity[peak] - result.equity[trough])
+                                                    / result.equity[peak] * 100, abs=1e-4)
+
+
+def test_totals_are_per_quote_currency_and_never_added_across(tmp_path, hand_csv):
+    usd = write_csv(tmp_path / "test_ABC_USD_1h.csv", hourly(HAND))
+    out = tmp_path / "report.json"
+    printed = backtest("--config", str(config_file(tmp_path)), "--csv", str(hand_csv), str(usd), "--spread", "0",
+                       "--json", str(out)).stdout
+    report = json.loads(out.read_text())
+    assert [r["quote"] for r in report["runs"]] == ["EUR", "USD"]
+    assert {q: t["pnl"] for q, t in report["totals"].items()} == {r["quote"]: r["pnl"] for r in report["runs"]}
+    assert "P&L EUR" in printed and "P&L USD" in printed and "in USD:" in printed
+    assert "x 5 (budget 5, each in its file's quote," in printed
+    refused = backtest("--config", str(config_file(tmp_path)), "--csv", str(hand_csv), str(usd), "--portfolio",
+                       check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "one account trades in one quote currency" in refused.stderr
+
+
+def test_millisecond_times_are_read_as_seconds_or_refused_in_one_line(tmp_path):
+    rows = walk(50, seed=4)
+    seconds = read_csv(write_csv(tmp_path / "s_ABC_EUR_1m.csv", rows))
+    millis = read_csv(write_csv(tmp_path / "ms_ABC_EUR_1m.csv", [(t * 1000, *r) for t, *r in rows]))
+    assert list(millis.ts) == list(seconds.ts) and list(millis.close) == list(seconds.close)
+    mixed = [(t * 1000 if i else t, *r) for i, (t, *r) in enumerate(rows)]
+    with pytest.raises(InputError, match=r"mix_ABC_EUR_1m.csv:3: timestamp \d+ mixes seconds and milliseconds"):
+        read_csv(write_csv(tmp_path / "mix_ABC_EUR_1m.csv", mixed))
+    with pytest.raises(InputError, match=r"odd_ABC_EUR_1m.csv:2: .* not on a whole second"):
+        read_csv(write_csv(tmp_path / "odd_ABC_EUR_1m.csv", [(t * 1000 + 5, *r) for t, *r in rows]))
+    with pytest.raises(InputError, match=r"us_ABC_EUR_1m.csv:2: .* neither unix seconds nor milliseconds"):
+        read_csv(write_csv(tmp_path / "us_ABC_EUR_1m.csv", [(t * 1_000_000, *r) for t, *r in rows]))
+
+
+def test_a_file_named_otherwise_takes_pair_and_timeframe(tmp_path, hand_csv):
+    other = tmp_path / "prices.csv"
+    other.write_text(hand_csv.read_text())
+    with pytest.raises(InputError, match="give --pair BASE/QUOTE and --timeframe"):
+        read_csv(other)
+    series = read_csv(other, "ABC/EUR", "1h")
+    assert (series.market, series.interval, list(series.close)) == ("ABC/EUR", 60, HAND)
+    out = tmp_path / "r.json"
+    backtest("--config", str(config_file(tmp_path)), "--csv", str(other), "--pair", "ABC/EUR", "--timeframe", "1h",
+             "--spread", "0", "--json", str(out))
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["markets"] == ["ABC/EUR"] and len(run["trades"]) == 1 and len(run["open_positions"]) == 1
+    bad = backtest("--config", str(config_file(tmp_path)), "--csv", str(other), "--pair", "ABC-EUR",
+                   "--timeframe", "1h", check=False)
+    assert bad.returncode == 2 and bad.stderr == "backtest: --pair ABC-EUR: expected BASE/QUOTE in capitals " \
+        "and digits, e.g. BTC/EUR\n"
+
+
+def test_weekly_candles_are_warned_about_on_stderr(tmp_path):
+    weekly = write_csv(tmp_path / "test_ABC_EUR_1w.csv",
+                       [(T0 + w * 7 * 24 * H, p, p, p, p, 1) for w, p in enumerate([100.0, 101, 103, 99, 104])])
+    done = backtest("--config", str(config_file(tmp_path)), "--csv", str(weekly))
+    assert "test_ABC_EUR_1w: 7d candles cannot fill the 24-hour trend window" in done.stderr
+    assert "in EUR:" in done.stdout
+
+
+def test_a_flat_market_does_not_call_the_agent_at_every_decision(tmp_path):
+    """Nothing rises, nothing is held: after its first run the agent provably does nothing."""
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", hourly([100.0] * 300)))
+    config = trading([series])
+    fast, slow = replay([series], config, show_progress=False), replay([series], config, every_step=True,
+                                                                       show_progress=False)
+    assert fast.agent_runs == 1 and slow.agent_runs == slow.decisions > 250
+    assert fast.trades == slow.trades == [] and list(fast.equity) == list(slow.equity)
+
+
+def test_a_market_whose_minimum_order_exceeds_the_stake_does_not_call_the_agent_on_every_rise(tmp_path):
+    """ETH/EUR by Kraken's rules takes 0.002 ETH at least: 4 EUR at 2,000, more than a 3 EUR thread.
+    The agent refuses it at every rise; the gate knows it from the start."""
+    series = read_csv(write_csv(tmp_path / "kraken_ETH_EUR_5m.csv", walk(1500, seed=5, start=2000.0, step=300)))
+    config = trading([series], max_per_trade=3, trend_windows=[1, 2], buy_trend_window=1)
+    fast, slow = replay([series], config, show_progress=False), replay([series], config, every_step=True,
+                                                                       show_progress=False)
+    assert fast.agent_runs == 1 and fast.trades == slow.trades == [] and list(fast.equity) == list(slow.equity)
+    assert slow.refused["ETH: below the market's minimum order"] > 100

@@ -101,7 +101,7 @@ def test_the_issues_example_buys_with_both_threads(caplog):
     """Issue 15's example (fee 0.1 %, 2 threads x 5 BTC, 100 BTC): a rounding overshoot of 1e-8
     used to leave 4.99999999 of the budget and refuse the second thread at most entries
     (38 trades before, 40 after)."""
-    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv", "BTC")
+    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv")
     trading = trading_for(TradingConfig(), [series], {
         "max_per_trade": "5", "fee_percent": "0.1", "max_threads": "2", "threads_per_currency": "2",
         "dry_run_balance": "100"})

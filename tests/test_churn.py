@@ -43,7 +43,7 @@ def test_a_sold_currency_waits_out_its_cooldown_on_the_exchange_clock(job_config
 def test_the_backtest_skips_no_decision_a_cooldown_could_change():
     """The gate knows each currency's cooldown: the trades equal those of the agent run at every
     decision; and a cooldown spaces every re-entry at least that far from the sell before it."""
-    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv", "BTC")
+    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv")
     for minutes in ("0", "60", "240"):
         trading = trading_for(TradingConfig(), [series], {
             "fee_percent": "0.26", "max_threads": "2", "threads_per_currency": "2", "dry_run_balance": "100",
@@ -76,7 +76,7 @@ def test_the_drawdown_guard_stops_buying_creates_the_stop_file_and_says_why(job_
 
 
 def test_the_backtest_halts_where_the_drawdown_guard_trips_as_live_does():
-    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv", "BTC")
+    series = read_csv(DATA / "bittrex_UNITTEST_BTC_1m.csv")
     trading = trading_for(TradingConfig(), [series], {"max_drawdown_percent": "1", "dry_run_balance": "20",
                                                       "max_per_trade": "5", "max_threads": "4"})
     fast = replay([series], trading, step_minutes=5, show_progress=False)

@@ -18,7 +18,7 @@ from includes.coinmarketcap import GlobalMetrics
 from includes.errors import StorageError, StorageRefused
 from includes.platforms.base import Candle, Market, Order, Ticker
 from includes.storage import marketdb
-from includes.storage.marketdb import SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
+from includes.storage.marketdb import RULES, SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
 from includes.trends import price_at
 from tests.conftest import ROOT
 
@@ -113,7 +113,7 @@ def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
     mysql = not db_url.startswith("sqlite")
     listing = [("BTC/EUR", "online", True, 100), ("ETH/EUR", "cancel_only", False, 200)]
     with driver(db_url) as conn:
-        old = [without("markets", "status_changed"), without("orders", "agent", "lookups")]
+        old = [without("markets", "status_changed", *RULES), without("orders", "agent", "lookups")]
         for table in old + [t for name, t in TABLES.items() if name not in ("markets", "orders")]:
             execute(conn, table.ddl(mysql))
         execute(conn, "INSERT INTO schema_version (version) VALUES (1)")
@@ -139,7 +139,8 @@ def test_a_v2_journal_belongs_to_the_default_agent_after_the_upgrade(db_url):
     """v3 adds orders.agent; the rows before it were the default namespace's (v4 counts lookups)."""
     mysql = not db_url.startswith("sqlite")
     with driver(db_url) as conn:
-        for table in [without("orders", "agent", "lookups")] + [t for name, t in TABLES.items() if name != "orders"]:
+        for table in [without("orders", "agent", "lookups"), without("markets", *RULES)] + [
+                t for name, t in TABLES.items() if name not in ("orders", "markets")]:
             execute(conn, table.ddl(mysql))
         execute(conn, "INSERT INTO schema_version (version) VALUES (2)")
         execute(conn, "INSERT INTO orders (ref, namespace, exchange, market, side, thread, intent_at, status, "
@@ -149,6 +150,33 @@ def test_a_v2_journal_belongs_to_the_default_agent_after_the_upgrade(db_url):
     assert list(db.open_positions("live", agent="crontrader")) == [1]
     assert db.open_positions("live", agent="other") == {}
     assert db.schema_version() == SCHEMA_VERSION
+    db.close()
+
+
+def test_a_v5_listing_gains_its_order_rules_at_the_next_listing(db_url):
+    """v6 keeps each market's order rules; a market listed before has none (left out of
+    market_rules) until available_markets lists it again, and then they read back whole."""
+    mysql = not db_url.startswith("sqlite")
+    with driver(db_url) as conn:
+        for table in [without("markets", *RULES)] + [t for name, t in TABLES.items() if name != "markets"]:
+            execute(conn, table.ddl(mysql))
+        execute(conn, "INSERT INTO schema_version (version) VALUES (5)")
+        execute(conn, "INSERT INTO markets (exchange, market, base, quote, status, available, first_seen, "
+                      "last_seen, status_changed) VALUES ('kraken', 'BTC/EUR', 'BTC', 'EUR', 'online', 1, 1, 1, 1)")
+    db = MarketDB(db_url)
+    assert db.market_rules("kraken") == {}
+    assert db.schema_version() == SCHEMA_VERSION
+    listed = [Market("BTC/EUR", "BTC", "EUR", "XXBTZEUR", "online", True, 1, 8, D("0.0001"), D("0.5"),
+                     cost_decimals=5),
+              Market("XRP/BTC", "XRP", "BTC", "XXRPXXBT", "online", True, 8, 6, D(10), D("0.00002"))]
+    db.upsert_markets("kraken", listed, seen_at=2)
+    rules = db.market_rules("kraken")
+    assert sorted(rules) == ["BTC/EUR", "XRP/BTC"]
+    for m in listed:
+        got = rules[m.symbol]
+        assert (got.base, got.quote, got.price_decimals, got.volume_decimals, got.cost_decimals) == \
+            (m.base, m.quote, m.price_decimals, m.volume_decimals, m.cost_decimals)
+        assert (got.min_volume, got.min_cost) == (m.min_volume, m.min_cost)
     db.close()
 
 

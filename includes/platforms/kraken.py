@@ -28,14 +28,13 @@ from includes.money import to_decimal
 from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
                                      split_market)
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
+from includes.platforms.kraken_pairs import FROM_COMMON, TO_COMMON, market_of_pair
 
 log = logging.getLogger(__name__)
 
 INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
 MAX_CANDLES = 720
 # Kraken's names for currencies that the rest of the world spells otherwise.
-TO_COMMON = {"XBT": "BTC", "XDG": "DOGE"}
-FROM_COMMON = {v: k for k, v in TO_COMMON.items()}
 COST = {"TradesHistory": 2, "QueryTrades": 2, "Ledgers": 2, "QueryLedgers": 2,
         "AddOrder": 0, "CancelOrder": 0}
 CL_ORD_ID = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
@@ -237,19 +236,11 @@ class KrakenPlatform(Platform):
         return markets
 
     def _market(self, key: str, pair: dict[str, Any]) -> Market | None:
-        if key.endswith(".d") or "/" not in pair.get("wsname", ""):
-            return None  # dark-pool twins and pairs without a websocket name
-        base_alt, quote_alt = pair["wsname"].split("/")
-        base, quote = self.canonical(base_alt), self.canonical(quote_alt)
-        self._asset_names[pair["base"]] = base
-        self._asset_names[pair["quote"]] = quote
-        status = str(pair.get("status", "online"))
-        return Market(symbol=f"{base}/{quote}", base=base, quote=quote, exchange_symbol=key,
-                      status=status, available=status == "online",
-                      price_decimals=int(pair["pair_decimals"]), volume_decimals=int(pair["lot_decimals"]),
-                      min_volume=to_decimal(pair.get("ordermin", "0"), "ordermin"),
-                      min_cost=to_decimal(pair.get("costmin", "0"), "costmin"),
-                      cost_decimals=int(pair.get("cost_decimals", 8)))
+        market = market_of_pair(key, pair)
+        if market is not None:
+            self._asset_names[pair["base"]] = market.base
+            self._asset_names[pair["quote"]] = market.quote
+        return market
 
     def _symbol(self, kraken_name: str) -> str:
         """Our "BASE/QUOTE" for a Kraken pair key or altname."""
@@ -417,3 +408,4 @@ class KrakenPlatform(Platform):
                          closed_at=float(o["closetm"]) if o.get("closetm") else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
+

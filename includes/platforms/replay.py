@@ -17,14 +17,26 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import repeat
+from typing import Any
 
 from includes.errors import PermanentError, UnknownMarket
-from includes.money import ZERO, to_decimal
+from includes.money import ZERO, round_down, round_up, to_decimal
 from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
+
+
+def fallback(symbol: str) -> Market:
+    """The rules of a market no venue listing has: fine enough for any price a file may hold."""
+    base, quote = symbol.split("/")
+    return Market(symbol=symbol, base=base, quote=quote, exchange_symbol=symbol, status="online", available=True,
+                  **FALLBACK)
+
+
+FALLBACK: dict[str, Any] = dict(price_decimals=12, volume_decimals=8, cost_decimals=8,
+                                min_volume=Decimal("0.00000001"), min_cost=Decimal("0.5"))
 
 
 @dataclass(eq=False)
@@ -80,23 +92,26 @@ class Series:
 
 
 class ReplayPlatform(Platform):
-    """Markets of `series`, all quoted in `quote`, priced as of `clock`.
+    """Markets of `series`, all quoted in `quote`, priced as of `clock`, traded by `rules`.
 
-    bid and ask are the last price minus and plus half of `spread_percent`.
-    Every market shares the order limits given here; the defaults let a
-    5 EUR thread trade any price from a millionth to a million.
+    `rules` holds each market's order rules as its venue lists them (decimals,
+    minimum volume and cost: the Market dataclass); a market without any
+    trades by FALLBACK, which lets a 5-unit thread trade any price from a
+    millionth to a million.  Ask and bid are the last price plus and minus half
+    of `spread_percent`, rounded outwards to the market's tick, as the Kraken
+    simulator does: a dry run against it fills at the same prices.  The last
+    price and the candles are served as the file has them (a file on the
+    tick, as a venue's candles are, is served as the venue would).
     """
     name = "replay"
 
     def __init__(self, series: Iterable[Series], quote: str, fee_percent: Decimal, *,
-                 spread_percent: Decimal = Decimal("0.1"), price_decimals: int = 12,
-                 volume_decimals: int = 8, cost_decimals: int = 8, min_volume: Decimal = Decimal("0.00000001"),
-                 min_cost: Decimal = Decimal("0.5")) -> None:
+                 spread_percent: Decimal = Decimal("0.1"), rules: Mapping[str, Market] | None = None) -> None:
         super().__init__(quote, fee_percent)
         self.series = {s.market: s for s in series}
         self.half_spread = spread_percent / 200
-        self.limits = dict(price_decimals=price_decimals, volume_decimals=volume_decimals,
-                           cost_decimals=cost_decimals, min_volume=min_volume, min_cost=min_cost)
+        rules = rules or {}
+        self.rules = {m: rules.get(m) or fallback(m) for m in self.series}
         self.time = 0
 
     def now(self) -> int:
@@ -106,8 +121,7 @@ class ReplayPlatform(Platform):
         return float(self.time)
 
     def list_markets(self) -> list[Market]:
-        return [Market(symbol=m, base=s.base, quote=self.quote, exchange_symbol=m, status="online",
-                       available=True, **self.limits) for m, s in self.series.items()]
+        return list(self.rules.values())
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
         """Tickers of the markets that had a price by now; volume_24h is not replayed (0)."""
@@ -115,9 +129,11 @@ class ReplayPlatform(Platform):
         for market in markets:
             price = self._series(market).last(self.time)
             if price is not None:
+                decimals = self.rules[market].price_decimals
                 last = to_decimal(price)
-                tickers[market] = Ticker(market, self.time, last, bid=last * (1 - self.half_spread),
-                                         ask=last * (1 + self.half_spread), volume_24h=ZERO)
+                tickers[market] = Ticker(market, self.time, last,
+                                         bid=round_down(last * (1 - self.half_spread), decimals),
+                                         ask=round_up(last * (1 + self.half_spread), decimals), volume_24h=ZERO)
         return tickers
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:

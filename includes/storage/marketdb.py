@@ -28,13 +28,13 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError, StorageRefused, cause
-from includes.platforms.base import Candle
+from includes.platforms.base import Candle, Market
 from includes.storage import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, NAMESPACES, OPEN, SIDES, SQLITE_REFUSED
 from includes.storage.journal import INTENT_STEP, Position, positions
 
 if TYPE_CHECKING:
     from includes.coinmarketcap import GlobalMetrics
-    from includes.platforms.base import Market, Order, Ticker
+    from includes.platforms.base import Order, Ticker
 
 BATCH = 10_000                      # rows per statement: ~1.2 MB of SQL, below any max_allowed_packet
 DELETE_BATCH = 5_000                # 4 parameters a row: SQLite takes at most 32,766
@@ -83,6 +83,9 @@ DIALECT = {"AMOUNT": ("DECIMAL(30, 12)", "VARCHAR(40)"),
            " ASCII": (" CHARACTER SET ascii COLLATE ascii_bin", "")}
 
 EXCHANGE, MARKET = "VARCHAR(32) ASCII NOT NULL", "VARCHAR(40) ASCII NOT NULL"   # market: BASE/QUOTE
+# A market's order rules, as the Market dataclass holds them: the backtest trades by them (v6).
+RULES = {"price_decimals": "INTEGER", "volume_decimals": "INTEGER", "cost_decimals": "INTEGER",
+         "min_volume": "AMOUNT", "min_cost": "AMOUNT"}
 
 TABLES = {t.name: t for t in (
     Table("markets", {
@@ -94,6 +97,7 @@ TABLES = {t.name: t for t in (
         "first_seen": "BIGINT NOT NULL",
         "last_seen": "BIGINT NOT NULL",
         "status_changed": "BIGINT NOT NULL",
+        **RULES,                                            # its order rules (v6); NULL until listed again
     }, key=("exchange", "market")),
     Table("candles", {
         "exchange": EXCHANGE, "market": MARKET,
@@ -183,8 +187,17 @@ def _v5_indexes(db: Cursor) -> None:
         db.execute(f"CREATE INDEX IF NOT EXISTS `{name}` ON `{table}` ({_names(columns)})")
 
 
+def _v6_market_rules(db: Cursor) -> None:
+    """v6 keeps each market's order rules (decimals, minimum volume and cost), so a backtest of
+    the market DB trades by the venue's rules (issue 15); known markets get them at their next
+    listing, NULL until then."""
+    for column, sql_type in RULES.items():
+        sql_type = sql_type.replace("AMOUNT", "DECIMAL(30, 12)" if db.mysql else "VARCHAR(40)")
+        db.execute(f"ALTER TABLE `markets` ADD COLUMN `{column}` {sql_type}")
+
+
 MIGRATIONS: list[Callable[[Cursor], None]] = [_v2_status_changed, _v3_journal_agent, _v4_journal_lookups,
-                                              _v5_indexes]
+                                              _v5_indexes, _v6_market_rules]
 SCHEMA_VERSION = len(MIGRATIONS) + 1
 
 # Time column of the tables the backup job trims; never the order journal (orders).
@@ -432,7 +445,10 @@ class MarketDB:
                 rows.append({"exchange": exchange, "market": m.symbol, "base": m.base, "quote": m.quote,
                              "status": m.status, "available": m.available, "first_seen": seen_at,
                              "last_seen": seen_at,
-                             "status_changed": seen_at if changed else old["status_changed"]})
+                             "status_changed": seen_at if changed else old["status_changed"],
+                             "price_decimals": m.price_decimals, "volume_decimals": m.volume_decimals,
+                             "cost_decimals": m.cost_decimals, "min_volume": m.min_volume,
+                             "min_cost": m.min_cost})
             gone = [market for market, old in known.items() if old["status"] != DELISTED]
             if gone:
                 db.execute("UPDATE `markets` SET `status` = %s, `available` = %s, `status_changed` = %s "
@@ -504,6 +520,16 @@ class MarketDB:
 
     def markets(self, exchange: str) -> list[dict[str, Any]]:
         return self._all(f"{_select('markets')} WHERE `exchange` = %s ORDER BY `market`", (exchange,))
+
+    def market_rules(self, exchange: str) -> dict[str, Market]:
+        """The markets of `exchange` with the order rules last listed, by symbol; a market listed
+        before v6 and not since has none and is left out."""
+        return {r["market"]: Market(symbol=r["market"], base=r["base"], quote=r["quote"],
+                                    exchange_symbol=r["market"], status=r["status"], available=r["available"],
+                                    price_decimals=r["price_decimals"], volume_decimals=r["volume_decimals"],
+                                    min_volume=r["min_volume"], min_cost=r["min_cost"],
+                                    cost_decimals=r["cost_decimals"])
+                for r in self.markets(exchange) if r["price_decimals"] is not None}
 
     def available_markets(self, exchange: str) -> list[str]:
         return [r["market"] for r in self._all(
