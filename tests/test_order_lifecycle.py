@@ -17,7 +17,7 @@ from includes.agent import new_ref, run_agent
 from includes.errors import (InvalidNonce, LockedOut, PermanentError, RateLimited, TemporaryError,
                              UnknownMarket)
 from includes.platforms import make_platform
-from includes.platforms.keygate import FileLedger, RedisLedger
+from includes.platforms.keygate import FileLedger, KeyGate, RedisLedger
 from includes.platforms.kraken import error_for
 from includes.storage.state import ACTIVE, BUYING, WAITING
 from tests.conftest import REDIS_URL
@@ -285,3 +285,23 @@ def test_a_gate_lock_left_by_a_dead_host_expires_and_a_live_one_is_waited_for(re
         with KeyGate(RedisLedger(REDIS_URL, key, wait_seconds=0.2), "pro").call(1):
             pass
     client.close()
+
+
+def test_the_call_counter_is_dated_when_the_answer_came(tmp_path):
+    """Kraken counts a call when it arrives, somewhere between our send and its answer: the
+    gate must wait as if it came last, or a slow answer makes the next wait short."""
+    now = [1000.0]
+
+    class Ledger(FileLedger):
+        def clock(self) -> float:
+            return now[0]
+
+    waits: list[float] = []
+    gate = KeyGate(Ledger(tmp_path / "gate.json"), "starter",
+                   sleep=lambda seconds: (waits.append(seconds), now.__setitem__(0, now[0] + seconds)))
+    for n in range(15):               # starter: 15 calls, decaying 0.33 a second
+        with gate.call(1):
+            now[0] += 1.0 if n == 14 else 0.0   # the last answer takes a second
+    with gate.call(1):
+        pass
+    assert waits == [pytest.approx(1 / 0.33)]

@@ -79,7 +79,13 @@ class KeyGate:
             # not leave a nonce Kraken has seen unrecorded (every later call would be refused).
             state.update(nonce=nonce, counter=counter + cost, at=now)
             self.ledger.save(state)
-            yield nonce
+            try:
+                yield nonce
+            finally:
+                # The exchange counted the call on arrival, some time before its answer: dating the
+                # count at the answer never lets the wait for the next call come out short.
+                state["at"] = self.ledger.clock()
+                self.ledger.save(state)
 
     def _decayed(self, state: dict[str, Any], now: float) -> float:
         elapsed = max(0.0, now - float(state.get("at", 0)))
