@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from includes.money import ZERO, percent_change
 from includes.runtime import dry_run_requested, stop_requested
-from includes.storage import OPEN
-from includes.storage.journal import fold, is_fill
+from includes.storage.journal import fold
 
 if TYPE_CHECKING:
     from includes.config import Config
@@ -142,8 +141,7 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     now = time.time() if now is None else now
     t = cfg.trading
     exchange = cfg.exchange.ccxt_id if cfg.exchange.name == "ccxt" and cfg.exchange.ccxt_id else cfg.exchange.name
-    rows = db.journal(mode, agent=cfg.storage.namespace)
-    _, sales = fold(rows)
+    agent = cfg.storage.namespace
     threads = store.threads()
     markets = list(dict.fromkeys([f"{c}/{t.quote}" for c in t.currencies]
                                  + [f"{th.currency}/{t.quote}" for th in threads if th.currency]))
@@ -152,10 +150,15 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     # Orders are dated on the exchange's clock (a Pi may have none): so are the P&L windows and doubts.
     exchange_now = max((float(row["ts"]) for row in last.values() if row), default=now)
     today = exchange_now - exchange_now % DAY
+    # The journal's last week (and a day, for an order that took long to settle) folded from the
+    # positions before it, and running totals for the rest: never the whole journal (issue 17).
+    opens = exchange_now - 8 * DAY
+    _, sales = fold(db.journal(mode, since=opens, agent=agent), held=db.open_positions(mode, agent, before=opens))
+    totals = db.fill_totals(mode, agent)
+    realised = totals.realised
     held = holdings(store, bids, t.quote, t.fee_percent)
     free = free_balance(cfg, store, mode)
     unrealised = sum((h.unrealised for h in held if h.unrealised is not None), ZERO)
-    realised = sum((s.pnl for s in sales), ZERO)
     change = realised + unrealised
     # what selling everything at the bid would leave, fees paid: free + each holding's value and unrealised P&L
     equity = None if free is None else free + sum((h.value + h.unrealised for h in held if h.unrealised is not None),
@@ -168,13 +171,13 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
         quote=t.quote, jobs=jobs(cfg.path(cfg.paths.tmp)), holdings=held,
         realised_today=sum((s.pnl for s in sales if s.at >= today), ZERO),
         realised_7d=sum((s.pnl for s in sales if s.at >= exchange_now - 7 * DAY), ZERO), realised_total=realised,
-        fees=sum((Decimal(r["fee"] or 0) for r in rows if is_fill(r)), ZERO), free=free, equity=equity,
+        fees=totals.fees, free=free, equity=equity,
         change=change,
         # since the first order, on what was there then (no deposit or withdrawal since, as the agent assumes)
         change_percent=_percent(equity - change, equity) if equity is not None else None,
-        first_order=float(rows[0]["intent_at"]) if rows else None,
+        first_order=db.first_intent(mode, agent),
         in_doubt=[Doubt(r["ref"], r["thread"], r["side"], r["market"], r["status"], float(r["intent_at"]))
-                  for r in rows if r["status"] in OPEN],
+                  for r in db.open_intents(mode, agent)],
         freshness={m: float(row["ts"]) if row else None for m, row in last.items()},
         spool_files=len(spool), spool_bytes=sum(_size(p) for p in spool))
     status.attention = attention(status)
