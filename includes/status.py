@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from includes.storage.state import StateStore
 
 # Each job's cron period (crontab.example): a job that has not succeeded for LATE_PERIODS of them needs looking at.
+# get_api_data's and trade_agent's are market_data.cycle_minutes (Status.cycle_seconds), 10 by default.
 PERIODS = {"get_api_data": 600, "trade_agent": 600, "available_markets": 3600, "plot_graphs": 3600,
            "clean_and_backup_database": 31 * 86400}
 LATE_PERIODS = 3
@@ -91,6 +92,7 @@ class Status:
     spool_files: int
     spool_bytes: int
     attention: list[str] = field(default_factory=list)
+    cycle_seconds: int = 600           # market_data.cycle_minutes: get_api_data's and trade_agent's period
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)
@@ -179,7 +181,8 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
         in_doubt=[Doubt(r["ref"], r["thread"], r["side"], r["market"], r["status"], float(r["intent_at"]))
                   for r in db.open_intents(mode, agent)],
         freshness={m: float(row["ts"]) if row else None for m, row in last.items()},
-        spool_files=len(spool), spool_bytes=sum(_size(p) for p in spool))
+        spool_files=len(spool), spool_bytes=sum(_size(p) for p in spool),
+        cycle_seconds=cfg.market_data.cycle_minutes * 60)
     status.attention = attention(status)
     return status
 
@@ -192,7 +195,8 @@ def attention(s: Status) -> list[str]:
         if job.last_run is None:
             continue  # never run here (not in this crontab)
         since = job.last_success if job.last_success is not None else job.last_run
-        if s.now - since > LATE_PERIODS * PERIODS[job.name]:
+        period = s.cycle_seconds if job.name in ("get_api_data", "trade_agent") else PERIODS[job.name]
+        if s.now - since > LATE_PERIODS * period:
             lines.append(f"{job.name} has not succeeded for {_age(s.now - since)}"
                          + (f": {job.message}" if job.message else ""))
     for d in s.in_doubt:
