@@ -289,7 +289,7 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
     try:
         # what the charts draw: the window's orders (orders_time), and what came before as totals
         # and positions (orders_status, orders_thread), so that a long journal costs nothing more
-        journal = {ns: filled_orders(db.journal(ns, since=since, agent=agent)) for ns in NAMESPACES}
+        journal = {ns: filled_orders(db.settled(ns, agent, since=since)) for ns in NAMESPACES}
         before = {ns: db.fill_totals(ns, agent, before=since) for ns in NAMESPACES}
         prices = {}
         for market in tracked_markets(cfg):

@@ -155,7 +155,7 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     # The journal's last week (and a day, for an order that took long to settle) folded from the
     # positions before it, and running totals for the rest: never the whole journal (issue 17).
     opens = exchange_now - 8 * DAY
-    _, sales = fold(db.journal(mode, since=opens, agent=agent), held=db.open_positions(mode, agent, before=opens))
+    _, sales = fold(db.settled(mode, agent, since=opens), held=db.open_positions(mode, agent, before=opens))
     totals = db.fill_totals(mode, agent)
     realised = totals.realised
     held = holdings(store, bids, t.quote, t.fee_percent)
