@@ -763,9 +763,13 @@ class MarketDB:
         if table == "markets":
             return [(gone, (before,))]
         if "market" in TABLES[table].types:
-            return [("`ts` < %s", (before,)),
-                    (f"`ts` >= %s AND (`exchange`, `market`) IN (SELECT `exchange`, `market` FROM `markets` "
-                     f"WHERE {gone})", (before, before))]
+            # the markets gone first (a few, if any), then each one's rows by the primary key: an
+            # IN (SELECT ...) led MariaDB down candles_ts through every row newer than `before`
+            markets = self._all(f"SELECT `exchange`, `market` FROM `markets` WHERE {gone} "
+                                "ORDER BY `exchange`, `market`", (before,))
+            return [("`ts` < %s", (before,))] + [
+                ("`exchange` = %s AND `market` = %s AND `ts` >= %s", (m["exchange"], m["market"], before))
+                for m in markets]
         return [("`ts` < %s", (before,))]
 
     def archived_days(self, table: str, before: int) -> dict[int, int]:
