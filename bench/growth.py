@@ -71,7 +71,7 @@ ORDER = ("SELECT CONCAT('g', i), 'dry', 'kraken', 'SYN001/EUR', CASE WHEN i % 10
 def fill(url: str, days: int, n_markets: int, journal: int) -> float:
     """Candles and journal rows generated in the database; the seconds it took."""
     start = time.perf_counter()
-    db = MarketDB(url)
+    db = MarketDB(url, timeout=1800)     # one INSERT of 5 M rows: far over a cron run's 20 s
     db.ensure_schema()
     n = days * 86400 // STEP - 1
     order = dict(start=NOW - journal * 60, agent=AGENT, last=journal - 100)

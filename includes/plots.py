@@ -95,20 +95,20 @@ def portfolio(orders: Sequence[Mapping[str, Any]], prices: Mapping[str, Sequence
     fills before them left (`opening`, MarketDB.fill_totals: none by default).
 
     A buy spends cost + fee, a sell brings cost - fee; a sell realises its
-    proceeds less what its thread's buy spent.  Held volumes are valued at the
-    last known price (`prices`: per market, (ts, price) oldest first), else at
-    the last fill price.
+    proceeds less the share of its thread's buy it sold (journal.fold's Sale.pnl).
+    Held volumes are valued at the last known price (`prices`: per market,
+    (ts, price) oldest first), else at the last fill price.
     """
     quote, realised = start, ZERO
     held: dict[str, Decimal] = {}
-    spent: dict[Any, Decimal] = {}
     last_fill: dict[str, Decimal] = {}
     if opening is not None:
         quote, realised = start + opening.sold - opening.bought, opening.realised
-        for n, p in opening.held.items():
+        for p in opening.held.values():
             held[p.market] = held.get(p.market, ZERO) + p.volume
-            spent[n] = p.value
             last_fill[p.market] = p.price
+    # what each sale made: journal.fold, on the positions the earlier fills left
+    made = {sale.ref: sale.pnl for sale in fold(orders, held=opening.held if opening else None)[1]}
     points, i = [], 0
     for t in times:
         while i < len(orders) and order_time(orders[i]) <= t:
@@ -119,12 +119,10 @@ def portfolio(orders: Sequence[Mapping[str, Any]], prices: Mapping[str, Sequence
             if o["side"] == "buy":
                 quote -= o["cost"] + fee
                 held[o["market"]] = held.get(o["market"], ZERO) + o["filled"]
-                spent[o["thread"]] = o["cost"] + fee
             else:
                 quote += o["cost"] - fee
                 held[o["market"]] = held.get(o["market"], ZERO) - o["filled"]
-                if o["thread"] in spent:
-                    realised += o["cost"] - fee - spent.pop(o["thread"])
+                realised += made.get(o["ref"], ZERO)
         value = sum((volume * _price_at(prices.get(m, ()), t, last_fill[m]) for m, volume in held.items()), ZERO)
         points.append(PortfolioPoint(t, quote, value, realised))
     return points
