@@ -45,7 +45,7 @@ from includes.storage.marketdb import Cursor, MarketDB  # noqa: E402
 
 SERVER = "mysql+pymysql://root@127.0.0.1"
 NOW = int(time.time()) // 3600 * 3600   # the newest candle opens 5 minutes before; the simulator's clock
-PAST = 1_767_225_600                    # 2026-01-01, the 600 markets' simulated clock
+PAST = 1_767_225_600                    # 2026-01-01: the 600 markets' simulated clock
 STEP = 300
 AGENT = "crontrader"
 TARGETS = (1.3, 5.0)
@@ -296,14 +296,12 @@ def many_markets(n: int) -> None:
     from includes.simulators.kraken import KrakenSimulator
     from includes.storage.spool import Spool
 
-    cycle = MarketDataConfig().cycle_minutes * 60         # market_data.cycle_minutes, by default
-    budget = int(cycle * CYCLE_SHARE * 1.0) - OTHER_CALLS   # call_budget at Kraken's pace
-    print(f"\nget_api_data over {n} markets, a cycle every {cycle // 60} min, "
+    period = MarketDataConfig().cycle_minutes * 60        # market_data.cycle_minutes, by default
+    budget = int(period * CYCLE_SHARE * 1.0) - OTHER_CALLS   # call_budget at Kraken's pace
+    print(f"\nget_api_data over {n} markets, a cycle every {period // 60} min, "
           f"budget {budget} candle calls (1 call/s)")
     print(f"  {'cycle':>5} {'due':>5} {'OHLC':>5} {'behind':>6} {'wall at 1/s':>11} {'without budget':>14}")
     logging.disable(logging.WARNING)
-    # a clock in the past: get_api_data judges what is due by the local clock, so that each cycle
-    # finds every market's next candle due, as a Pi's cron does
     with tempfile.TemporaryDirectory() as home, KrakenSimulator(clock=PAST) as sim:
         bases = [sim.pair(k).base for k in sim.add_synthetic_pairs(n)]
         config = {"paths": {k: str(Path(home) / k) for k in ("log", "tmp", "img")},
@@ -321,7 +319,7 @@ def many_markets(n: int) -> None:
             calls = sim.calls.get("OHLC", 0) - before
             print(f"  {cycle:5} {report.due:5} {calls:5} {report.behind:6} {calls + OTHER_CALLS:9} s "
                   f"{report.due + OTHER_CALLS:12} s")
-            sim.advance(cycle)
+            sim.advance(period)
     logging.disable(logging.NOTSET)
 
 
