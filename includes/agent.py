@@ -204,6 +204,12 @@ class Agent:
             if thread.state in (BUYING, SELLING):
                 continue
             held = positions.get(thread.n)
+            if held is not None and self.is_dust(held.market, held.volume):
+                if thread.state == ACTIVE:
+                    self.store.put_thread(Thread(n=thread.n, state=WAITING, lastsellvalue=thread.lastsellvalue,
+                                                 updated=thread.updated))
+                    self._note(self.dust_note(thread.n, held.market, held.volume), self.summary.recovered)
+                continue
             if held is None:
                 if thread.state == ACTIVE and self.db.journal_row(thread.order_ref) is not None:
                     self.store.put_thread(Thread(n=thread.n, state=WAITING, lastsellvalue=thread.lastsellvalue,
@@ -221,7 +227,7 @@ class Agent:
             self._note(f"thread {thread.n}: set from the journal ({held.volume} {currency}, order {held.ref})",
                        self.summary.recovered)
         for n, held in positions.items():
-            if self.store.get_thread(n) is None:
+            if self.store.get_thread(n) is None and not self.is_dust(held.market, held.volume):
                 self.store.put_thread(Thread(n=n, state=ACTIVE, currency=_base(held.market), value=held.value,
                                              volume=held.volume, lastbuyvalue=held.price, order_ref=held.ref,
                                              updated=int(held.at)))
@@ -506,32 +512,54 @@ class Agent:
         A buy that filled nothing frees the thread; one that filled some activates it
         with what filled.  A sell that filled nothing keeps the thread active; one that
         filled part keeps the rest active, its value in proportion; one that filled all
-        frees it."""
+        frees it.  A thread left holding dust (too little to sell ever) is freed."""
         base = _base(order.market)
         if order.filled <= 0:
             self.store.abort(n, order.ref)
             self._note(f"thread {n}: {order.side} order {order.ref} filled nothing ({order.status})", bucket)
             return None
-        if order.side == "buy":
+        thread = self.store.get_thread(n)
+        held = order.filled if order.side == "buy" else (thread.volume - order.filled if thread else ZERO)
+        if self.is_dust(order.market, held):
+            if order.side == "buy":
+                self.store.abort(n, order.ref)
+            else:
+                self.store.release(n, order.ref, sell_price=order.price)
+            self._note(f"thread {n}: {order.side} order {order.ref} filled {order.filled} {base} at {order.price}; "
+                       + self.dust_note(n, order.market, held), bucket)
+        elif order.side == "buy":
             self.store.activate(n, order.ref, value=order.cost + order.fee, volume=order.filled,
                                 buy_price=order.price, at=int(order.closed_at or self.platform.now()))
             self._note(f"thread {n}: bought {order.filled} {base} at {order.price} "
                        f"for {order.cost + order.fee} {self.cfg.quote} (order {order.ref})", bucket)
+        elif held > 0 and thread is not None:
+            self.store.sell_part(n, order.ref, value=value_left(thread.value, thread.volume, held), volume=held,
+                                 sell_price=order.price)
+            self._note(f"thread {n}: sold {order.filled} of {thread.volume} {base} at {order.price} "
+                       f"for {order.cost - order.fee} {self.cfg.quote}; {held} {base} stay held "
+                       f"(order {order.ref}, {order.status})", bucket)
         else:
-            thread = self.store.get_thread(n)
-            left = thread.volume - order.filled if thread is not None else ZERO
-            if left > 0:
-                self.store.sell_part(n, order.ref, value=value_left(thread.value, thread.volume, left), volume=left,
-                                     sell_price=order.price)
-                self._note(f"thread {n}: sold {order.filled} of {thread.volume} {base} at {order.price} "
-                           f"for {order.cost - order.fee} {self.cfg.quote}; {left} {base} stay held "
-                           f"(order {order.ref}, {order.status})", bucket)
-            else:
-                self.store.release(n, order.ref, sell_price=order.price)
-                self._note(f"thread {n}: sold {order.filled} {base} at {order.price} "
-                           f"for {order.cost - order.fee} {self.cfg.quote} (order {order.ref})", bucket)
+            self.store.release(n, order.ref, sell_price=order.price)
+            self._note(f"thread {n}: sold {order.filled} {base} at {order.price} "
+                       f"for {order.cost - order.fee} {self.cfg.quote} (order {order.ref})", bucket)
         crash_point(f"{order.side}:moved")
         return order
+
+    def is_dust(self, symbol: str, volume: Decimal) -> bool:
+        """Some of the base, but too little to sell ever (Market.is_dust): a thread holding only
+        that would keep its slot forever, so it is freed and the coins stay in the account."""
+        if volume <= 0:
+            return False
+        try:
+            return self.platform.market(_base(symbol)).is_dust(volume)
+        except (*NOT_SENDABLE, ExchangeError) as exc:
+            log.warning("%s: no market rules to tell dust (%s); the thread keeps its %s", symbol, exc, volume)
+            return False
+
+    def dust_note(self, n: int, symbol: str, volume: Decimal) -> str:
+        market = self.platform.market(_base(symbol))
+        return (f"{volume} {market.base} is below {self.exchange}'s minimum order of {market.min_volume} "
+                f"{market.base}: it stays in the account as dust and thread {n} is freed")
 
     def _note(self, text: str, bucket: list[str]) -> None:
         log.info("%s", text)

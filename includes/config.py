@@ -286,6 +286,10 @@ class StorageConfig(Section):
     # seconds a connect, a read or a write to MariaDB or Redis may take: a hung server then
     # counts as an unreachable one (the URL's connect/read/write_timeout options override it)
     timeout: float = setting(20.0, ge=1, le=600)
+    # the spool (tmp/spool: rows waiting while the market DB is unreachable) is capped: past
+    # either cap the oldest batches are dropped, and the run says so on stderr
+    spool_max_mb: float = setting(200.0, ge=1, le=1_000_000)
+    spool_max_days: float = setting(30.0, ge=1, le=3660)
     timeseries: TimeSeriesConfig = TimeSeriesConfig()
 
 

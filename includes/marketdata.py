@@ -267,6 +267,23 @@ def _replay(db: MarketDB, spool: Spool) -> int:
         return 0
 
 
+def tell_spool(job: str, spool: Spool) -> None:
+    """A run that used the spool says what it holds in one log line, and on stderr (cron mails it)
+    when rows wait there: a backlog is news; so is every batch a cap dropped."""
+    from includes.runtime import tell_owner
+
+    dropped = spool.told()
+    if dropped:
+        tell_owner(job, dropped)
+    if not spool.used:
+        return
+    holding = spool.holding()
+    if holding.files:
+        tell_owner(job, holding.describe(spool.clock()))
+    else:
+        log.info("%s", holding.describe(spool.clock()))
+
+
 def _to_timeseries(writer: TimeSeriesWriter | None, method: str, *args, **kwargs) -> None:
     """The time series are optional: a failure there is logged, never fatal."""
     if writer is None:
@@ -280,12 +297,11 @@ def _to_timeseries(writer: TimeSeriesWriter | None, method: str, *args, **kwargs
 def get_api_data(cfg: Config, backfill_days: float | None = None) -> int:
     """The get_api_data job; exit status 1 only when nothing at all could be fetched."""
     from includes.platforms import make_platform
-    from includes.storage import open_market_db, open_timeseries
-    from includes.storage.spool import Spool
+    from includes.storage import open_market_db, open_spool, open_timeseries
 
     platform = make_platform(cfg, live=False)
     db = open_market_db(cfg)
-    spool = Spool(cfg.path(cfg.paths.tmp) / "spool")
+    spool = open_spool(cfg)
     timeseries = open_timeseries(cfg)
     try:
         if backfill_days:
@@ -296,6 +312,7 @@ def get_api_data(cfg: Config, backfill_days: float | None = None) -> int:
         db.close()
         if timeseries is not None:
             timeseries.close()
+    tell_spool("get_api_data", spool)   # a run that failed says its one line only (the log has the drops)
     from includes.runtime import tell_owner
     for gap in report.gaps:
         tell_owner("get_api_data", gap)
@@ -308,16 +325,17 @@ def get_api_data(cfg: Config, backfill_days: float | None = None) -> int:
 def available_markets(cfg: Config) -> int:
     """The available_markets job: record the listing, write tmp/available.markets.tmp."""
     from includes.platforms import make_platform
-    from includes.storage import open_market_db
-    from includes.storage.spool import Spool
+    from includes.storage import open_market_db, open_spool
 
     platform = make_platform(cfg, live=False)
     db = open_market_db(cfg)
+    spool = open_spool(cfg)
     try:
         now = platform.now()
-        markets = record_markets(db, Spool(cfg.path(cfg.paths.tmp) / "spool"), platform, now)
+        markets = record_markets(db, spool, platform, now)
     finally:
         db.close()
+    tell_spool("available_markets", spool)
     path = cfg.path(cfg.paths.tmp) / AVAILABLE_FILE
     write_available_file(path, platform.name, markets, now)
     log.info("%d of %d markets available; written to %s", sum(m.available for m in markets),

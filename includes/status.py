@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -18,12 +20,14 @@ from typing import TYPE_CHECKING
 
 from includes.money import ZERO, percent_change
 from includes.runtime import dry_run_requested, stop_requested
-from includes.storage.journal import fold
+from includes.storage import OPEN
+from includes.storage.journal import INTENT_STEP, fold, is_fill
 
 if TYPE_CHECKING:
     from includes.config import Config
     from includes.storage.marketdb import MarketDB
     from includes.storage.state import StateStore
+    from includes.storage.timeseries import TimeSeriesWriter
 
 # Each job's cron period (crontab.example): a job that has not succeeded for LATE_PERIODS of them needs looking at.
 # get_api_data's and trade_agent's are market_data.cycle_minutes (Status.cycle_seconds), 10 by default.
@@ -32,6 +36,7 @@ PERIODS = {"get_api_data": 600, "trade_agent": 600, "available_markets": 3600, "
 LATE_PERIODS = 3
 DOUBT_SECONDS = 3600      # an order in doubt for longer needs looking at
 DAY = 86400
+FILLS_MARK = "timeseries:fills"   # state-store key: where write_fills reads the journal from
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +147,7 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     """Every figure of the status, from the stores and tmp/."""
     now = time.time() if now is None else now
     t = cfg.trading
-    exchange = cfg.exchange.ccxt_id if cfg.exchange.name == "ccxt" and cfg.exchange.ccxt_id else cfg.exchange.name
+    exchange = _exchange(cfg)
     agent = cfg.storage.namespace
     threads = store.threads()
     markets = list(dict.fromkeys([f"{c}/{t.quote}" for c in t.currencies]
@@ -254,7 +259,8 @@ def render(s: Status) -> str:
 
 def write_timeseries(cfg: Config, mode: str) -> None:
     """The bot's figures into the time series (storage.timeseries), after an agent run: equity, free
-    balance, P&L and each currency's position.  Optional like the market series: a failure is logged."""
+    balance, P&L, each currency's position and the new fills.  Optional like the market series: a
+    failure is logged."""
     from includes.errors import StorageError
     from includes.storage import open_timeseries
 
@@ -262,32 +268,76 @@ def write_timeseries(cfg: Config, mode: str) -> None:
     if writer is None:
         return
     try:
-        s = gather_from_config(cfg, mode)
-        figures = {"equity": s.equity, "free": s.free, "realised": s.realised_total, "change": s.change,
-                   "unrealised": s.change - s.realised_total, "fees": s.fees, "in_doubt": len(s.in_doubt)}
-        positions: dict[str, dict[str, object]] = {}
-        for h in s.holdings:
-            p = positions.setdefault(h.currency, {"volume": ZERO, "value": ZERO, "market_value": ZERO})
-            p["volume"] += h.volume
-            p["value"] += h.value
-            p["market_value"] += h.value + (h.unrealised or ZERO)
-        writer.write_bot(cfg.storage.namespace, mode, s.quote, int(s.exchange_now), figures, positions)
+        with _stores(cfg, mode) as (db, store):
+            s = gather(cfg, db, store, mode)
+            figures = {"equity": s.equity, "free": s.free, "realised": s.realised_total, "change": s.change,
+                       "unrealised": s.change - s.realised_total, "fees": s.fees, "in_doubt": len(s.in_doubt)}
+            positions: dict[str, dict[str, object]] = {}
+            for h in s.holdings:
+                p = positions.setdefault(h.currency, {"volume": ZERO, "value": ZERO, "market_value": ZERO})
+                p["volume"] += h.volume
+                p["value"] += h.value
+                p["market_value"] += h.value + (h.unrealised or ZERO)
+            writer.write_bot(cfg.storage.namespace, mode, s.quote, int(s.exchange_now), figures, positions)
+            write_fills(writer, db, store, cfg.storage.namespace, mode, _exchange(cfg))
     except StorageError as exc:
         log.warning("time series: %s", exc)
     finally:
         writer.close()
 
 
-def gather_from_config(cfg: Config, mode: str) -> Status:
-    """gather() over the stores the config names, opened and closed here."""
+def write_fills(writer: TimeSeriesWriter, db: MarketDB, store: StateStore, agent: str, mode: str,
+                exchange: str) -> int:
+    """The journal's fills not written yet, each as a point at its fill time; how many.
+
+    FILLS_MARK keeps where to read from: the intent of the oldest order still open (it may
+    fill yet), else just past the last intent read, with the fills written since it, so that a
+    run reads only the journal's tail and writes each fill once.  It moves only after the
+    write: a run that fails writes the same points again, which are the same points.
+    """
+    saved = json.loads(store.get_value(FILLS_MARK) or "{}")
+    since, written = saved.get("since"), set(saved.get("written", ()))
+    rows = db.journal(mode, since=since, agent=agent)
+    fills = [r for r in rows if is_fill(r) and r["ref"] not in written]
+    writer.write_fills(agent, mode, exchange, fills)
+    if rows:
+        still_open = [r for r in rows if r["status"] in OPEN]
+        if still_open:
+            since = float(still_open[0]["intent_at"])
+            written = {r["ref"] for r in rows if is_fill(r) and float(r["intent_at"]) >= since}
+        else:
+            since, written = float(rows[-1]["intent_at"]) + INTENT_STEP / 2, set()   # intents are that far apart
+        store.set_value(FILLS_MARK, json.dumps({"since": since, "written": sorted(written)}))
+    return len(fills)
+
+
+@contextmanager
+def _stores(cfg: Config, mode: str) -> Iterator[tuple[MarketDB, StateStore]]:
+    """The market DB and the mode's state store the config names, closed after use."""
     from includes.storage import open_market_db, open_state
 
-    db, store = open_market_db(cfg), open_state(cfg, mode)
+    db = open_market_db(cfg)
     try:
-        return gather(cfg, db, store, mode)
+        store = open_state(cfg, mode)
+    except BaseException:
+        db.close()
+        raise
+    try:
+        yield db, store
     finally:
         store.close()
         db.close()
+
+
+def gather_from_config(cfg: Config, mode: str) -> Status:
+    """gather() over the stores the config names, opened and closed here."""
+    with _stores(cfg, mode) as (db, store):
+        return gather(cfg, db, store, mode)
+
+
+def _exchange(cfg: Config) -> str:
+    """The exchange name the market data is stored under."""
+    return cfg.exchange.ccxt_id if cfg.exchange.name == "ccxt" and cfg.exchange.ccxt_id else cfg.exchange.name
 
 
 def status_job(cfg: Config, as_json: bool = False, send: bool = False) -> int:

@@ -119,7 +119,11 @@ def test_empty_file_means_defaults(tmp_path):
     ("market_data:\n  coinmarketcap:\n    keyfile: x\n",
      "unknown key market_data.coinmarketcap.keyfile (did you mean market_data.coinmarketcap.key_file?)"),
     ("plots:\n  zzz: 1\n", "unknown key plots.zzz (known keys here: markets, window_hours)"),
-    ("storage:\n  org: x\n", "unknown key storage.org (known keys here: market_db, namespace, state, timeout, timeseries)"),
+    ("storage:\n  org: x\n", ("unknown key storage.org (known keys here: market_db, namespace, spool_max_days, "
+                              "spool_max_mb, state, timeout, timeseries)")),
+    ("storage:\n  spool_max_mb: 0\n", "key storage.spool_max_mb: must be at least 1 (got 0)"),
+    ("storage:\n  spool_max_mb: lots\n", "key storage.spool_max_mb: must be a number (got 'lots')"),
+    ("storage:\n  spool_max_days: 99999\n", "key storage.spool_max_days: must be at most 3660 (got 99999)"),
     ("trading:\n  currencies: [BTC, BTC]\n", "lists a currency twice"),
     ("trading:\n  currencies: [EUR]\n", "EUR is the quote currency"),
     ("trading:\n  buy_trend_window: 5\n", "buy_trend_window: 5 is not one of trend_windows"),

@@ -14,12 +14,13 @@ from croniter import croniter
 from includes.config import Config
 from tests.conftest import ROOT
 
-JOBS = {"get_api_data", "available_markets", "trade_agent", "plot_graphs", "clean_and_backup_database"}
+JOBS = {"get_api_data", "available_markets", "trade_agent", "plot_graphs", "clean_and_backup_database",
+        "clean_and_backup_database --state-only"}
 START = datetime(2024, 1, 31, 23, 51)
 
 
 def crontab() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """(variables, {script: (schedule, command)})."""
+    """(variables, {job: (schedule, command)}): a job is the script, with its options if any."""
     variables, jobs = {}, {}
     for line in (ROOT / "crontab.example").read_text().splitlines():
         line = line.strip()
@@ -31,9 +32,10 @@ def crontab() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
             continue
         fields = line.split(None, 5)
         schedule, command = " ".join(fields[:5]), fields[5]
-        script = re.search(r"\$CRONTRADER/(\w+)\.py", command).group(1)
-        assert script not in jobs, f"{script} is scheduled twice"
-        jobs[script] = (schedule, command)
+        script, options = re.search(r"\$CRONTRADER/(\w+)\.py((?: --[\w-]+)*)", command).groups()
+        job = script + options
+        assert job not in jobs, f"{job} is scheduled twice"
+        jobs[job] = (schedule, command)
     return variables, jobs
 
 
@@ -60,12 +62,15 @@ def test_every_job_is_there_with_its_schedule():
     assert gaps(jobs["plot_graphs"][0]) == {3600}
     monthly = runs(jobs["clean_and_backup_database"][0], 3)
     assert [(t.month, t.day) for t in monthly] == [(2, 1), (3, 1), (4, 1)]
+    nightly = runs(jobs["clean_and_backup_database --state-only"][0], 31)   # the trading record, but on the 1st
+    assert [(t.day, t.hour) for t in nightly] == [(d, 3) for d in range(2, 30)] + [(2, 3), (3, 3), (4, 3)]
     assert variables["CRONTRADER"].startswith("/") and "MAILTO" in variables
 
 
 def test_every_command_uses_the_venv_python_absolute_paths_and_log():
-    for script, (_, command) in crontab()[1].items():
-        assert command.startswith(f"$CRONTRADER/.venv/bin/python $CRONTRADER/{script}.py ")
+    for job, (_, command) in crontab()[1].items():
+        script, _, options = job.partition(" ")
+        assert command.startswith(f"$CRONTRADER/.venv/bin/python $CRONTRADER/{script}.py {options}".rstrip() + " ")
         assert re.search(r">>\s*\$CRONTRADER/log/\S+\.log$", command)
 
 
@@ -73,7 +78,7 @@ def test_every_command_uses_the_venv_python_absolute_paths_and_log():
 def checkout(tmp_path: Path) -> Path:
     """CRONTRADER for the test: the scripts and the library of this checkout, sys.executable as
     the venv's python, and a log/ of its own."""
-    for script in JOBS:
+    for script in {job.split()[0] for job in JOBS}:
         (tmp_path / f"{script}.py").symlink_to(ROOT / f"{script}.py")
     (tmp_path / "includes").symlink_to(ROOT / "includes")
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
@@ -82,9 +87,10 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("script", sorted(JOBS))
-def test_each_command_runs_as_cron_would_run_it(checkout, script):
-    _, command = crontab()[1][script]
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_each_command_runs_as_cron_would_run_it(checkout, job):
+    _, command = crontab()[1][job]
+    script = job.split()[0]
     env = {"CRONTRADER": str(checkout), "PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/")}
     done = subprocess.run(["/bin/sh", "-c", f"{command} --help"], env=env, capture_output=True, text=True,
                           timeout=60)

@@ -87,6 +87,19 @@ def test_a_closed_port_is_unreachable_and_spools_the_cycle(tmp_path, job_config,
     run = run_job("get_api_data.py", tmp_path / "config.yaml")
     assert run.returncode == 0, run.stderr
     assert len(spooled(tmp_path)) == 1 + 1 + 5   # the listing, the tickers, a candle batch per market
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in spooled(tmp_path))
+    [line] = run.stderr.splitlines()             # cron mails the backlog
+    assert re.fullmatch(rf"get_api_data: the spool holds 7 batches, {rows} rows, \d+\.\d MB, the oldest 0 min old: "
+                        "the market DB was unreachable; the next run that reaches it writes them", line), line
+
+    again = run_job("get_api_data.py", tmp_path / "config.yaml")  # the same candles fetched again: spooled once
+    assert again.returncode == 0, again.stderr
+    assert len(spooled(tmp_path)) <= 1 + 2 + 5
+    assert sum(p.name.endswith("-upsert_markets.jsonl") for p in spooled(tmp_path)) == 1  # the newest listing
+    candles = [(json.loads(lines[0])["args"]["market"], json.loads(line)["ts"])
+               for lines in (p.read_text().splitlines() for p in spooled(tmp_path)
+                             if p.name.endswith("-upsert_candles.jsonl")) for line in lines[1:]]
+    assert len(candles) == len(set(candles)) >= 5 * 720, "a candle spooled twice"
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from includes.platforms import make_platform
 from includes.platforms.base import Candle
 from includes.platforms.keygate import FileLedger
 from includes.storage import OPEN
-from includes.storage.journal import positions
+from includes.storage.journal import left_as_dust, positions
 from includes.storage.marketdb import MarketDB
 from includes.storage.state import ACTIVE, BUYING, SELLING, open_state_store
 from tests.plugins.agent import wall_clock_env
@@ -97,6 +97,7 @@ class KrakenVenue:
         self.key, self.secret = self.sim.add_account(balances={"ZEUR": "1000", "XXBT": "0.01"}, tier="pro")
         self.pairs = {"BTC": "XXBTZEUR", "ETH": "XETHZEUR"}
         self.start_prices = {c: self.sim.price(p) for c, p in self.pairs.items()}
+        self.min_volume = {c: self.sim.pair(p).ordermin for c, p in self.pairs.items()}
 
     def exchange_config(self) -> dict[str, Any]:
         return {"name": "kraken", "api_url": self.sim.url, "rate_tier": "pro"}
@@ -164,13 +165,15 @@ class BittrexVenue:
     order_method = "POST /orders"
 
     def __init__(self, tmp_path: Path) -> None:
-        from includes.simulators.bittrex import BittrexSimulator
+        from includes.simulators.bittrex import BittrexSimulator, default_markets
 
         self.sim = BittrexSimulator(rate_limit=10 ** 9).start()
         self.key, self.secret = "walk-key", "walk-secret"
         self.sim.add_account(self.key, self.secret, {"EUR": "1000", "BTC": "0.01"})
         self.pairs = {"BTC": "BTC-EUR", "ETH": "ETH-EUR"}
         self.start_prices = {c: self.sim.price(p) for c, p in self.pairs.items()}
+        minimums = {m.symbol: m.min_trade_size for m in default_markets()}
+        self.min_volume = {c: minimums[p] for c, p in self.pairs.items()}
 
     def exchange_config(self) -> dict[str, Any]:
         return {"name": "bittrex", "api_url": self.sim.url + "/v3"}
@@ -349,7 +352,12 @@ class Walk:
                 if row["status"] in OPEN:
                     bad(f"order {ref} still {row['status']} after two clean runs")
 
-        held = positions(rows)
+        held, left = positions(rows), left_as_dust(rows)
+        for p in left:
+            if p.volume >= self.venue.min_volume[p.market.split("/")[0]]:
+                bad(f"thread {p.thread} bought again while it held {p.volume} {p.market}, more than dust")
+        # Too little to sell ever: the thread was freed and the coins stay in the account.
+        dust = {n for n, p in held.items() if p.volume < self.venue.min_volume[p.market.split("/")[0]]}
         in_flight = {t.n for t in threads if t.state in (BUYING, SELLING)}
         for t in threads:
             if t.n in in_flight:
@@ -358,14 +366,14 @@ class Walk:
             if t.state == ACTIVE and (position is None or position.volume != t.volume):
                 bad(f"thread {t.n} holds {t.volume} {t.currency}; its orders' fills say "
                     f"{position.volume if position else 0}")
-            if t.state != ACTIVE and position is not None:
+            if t.state != ACTIVE and position is not None and t.n not in dust:
                 bad(f"thread {t.n} is {t.state}; its orders' fills say it holds {position.volume}")
         if settled and in_flight:
             bad(f"threads {sorted(in_flight)} still in flight after two clean runs")
 
         balances = self.venue.balances()
         for currency in self.venue.pairs:
-            tracked = sum((p.volume for p in held.values() if p.market.startswith(currency + "/")), D(0))
+            tracked = sum((p.volume for p in [*held.values(), *left] if p.market.startswith(currency + "/")), D(0))
             flying = sum(((o.filled if o.side == "buy" else -o.filled) for o in exchange
                           if o.currency == currency and journal.get(o.ref, {}).get("status") in OPEN), D(0))
             change = balances.get(currency, D(0)) - self.start[currency]
@@ -376,7 +384,7 @@ class Walk:
         # What the agent committed: each holding thread's buy as sized (a fill the exchange delayed
         # may cost more if the price rose meanwhile), each buy in flight at the most it may cost.
         committed = sum((D(journal[p.ref]["amount_quote"]) for n, p in held.items()
-                         if n not in in_flight and p.ref in journal), D(0))
+                         if n not in in_flight and n not in dust and p.ref in journal), D(0))
         committed += MAX_PER_TRADE * sum(t.state in (BUYING, SELLING) for t in threads)
         if committed > self.cfg.trading.budget:
             bad(f"the threads committed {committed} EUR, over the budget {self.cfg.trading.budget}")

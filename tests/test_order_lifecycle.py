@@ -19,7 +19,7 @@ from includes.errors import (InvalidNonce, LockedOut, PermanentError, RateLimite
 from includes.platforms import make_platform
 from includes.platforms.keygate import FileLedger, RedisLedger
 from includes.platforms.kraken import error_for
-from includes.storage.state import ACTIVE, BUYING
+from includes.storage.state import ACTIVE, BUYING, WAITING
 from tests.conftest import REDIS_URL
 from tests.plugins.agent import journal, move, threads, wall_clock_env
 
@@ -80,6 +80,46 @@ def test_a_sell_that_fills_partly_keeps_the_rest_held(live, kraken_venue):
     rest = thread.volume
     assert "sold" in run_agent(live).sold[0]   # the rest sells in full next time
     assert [(r["side"], r["status"], r["filled"]) for r in journal(live)[2:]][0] == ("sell", "closed", rest)
+
+
+def test_a_sell_that_leaves_dust_frees_its_thread_and_the_dust_stays_in_the_account(job_config, rising,
+                                                                                    kraken_venue):
+    """0.9 of 0.00057 BTC sold leaves 0.000057 BTC, under Kraken's minimum order of 0.0001:
+    a thread holding it could never sell it and would keep its slot for ever."""
+    settings = {"currencies": ["BTC"], "max_threads": 1, "dry_run": False, "sell_percent": 3, "max_per_trade": 20}
+    live = job_config(trading=settings)
+    run_agent(live)
+    (bought,) = threads(live)
+    move(kraken_venue.sim, "BTC", "1.1")
+    kraken_venue.sim.inject("AddOrder", "lifecycle", open=1, fill="0.9", end="canceled")
+    summary = run_agent(live)
+    (thread,) = threads(live)
+    sell = journal(live)[-1]
+    dust = bought.volume - sell["filled"]
+    assert sell["status"] == "canceled" and 0 < dust < Decimal("0.0001") and held_btc(kraken_venue) == dust
+    assert thread.state == WAITING and thread.volume == 0
+    assert summary.sold == [f"thread {thread.n}: sell order {sell['ref']} filled {sell['filled']} BTC at "
+                            f"{sell['price']}; {dust} BTC is below kraken's minimum order of 0.0001 BTC: it "
+                            f"stays in the account as dust and thread {thread.n} is freed"]
+    again = run_agent(live)   # BTC cools down: the thread waits, and is not rebuilt from the dust
+    assert (again.recovered, again.bought, threads(live)[0].state) == ([], [], WAITING)
+    live = job_config(trading={**settings, "rebuy_cooldown_minutes": 0})
+    assert len(run_agent(live).bought) == 1
+    (thread,) = threads(live)
+    assert thread.state == ACTIVE and held_btc(kraken_venue) == dust + thread.volume
+
+
+def test_a_buy_that_fills_only_dust_frees_its_thread(job_config, rising, kraken_venue):
+    live = job_config(trading={"currencies": ["BTC"], "max_threads": 1, "dry_run": False, "max_per_trade": 20})
+    kraken_venue.sim.inject("AddOrder", "lifecycle", open=1, fill="0.1", end="canceled")
+    summary = run_agent(live)
+    (thread,) = threads(live)
+    (row,) = journal(live)
+    assert row["status"] == "canceled" and 0 < row["filled"] < Decimal("0.0001")
+    assert thread.state == WAITING and held_btc(kraken_venue) == row["filled"]
+    assert summary.bought[0].endswith("it stays in the account as dust and thread 1 is freed")
+    again = run_agent(live)   # not rebuilt from the dust: the thread buys anew
+    assert again.recovered == [] and len(again.bought) == 1 and threads(live)[0].state == ACTIVE
 
 
 def test_an_order_in_doubt_for_three_runs_is_told_on_stderr_once_a_run(live, kraken_venue, tmp_path):

@@ -127,7 +127,8 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         db.closes_at("kraken", MARKETS[1], 5, [T0 + 86400 * 3 - h * 3600 for h in (0, 2, 6, 12, 24, 48)])
         db.open_intents("live")                                                 # trade_agent
         db.open_positions("live")
-        db.settled("live")
+        db.settled("live")                                                      # plot_graphs
+        db.journal("live", since=T0 + 86400 * 3)                                # the fills to the time series
         db.settled("live", since=T0 + 86400 * 3 - 48 * 3600)                    # plot_graphs, status.py
         db.open_positions("live", before=T0 + 86400 * 3 - 48 * 3600)
         db.fill_totals("live", before=T0 + 86400 * 3 - 48 * 3600)

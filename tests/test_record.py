@@ -4,6 +4,7 @@ verifies them there; after the stores are lost, --restore brings back identical 
 threads.  On SQLite, and on MariaDB + Redis."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from includes.agent import run_agent
 from includes.storage import NAMESPACES, open_market_db, open_state
 from tests.conftest import REDIS_URL, ROOT
 from tests.plugins.agent import CURRENCIES, move
+from tests.plugins.sshd import SSHD
 
 
 def script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -95,3 +97,24 @@ def test_the_record_round_trips_through_the_destination(tmp_path, job_config, ri
     assert line.startswith("clean_and_backup_database: the trading record is restored onto empty stores only: "
                            "live journal, dry journal, ")
     assert everything(live) == before
+
+
+@pytest.mark.skipif(not os.access(SSHD, os.X_OK), reason=f"{SSHD} is absent (Debian package openssh-server, "
+                                                             "tests/setup.sh): no SSH destination to copy to")
+def test_the_record_goes_over_ssh_is_verified_there_and_restores(tmp_path, job_config, rising, sshd):
+    """backup.destination USER@HOST:/PATH: the same copy-then-verify as the archives, through a real sshd."""
+    remote = tmp_path / "remote" / "crontrader"
+    cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 2}, backup=sshd.backup_config(remote))
+    assert run_agent(cfg).bought
+    before = everything(cfg)
+
+    done = script(tmp_path, "--state-only")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    copies = sorted(remote.iterdir())
+    assert [p.name.split(".")[1] for p in copies] == ["orders", "paper_ledger", "state_values", "threads"]
+
+    for path in [*tmp_path.glob("market.db*"), *tmp_path.glob("state.db*"), tmp_path / "tmp" / "paper-crontrader.json"]:
+        path.unlink()
+    done = script(tmp_path, "--restore", *map(str, copies))
+    assert done.returncode == 0, done.stderr
+    assert everything(cfg) == before

@@ -162,6 +162,9 @@ def test_an_agent_run_writes_the_bots_figures_to_the_time_series(tmp_path, job_c
     assert {s.labels["currency"]: s.points[0][1] for s in positions} == {c: close(v, rel=1e-11)
                                                                           for c, v in held.items()}
     assert all(s.labels["mode"] == "dry" and s.labels["quote"] == "EUR" for s in positions)
+    fills = victoria_metrics.series(f'{{__name__="fill_volume",agent="{agent}"}}', 2)   # the run's two buys
+    assert {s.labels["market"]: s.points for s in fills if s.labels["side"] == "buy"} == {
+        f"{c}/EUR": [(pytest.approx(at, abs=600), close(v, rel=1e-11))] for c, v in held.items()}
 
 
 def test_late_means_three_of_the_configured_cycles():

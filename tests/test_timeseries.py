@@ -251,7 +251,11 @@ def test_every_promql_query_of_the_second_dashboard_finds_what_it_charts(victori
                                                "unrealised": Decimal("-1.5"), "change": Decimal("-0.5"),
                                                "fees": Decimal("0.1"), "in_doubt": 0},
                      {"BTC": {"volume": Decimal("0.0003"), "value": Decimal(10), "market_value": Decimal("8.5")}})
-    victoria_metrics.series(f'{{agent="{agent}"}}', 10)           # flushed and searchable
+    writer.write_fills(agent, "dry", exchange, [{"market": "BTC/EUR", "side": "buy", "thread": 1, "intent_at": ts - 2,
+                                                 "result_at": ts, "filled": Decimal("0.0003"),
+                                                 "price": Decimal(30005), "cost": Decimal("9.0015"),
+                                                 "fee": Decimal("0.0234")}])
+    victoria_metrics.series(f'{{agent="{agent}"}}', 14)           # flushed and searchable
     dashboard = json.loads((ROOT / "conf" / "grafana-dashboard-promql.json").read_text())
     values = {"agent": agent, "mode": "dry", "exchange": exchange, "market": "BTC/EUR", "interval": "5"}
 
@@ -273,7 +277,79 @@ def test_every_promql_query_of_the_second_dashboard_finds_what_it_charts(victori
             assert all(labels.get(k, v) == v for k, v in values.items() if k in labels), labels
             assert float(result["result"][0]["value"][1]) == {
                 "bot_equity": 99.5, "bot_free": 90, "bot_realised": 1, "bot_unrealised": -1.5, "bot_in_doubt": 0,
-                "position_market_value": 8.5, "ticker_bid": 29990, "candle_close": 30000}[
-                re.search(r"(bot_\w+|position_\w+|ticker_\w+|candle_\w+)", target["expr"]).group(1)]
+                "position_market_value": 8.5, "ticker_bid": 29990, "candle_close": 30000, "fill_price": 30005}[
+                re.search(r"(bot_\w+|position_\w+|ticker_\w+|candle_\w+|fill_\w+)", target["expr"]).group(1)]
             charted += 1
-    assert charted == 8
+    assert charted == 9
+
+
+# --- the bot's fills -------------------------------------------------------------------------------------
+
+def journal_fill(db, ref: str, side: str, thread: int, at: float, filled: str, price: str, *,
+                 status: str = "closed", settled_at: float | None = None) -> None:
+    """An order of the dry journal, from intent to its result `settled_at` (by default 2 s after)."""
+    db.journal_intent(ref, namespace="dry", exchange="kraken", market="BTC/EUR", side=side, thread=thread,
+                      amount_quote=Decimal(10), at=at, agent="fills")
+    if status != "intent":
+        cost = Decimal(filled) * Decimal(price)
+        db.journal_result(ref, status, order_id=f"O-{ref}", filled=Decimal(filled), price=Decimal(price),
+                          cost=cost if status != "open" else None, fee=(cost * Decimal("0.0026")).quantize(
+                              Decimal("1e-8")), at=(at + 2) if settled_at is None else settled_at)
+
+
+def test_each_fill_is_a_point_at_its_fill_time_written_once(victoria_metrics, writer, exchange, tmp_path):
+    from includes.status import write_fills
+    from includes.storage.marketdb import MarketDB
+    from includes.storage.state import open_state_store
+
+    db = MarketDB(f"sqlite:///{tmp_path / 'market.db'}")
+    store = open_state_store(f"sqlite:///{tmp_path / 'state.db'}", "crontrader", "dry")
+    t = 1700000000.0
+    journal_fill(db, "b1", "buy", 1, t, "0.0003", "30000")
+    journal_fill(db, "f1", "buy", 2, t + 10, "0", "0", status="canceled")          # settled, nothing filled
+    journal_fill(db, "s1", "sell", 1, t + 600, "0.0003", "31000.5")
+    journal_fill(db, "b2", "buy", 2, t + 1200, "0.00025", "31000", status="open")   # may fill yet
+    journal_fill(db, "b3", "buy", 3, t + 1800, "0.0002", "31500")
+
+    def run() -> int:
+        return write_fills(writer, db, store, "fills", "dry", exchange)
+
+    def points() -> dict[tuple[str, str, str], set[tuple[float, float]]]:
+        return {(s.labels["__name__"], s.labels["side"], s.labels["thread"]): set(s.points)
+                for s in victoria_metrics.series(f'{{__name__=~"fill_.+",exchange="{exchange}"}}', 4 * len(seen))}
+
+    seen = ["b1", "s1", "b3"]
+    assert run() == 3
+    got = points()
+    assert got[("fill_price", "buy", "1")] == {(t + 2, 30000.0)}
+    assert got[("fill_volume", "sell", "1")] == {(t + 602, 0.0003)}
+    assert got[("fill_cost", "sell", "1")] == {(t + 602, 9.30015)}
+    assert got[("fill_fee", "buy", "3")] == {(t + 1802, 0.0163800)}
+    assert {k[2] for k in got} == {"1", "3"} and all(len(v) == 1 for v in got.values())
+    [label] = {tuple(sorted(s.labels.items())) for s in victoria_metrics.series(f'fill_price{{thread="1",side="buy",'
+                                                                                f'exchange="{exchange}"}}')}
+    assert dict(label) | {"__name__": ""} == {"__name__": "", "agent": "fills", "mode": "dry", "exchange": exchange,
+                                              "market": "BTC/EUR", "side": "buy", "thread": "1"}
+
+    assert run() == 0                                             # nothing new: nothing written again
+    db.journal_result("b2", "closed", filled=Decimal("0.00025"), price=Decimal(31000), cost=Decimal("7.75"),
+                      fee=Decimal("0.02015"), at=t + 2400)       # the open order filled, after b3
+    journal_fill(db, "s3", "sell", 3, t + 3000, "0.0002", "32000")
+    seen += ["b2", "s3"]
+    assert run() == 2                                             # only those two
+    got = points()
+    assert got[("fill_cost", "buy", "2")] == {(t + 2400, 7.75)}
+    assert got[("fill_price", "sell", "3")] == {(t + 3002, 32000.0)}
+    assert all(len(v) == 1 for v in got.values())
+    assert run() == 0
+
+
+def test_a_fill_written_twice_is_the_same_point(victoria_metrics, writer, exchange):
+    fill = {"market": "ETH/EUR", "side": "sell", "thread": 4, "filled": Decimal("0.01"), "price": Decimal(2000),
+            "cost": Decimal(20), "fee": Decimal("0.052"), "intent_at": 1700000000.25, "result_at": 1700000003.5}
+    writer.write_fills("twice", "live", exchange, [fill])
+    writer.write_fills("twice", "live", exchange, [fill])
+    series = victoria_metrics.series(f'{{__name__=~"fill_.+",exchange="{exchange}"}}', 4)
+    assert len(series) == 4 and {s.labels["__name__"] for s in series} == {"fill_volume", "fill_price", "fill_cost",
+                                                                           "fill_fee"}
+    assert all({t for t, _ in s.points} == {1700000003} and len(set(s.points)) == 1 for s in series)

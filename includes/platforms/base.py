@@ -112,6 +112,11 @@ class Market:
         cost = round_half_even(volume * price, self.cost_decimals)
         return cost, round_up(cost * fee_percent / 100, self.cost_decimals)
 
+    def is_dust(self, volume: Decimal) -> bool:
+        """Too little to be sold ever: below the pair's minimum volume once rounded down.  (A cost
+        under the minimum cost is a matter of price, and prices move: that is not dust.)"""
+        return round_down(volume, self.volume_decimals) < self.min_volume
+
     def check_order(self, volume: Decimal, price: Decimal) -> None:
         """Refuse, before anything is sent, an order the venue would refuse."""
         if not self.available:

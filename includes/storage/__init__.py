@@ -19,6 +19,7 @@ SQLITE_REFUSED = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")
 if TYPE_CHECKING:
     from includes.config import Config
     from includes.storage.marketdb import MarketDB
+    from includes.storage.spool import Spool
     from includes.storage.state import StateStore
     from includes.storage.timeseries import TimeSeriesWriter
 
@@ -29,6 +30,13 @@ def open_market_db(cfg: Config) -> MarketDB:
     url = cfg.resolve_url(cfg.storage.market_db)
     _register_password(url)
     return MarketDB(url, cfg.storage.timeout)
+
+
+def open_spool(cfg: Config) -> Spool:
+    """tmp/spool, capped as the config says."""
+    from includes.storage.spool import Spool
+
+    return Spool(cfg.path(cfg.paths.tmp) / "spool", cfg.storage.spool_max_mb, cfg.storage.spool_max_days)
 
 
 def open_state(cfg: Config, mode: str) -> StateStore:

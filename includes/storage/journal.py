@@ -58,8 +58,21 @@ def fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None 
     a thread holds its last filled buy, less the fills of the sells after it (its value in
     proportion); a thread whose sells took it all holds nothing.  `held`: what the rows before
     these left (MarketDB.open_positions(before=...)), so that a window of the journal folds alone."""
+    held, sales, _ = _fold(rows, held)
+    return held, sales
+
+
+def left_as_dust(rows: Iterable[Mapping[str, Any]]) -> list[Position]:
+    """What threads held when they bought again: only dust, too little to sell, which the agent
+    frees a thread from (Agent.is_dust); the coins stay in the account."""
+    return _fold(rows)[2]
+
+
+def _fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None = None
+          ) -> tuple[dict[int, Position], list[Sale], list[Position]]:
     held = dict(held or {})
     sales: list[Sale] = []
+    dust: list[Position] = []
     for row in rows:
         n = row["thread"]
         if n is None or not is_fill(row):
@@ -67,6 +80,8 @@ def fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None 
         filled, at = Decimal(row["filled"]), float(row["result_at"] or row["intent_at"])
         cost, fee = Decimal(row["cost"] or 0), Decimal(row["fee"] or 0)
         if row["side"] == "buy":
+            if n in held:
+                dust.append(held[n])
             held[n] = Position(n, row["market"], filled, cost + fee, Decimal(row["price"] or 0), row["ref"], at)
         elif n in held:
             before = held[n]
@@ -78,7 +93,7 @@ def fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None 
                 kept = value_left(before.value, before.volume, left)
                 held[n] = Position(n, before.market, left, kept, before.price, before.ref, before.at)
             sales.append(Sale(n, before.market, at, cost - fee - (before.value - kept), fee, row["ref"]))
-    return held, sales
+    return held, sales, dust
 
 
 def value_left(value: Decimal, volume: Decimal, left: Decimal) -> Decimal:

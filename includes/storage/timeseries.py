@@ -69,6 +69,16 @@ class TimeSeriesWriter:
         self._write([self._point("bot", tags, figures, ts)]
                     + [self._point("position", {**tags, "currency": c}, f, ts) for c, f in positions.items()])
 
+    def write_fills(self, agent: str, mode: str, exchange: str, fills: list[Mapping[str, object]]) -> None:
+        """Each fill (journal rows: market, side, thread, filled, price, cost, fee) as a point of
+        measurement `fill` at its fill time: the same fill written again is the same point."""
+        self._write([self._point("fill", {"agent": agent, "mode": mode, "exchange": exchange,
+                                          "market": str(f["market"]), "side": str(f["side"]),
+                                          "thread": "" if f["thread"] is None else str(f["thread"])},
+                                 {"volume": f["filled"], "price": f["price"], "cost": f["cost"], "fee": f["fee"]},
+                                 int(float(f["result_at"] or f["intent_at"])))   # type: ignore[arg-type]
+                     for f in fills])
+
     def close(self) -> None:
         self._write_api.close()
         self._client.close()
