@@ -203,12 +203,22 @@ class CoinMarketCapConfig(Section):
     key_file: Path | None = None
 
 
+def _divides_the_hour(value: int) -> int:
+    if 60 % value:
+        raise ValueError(f"must divide 60, as a cron */N of minutes does: 1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 "
+                         f"or 60 (got {value})")
+    return value
+
+
 @dataclass(frozen=True)
 class MarketDataConfig(Section):
-    """Which markets to record and at which candle interval (minutes)."""
+    """Which markets to record, at which candle interval (minutes), and how often cron runs
+    get_api_data and trade_agent (cycle_minutes: crontab.example's */10).  A cycle's candle
+    calls fit in half of it, and status.py calls a job late after 3 cycles without success."""
 
     markets: Literal["configured", "all"] = "configured"
     candle_interval: Literal[1, 5, 15, 30, 60, 240, 1440] = 5
+    cycle_minutes: int = setting(10, ge=1, le=60, check=_divides_the_hour)
     coinmarketcap: CoinMarketCapConfig = CoinMarketCapConfig()
 
 

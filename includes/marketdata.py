@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 AVAILABLE_FILE = "available.markets.tmp"
 FIRST_FETCH_CANDLES = 720     # a market seen for the first time gets this much history
 BACKFILL_INTERVALS = (60, 240, 1440)
-CYCLE_SECONDS = 600           # crontab.example runs get_api_data every 10 minutes
-CYCLE_SHARE = 0.5             # of it, the candle calls' share: a cycle ends well before the next starts
+CYCLE_SHARE = 0.5             # of the cron period, the candle calls' share: a cycle ends well before the next starts
 OTHER_CALLS = 3               # the listing, the tickers, a retry
 
 
@@ -82,9 +81,11 @@ def record_markets(db: MarketDB, spool: Spool, platform: Platform, now: int) -> 
 
 
 def call_budget(cfg: Config) -> int:
-    """Candle calls one cycle may make: its share of the cron period at the exchange's public
-    pace (1 call/s: 297), so that no cycle outlasts the period whatever the number of markets."""
-    return max(1, int(CYCLE_SECONDS * CYCLE_SHARE * cfg.exchange.public_calls_per_second) - OTHER_CALLS)
+    """Candle calls one cycle may make: its share of the cron period (market_data.cycle_minutes)
+    at the exchange's public pace (1 call/s, 10 minutes: 297), so that no cycle outlasts the
+    period whatever the number of markets."""
+    period = cfg.market_data.cycle_minutes * 60
+    return max(1, int(period * CYCLE_SHARE * cfg.exchange.public_calls_per_second) - OTHER_CALLS)
 
 
 def fetch_cycle(cfg: Config, platform: Platform, db: MarketDB, spool: Spool,

@@ -26,6 +26,7 @@ from includes.errors import StorageError
 from includes.money import ZERO, percent_change
 from includes.platforms.base import MARKET_RE
 from includes.runtime import write_atomic
+from includes.storage.journal import FillTotals, fold
 from includes.storage.state import ACTIVE, SELLING
 from includes.trends import trends as compute_trends
 
@@ -89,18 +90,25 @@ class PortfolioPoint:
 
 
 def portfolio(orders: Sequence[Mapping[str, Any]], prices: Mapping[str, Sequence[tuple[int, Decimal]]],
-              times: Sequence[int], start: Decimal = ZERO) -> list[PortfolioPoint]:
-    """The portfolio at each of `times` from the filled orders (oldest first).
+              times: Sequence[int], start: Decimal = ZERO, opening: FillTotals | None = None) -> list[PortfolioPoint]:
+    """The portfolio at each of `times` from the filled orders (oldest first), on top of what the
+    fills before them left (`opening`, MarketDB.fill_totals: none by default).
 
     A buy spends cost + fee, a sell brings cost - fee; a sell realises its
-    proceeds less what its thread's buy spent.  Held volumes are valued at the
-    last known price (`prices`: per market, (ts, price) oldest first), else at
-    the last fill price.
+    proceeds less the share of its thread's buy it sold (journal.fold's Sale.pnl).
+    Held volumes are valued at the last known price (`prices`: per market,
+    (ts, price) oldest first), else at the last fill price.
     """
     quote, realised = start, ZERO
     held: dict[str, Decimal] = {}
-    spent: dict[Any, Decimal] = {}
     last_fill: dict[str, Decimal] = {}
+    if opening is not None:
+        quote, realised = start + opening.sold - opening.bought, opening.realised
+        for p in opening.held.values():
+            held[p.market] = held.get(p.market, ZERO) + p.volume
+            last_fill[p.market] = p.price
+    # what each sale made: journal.fold, on the positions the earlier fills left
+    made = {sale.ref: sale.pnl for sale in fold(orders, held=opening.held if opening else None)[1]}
     points, i = [], 0
     for t in times:
         while i < len(orders) and order_time(orders[i]) <= t:
@@ -111,12 +119,10 @@ def portfolio(orders: Sequence[Mapping[str, Any]], prices: Mapping[str, Sequence
             if o["side"] == "buy":
                 quote -= o["cost"] + fee
                 held[o["market"]] = held.get(o["market"], ZERO) + o["filled"]
-                spent[o["thread"]] = o["cost"] + fee
             else:
                 quote += o["cost"] - fee
                 held[o["market"]] = held.get(o["market"], ZERO) - o["filled"]
-                if o["thread"] in spent:
-                    realised += o["cost"] - fee - spent.pop(o["thread"])
+                realised += made.get(o["ref"], ZERO)
         value = sum((volume * _price_at(prices.get(m, ()), t, last_fill[m]) for m, volume in held.items()), ZERO)
         points.append(PortfolioPoint(t, quote, value, realised))
     return points
@@ -276,9 +282,13 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
     img = cfg.path(cfg.paths.img)
     img.mkdir(parents=True, exist_ok=True)
     page = Page()
+    agent, since = cfg.storage.namespace, now - cfg.plots.window_hours * 3600
     db = open_market_db(cfg)
     try:
-        journal = {ns: filled_orders(db.settled(ns, agent=cfg.storage.namespace)) for ns in NAMESPACES}
+        # what the charts draw: the window's orders (orders_time), and what came before as totals
+        # and positions (orders_status, orders_thread), so that a long journal costs nothing more
+        journal = {ns: filled_orders(db.settled(ns, agent, since=since)) for ns in NAMESPACES}
+        before = {ns: db.fill_totals(ns, agent, before=since) for ns in NAMESPACES}
         prices = {}
         for market in tracked_markets(cfg):
             prices[market] = plot_market(cfg, db, page, img, market, journal, now)
@@ -286,9 +296,9 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
             if ticker is not None:    # the agent's price, as status.py and the log say it: the bid
                 prices[market] = ticker["bid"]
         for ns in NAMESPACES:
-            if journal[ns]:
-                plot_portfolio(cfg, db, page, img, ns, journal[ns], now)
-        if not any(journal.values()):
+            if journal[ns] or before[ns].fills:
+                plot_portfolio(cfg, db, page, img, ns, journal[ns], before[ns], now)
+        if not any(journal[ns] or before[ns].fills for ns in NAMESPACES):
             name = "portfolio_dry" if cfg.trading.dry_run else "portfolio_live"
             draw_no_data(chart_path(img, name), "portfolio", "no order has been filled yet")
             page.charts.append(("Portfolio", f"{name}.png", "portfolio: no order yet"))
@@ -298,7 +308,7 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
             page.charts.append(("Global market", "global_market.png", "total market cap and BTC dominance"))
         thread_tables(cfg, page, prices)
         page.summary = summary(cfg, db)
-        page.trades = trade_rows(db.journal(_mode(cfg), agent=cfg.storage.namespace), cfg.trading.quote)
+        page.trades = trade_rows(db, _mode(cfg), agent, cfg.trading.quote)
     finally:
         db.close()
     write_atomic(img / "index.html", index_html(page, now, cfg.plots.window_hours))
@@ -329,10 +339,13 @@ def plot_market(cfg: Config, db: MarketDB, page: Page, img: Path, market: str,
 
 
 def plot_portfolio(cfg: Config, db: MarketDB, page: Page, img: Path, ns: str,
-                   orders: Sequence[Mapping[str, Any]], now: int) -> None:
-    start_at = int(order_time(orders[0]))
+                   orders: Sequence[Mapping[str, Any]], opening: FillTotals, now: int) -> None:
+    """Equity and P&L over the window (from the first order when that came later), on top of
+    what the orders before it left."""
+    since = now - cfg.plots.window_hours * 3600
+    start_at = since if opening.fills else max(since, int(order_time(orders[0])))
     prices = {}
-    for market in {o["market"] for o in orders}:
+    for market in {o["market"] for o in orders} | {p.market for p in opening.held.values()}:
         tickers = db.tickers(cfg.exchange.name, market, since=start_at)
         if tickers:
             prices[market] = [(t["ts"], t["last"]) for t in tickers]
@@ -341,7 +354,7 @@ def plot_portfolio(cfg: Config, db: MarketDB, page: Page, img: Path, ns: str,
             prices[market] = [(c.ts + interval * 60, c.close)
                               for c in db.candles(cfg.exchange.name, market, interval, since=start_at)]
     start = cfg.trading.dry_run_balance if ns == "dry" else ZERO
-    points = portfolio(orders, prices, time_grid(start_at, now, orders), start)
+    points = portfolio(orders, prices, time_grid(start_at, now, orders), start, opening)
     name = f"portfolio_{ns}"
     draw_portfolio(chart_path(img, name), ns, points, cfg.trading.quote, start_known=ns == "dry", start=start)
     page.charts.append(("Portfolio", f"{name}.png", f"{ns} portfolio"))
@@ -373,13 +386,14 @@ def _mode(cfg: Config) -> str:
     return "dry" if dry_run_requested(cfg) else "live"
 
 
-def trade_rows(journal: Sequence[Mapping[str, Any]], quote: str, limit: int = 20) -> list[dict[str, str]]:
-    """The latest fills, newest first, with their fees and, for a sale, what it made (journal.fold)."""
-    from includes.storage.journal import fold
-
-    made = {sale.ref: sale.pnl for sale in fold(journal)[1]}
+def trade_rows(db: MarketDB, namespace: str, agent: str, quote: str, limit: int = 20) -> list[dict[str, str]]:
+    """The latest fills, newest first, with their fees and, for a sale, what it made: journal.fold
+    of those fills on the positions the orders before them left (the journal's end only)."""
+    latest = sorted(db.latest_fills(namespace, agent, limit), key=lambda r: (float(r["intent_at"]), r["ref"]))
+    held = db.open_positions(namespace, agent, before=float(latest[0]["intent_at"])) if latest else {}
+    made = {sale.ref: sale.pnl for sale in fold(latest, held=held)[1]}
     rows = []
-    for r in reversed(filled_orders(journal)[-limit:]):
+    for r in reversed(filled_orders(latest)):
         pnl = made.get(r["ref"])
         rows.append({"time": _utc(order_time(r)), "side": r["side"], "market": r["market"],
                      "thread": str(r["thread"] or ""), "volume": f"{r['filled']:f}", "price": f"{r['price']:f}",

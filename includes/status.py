@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from includes.storage.timeseries import TimeSeriesWriter
 
 # Each job's cron period (crontab.example): a job that has not succeeded for LATE_PERIODS of them needs looking at.
+# get_api_data's and trade_agent's are market_data.cycle_minutes (Status.cycle_seconds), 10 by default.
 PERIODS = {"get_api_data": 600, "trade_agent": 600, "available_markets": 3600, "plot_graphs": 3600,
            "clean_and_backup_database": 31 * 86400}
 LATE_PERIODS = 3
@@ -96,6 +97,7 @@ class Status:
     spool_files: int
     spool_bytes: int
     attention: list[str] = field(default_factory=list)
+    cycle_seconds: int = 600           # market_data.cycle_minutes: get_api_data's and trade_agent's period
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), default=str, indent=2)
@@ -146,8 +148,7 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     now = time.time() if now is None else now
     t = cfg.trading
     exchange = _exchange(cfg)
-    rows = db.journal(mode, agent=cfg.storage.namespace)
-    _, sales = fold(rows)
+    agent = cfg.storage.namespace
     threads = store.threads()
     markets = list(dict.fromkeys([f"{c}/{t.quote}" for c in t.currencies]
                                  + [f"{th.currency}/{t.quote}" for th in threads if th.currency]))
@@ -156,10 +157,15 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
     # Orders are dated on the exchange's clock (a Pi may have none): so are the P&L windows and doubts.
     exchange_now = max((float(row["ts"]) for row in last.values() if row), default=now)
     today = exchange_now - exchange_now % DAY
+    # The journal's last week (and a day, for an order that took long to settle) folded from the
+    # positions before it, and running totals for the rest: never the whole journal (issue 17).
+    opens = exchange_now - 8 * DAY
+    _, sales = fold(db.settled(mode, agent, since=opens), held=db.open_positions(mode, agent, before=opens))
+    totals = db.fill_totals(mode, agent)
+    realised = totals.realised
     held = holdings(store, bids, t.quote, t.fee_percent)
     free = free_balance(cfg, store, mode)
     unrealised = sum((h.unrealised for h in held if h.unrealised is not None), ZERO)
-    realised = sum((s.pnl for s in sales), ZERO)
     change = realised + unrealised
     # what selling everything at the bid would leave, fees paid: free + each holding's value and unrealised P&L
     equity = None if free is None else free + sum((h.value + h.unrealised for h in held if h.unrealised is not None),
@@ -172,15 +178,16 @@ def gather(cfg: Config, db: MarketDB, store: StateStore, mode: str, now: float |
         quote=t.quote, jobs=jobs(cfg.path(cfg.paths.tmp)), holdings=held,
         realised_today=sum((s.pnl for s in sales if s.at >= today), ZERO),
         realised_7d=sum((s.pnl for s in sales if s.at >= exchange_now - 7 * DAY), ZERO), realised_total=realised,
-        fees=sum((Decimal(r["fee"] or 0) for r in rows if is_fill(r)), ZERO), free=free, equity=equity,
+        fees=totals.fees, free=free, equity=equity,
         change=change,
         # since the first order, on what was there then (no deposit or withdrawal since, as the agent assumes)
         change_percent=_percent(equity - change, equity) if equity is not None else None,
-        first_order=float(rows[0]["intent_at"]) if rows else None,
+        first_order=db.first_intent(mode, agent),
         in_doubt=[Doubt(r["ref"], r["thread"], r["side"], r["market"], r["status"], float(r["intent_at"]))
-                  for r in rows if r["status"] in OPEN],
+                  for r in db.open_intents(mode, agent)],
         freshness={m: float(row["ts"]) if row else None for m, row in last.items()},
-        spool_files=len(spool), spool_bytes=sum(_size(p) for p in spool))
+        spool_files=len(spool), spool_bytes=sum(_size(p) for p in spool),
+        cycle_seconds=cfg.market_data.cycle_minutes * 60)
     status.attention = attention(status)
     return status
 
@@ -193,7 +200,8 @@ def attention(s: Status) -> list[str]:
         if job.last_run is None:
             continue  # never run here (not in this crontab)
         since = job.last_success if job.last_success is not None else job.last_run
-        if s.now - since > LATE_PERIODS * PERIODS[job.name]:
+        period = s.cycle_seconds if job.name in ("get_api_data", "trade_agent") else PERIODS[job.name]
+        if s.now - since > LATE_PERIODS * period:
             lines.append(f"{job.name} has not succeeded for {_age(s.now - since)}"
                          + (f": {job.message}" if job.message else ""))
     for d in s.in_doubt:

@@ -112,6 +112,10 @@ def test_empty_file_means_defaults(tmp_path):
     ("exchange:\n  name: ccxt\n", "key exchange: name ccxt needs ccxt_id"),
     ("market_data:\n  candle_interval: 7\n",
      "key market_data.candle_interval: must be one of 1, 5, 15, 30, 60, 240, 1440 (got 7)"),
+    ("market_data:\n  cycle_minutes: 7\n",
+     "key market_data.cycle_minutes: must divide 60, as a cron */N of minutes does: 1, 2, 3, 4, 5, 6, 10, 12, 15, "
+     "20, 30 or 60 (got 7)"),
+    ("market_data:\n  cycle_minutes: 0\n", "key market_data.cycle_minutes: must be at least 1 (got 0)"),
     ("market_data:\n  coinmarketcap:\n    keyfile: x\n",
      "unknown key market_data.coinmarketcap.keyfile (did you mean market_data.coinmarketcap.key_file?)"),
     ("plots:\n  zzz: 1\n", "unknown key plots.zzz (known keys here: markets, window_hours)"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from croniter import croniter
 
+from includes.config import Config
 from tests.conftest import ROOT
 
 JOBS = {"get_api_data", "available_markets", "trade_agent", "plot_graphs", "clean_and_backup_database",
@@ -52,8 +53,9 @@ def test_every_job_is_there_with_its_schedule():
     variables, jobs = crontab()
     assert set(jobs) == JOBS
     assert all(croniter.is_valid(schedule) for schedule, _ in jobs.values())
-    assert gaps(jobs["get_api_data"][0]) == {600}
-    assert gaps(jobs["trade_agent"][0]) == {600}
+    cycle = Config().market_data.cycle_minutes * 60     # the default of the config key is the crontab's
+    assert gaps(jobs["get_api_data"][0]) == {cycle} == {600}
+    assert gaps(jobs["trade_agent"][0]) == {cycle}
     fetches = {t.minute for t in runs(jobs["get_api_data"][0])}
     assert not fetches & {t.minute for t in runs(jobs["trade_agent"][0])}      # offset from the fetch
     assert gaps(jobs["available_markets"][0]) == {3600}

@@ -179,6 +179,16 @@ def test_the_time_series_server_being_down_does_not_fail_the_cycle(job_config, c
     db.close()
 
 
+def test_the_call_budget_is_half_the_configured_cycle_at_the_public_pace():
+    from includes.config import Config, ExchangeConfig, MarketDataConfig
+    from includes.marketdata import call_budget
+
+    assert call_budget(Config()) == 297                                     # 10 minutes at Kraken's 1/s
+    assert call_budget(Config(market_data=MarketDataConfig(cycle_minutes=30))) == 897
+    assert call_budget(Config(market_data=MarketDataConfig(cycle_minutes=5),
+                              exchange=ExchangeConfig(public_calls_per_second=0.5))) == 72
+
+
 def test_a_cycle_keeps_within_its_call_budget_most_overdue_first(job_config, kraken_venue):
     """However many markets, a cycle makes at most its budget of candle calls; the markets
     left over are the first of the next cycle, so each is fetched within a few cycles."""

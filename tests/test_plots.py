@@ -228,6 +228,24 @@ def test_the_portfolio_is_exact_from_the_journal_and_prices():
         (D("91.95736"), D("8.600"), D("0.17868"))]
 
 
+def test_a_window_on_top_of_the_fills_before_it_is_the_same_portfolio():
+    """plot_graphs reads the window's fills and the running totals of those before (issue 17)."""
+    from includes.storage.journal import totals
+
+    orders = [order("b1", "buy", 1, 100, "0.001", "4000", "4", "0.0104"),
+              order("b2", "buy", 2, 200, "0.002", "4100", "8.2", "0.02132"),
+              order("s2", "sell", 2, 220, "0.001", "4150", "4.15", "0.01"),
+              order("s1", "sell", 1, 300, "0.001", "4200", "4.2", "0.01092"),
+              order("s3", "sell", 2, 320, "0.001", "4250", "4.25", "0.01")]
+    prices = {"BTC/EUR": [(150, D("4050")), (250, D("4150")), (350, D("4300"))]}
+    times = [250, 300, 310, 400]
+    whole = portfolio(orders, prices, times, start=D(100))
+    for cut in (150, 210, 250):
+        window = portfolio([o for o in orders if o["intent_at"] >= cut], prices, times, start=D(100),
+                           opening=totals(o for o in orders if o["intent_at"] < cut))
+        assert window == whole, cut
+
+
 def test_on_mariadb_too(tmp_path, mariadb_url, shared_data):
     fill(mariadb_url, f"sqlite:///{tmp_path / 'state.db'}", shared_data, int(time.time()))
     page = plot_all(load_config(write_config(tmp_path, mariadb_url)))

@@ -12,7 +12,7 @@ import pytest
 
 from includes.platforms.base import Candle
 from includes.storage import FINAL
-from includes.storage.journal import positions
+from includes.storage.journal import fold, is_fill, positions
 from includes.storage.marketdb import Cursor, MarketDB
 
 T0 = 1_700_000_100 // 300 * 300
@@ -56,6 +56,23 @@ def test_open_positions_read_from_the_indexes_agree_with_the_whole_journal_folde
             r["ref"] for r in db.journal("live") if r["status"] in ("closed", "canceled", "expired")]
         assert [r["ref"] for r in db.open_intents("live")] == [
             r["ref"] for r in db.journal("live") if r["status"] == "intent"]
+        # what plot_graphs and status.py read instead of the whole journal (issue 17)
+        middle = T0 + 60 * 750.5
+        earlier = [r for r in everything if r["intent_at"] < middle]
+        assert db.open_positions("live", before=middle) == positions(earlier)
+        assert db.open_positions("live", before=middle) != db.open_positions("live")
+        held, sales = fold(everything)
+        totals = db.fill_totals("live")
+        assert totals.realised == sum(s.pnl for s in sales) and totals.held == held
+        assert totals.fees == sum(r["fee"] for r in everything if is_fill(r))
+        assert db.fill_totals("live", before=middle).realised == sum(s.pnl for s in fold(earlier)[1])
+        later = [r for r in everything if r["intent_at"] >= middle]
+        assert fold(later, held=db.open_positions("live", before=middle)) == (held, [s for s in sales if s.ref in
+                                                                                  {r["ref"] for r in later}])
+        fills = [r["ref"] for r in everything if is_fill(r)]
+        assert [r["ref"] for r in db.latest_fills("live", limit=5)] == fills[::-1][:5]
+        assert db.first_intent("live") == T0 + 60
+        assert db.settled("live", since=middle) == [r for r in db.settled("live") if r["intent_at"] >= middle]
     finally:
         db.close()
 
@@ -112,6 +129,11 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         db.open_positions("live")
         db.settled("live")                                                      # plot_graphs
         db.journal("live", since=T0 + 86400 * 3)                                # the fills to the time series
+        db.settled("live", since=T0 + 86400 * 3 - 48 * 3600)                    # plot_graphs, status.py
+        db.open_positions("live", before=T0 + 86400 * 3 - 48 * 3600)
+        db.fill_totals("live", before=T0 + 86400 * 3 - 48 * 3600)
+        db.latest_fills("live")
+        db.first_intent("live")
         db.journal_intent("new", namespace="live", exchange="kraken", market=MARKETS[1], side="buy", thread=1)
         db.journal_result("new", "failed", error="EOrder:Insufficient funds")
         db.journal_looked_up("new")
@@ -121,7 +143,13 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         monkeypatch.undo()
         assert len(seen) > 10
         assert plans(db, seen) == []
-        assert all(used(db, sql, params) == {"orders_status"} for sql, params in seen if "`status` IN (" in sql
-                   and "`thread` =" not in sql)   # open intents, settled: by their status, not past every row
+        by_status = {sql: used(db, sql, params) for sql, params in seen if "`status` IN (" in sql
+                     and "`thread` =" not in sql}
+        # open intents, settled, the fills' totals: by their status, not past every row; the latest
+        # fills down orders_time from the end, until it has found them; a window's fills either way
+        either = [{"orders_status"}, {"orders_time"}]
+        assert all(found in ([{"orders_time"}] if "LIMIT" in sql else
+                             either if "`intent_at` >= %s" in sql else [{"orders_status"}])
+                   for sql, found in by_status.items()), by_status
     finally:
         db.close()

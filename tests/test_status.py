@@ -165,3 +165,21 @@ def test_an_agent_run_writes_the_bots_figures_to_the_time_series(tmp_path, job_c
     fills = victoria_metrics.series(f'{{__name__="fill_volume",agent="{agent}"}}', 2)   # the run's two buys
     assert {s.labels["market"]: s.points for s in fills if s.labels["side"] == "buy"} == {
         f"{c}/EUR": [(pytest.approx(at, abs=600), close(v, rel=1e-11))] for c, v in held.items()}
+
+
+def test_late_means_three_of_the_configured_cycles():
+    """get_api_data's and trade_agent's period is market_data.cycle_minutes (10 by default)."""
+    from includes.status import Job, Status, attention
+
+    def late(cycle_seconds: int) -> list[str]:
+        jobs = [Job(name, last_run=10_000.0, status=1, last_success=10_000.0 - 1900)
+                for name in ("get_api_data", "trade_agent", "plot_graphs")]
+        s = Status(now=10_000.0, exchange_now=10_000.0, mode="dry", stop_file=False, dry_run_file=False,
+                   quote="EUR", jobs=jobs, holdings=[], realised_today=D(0), realised_7d=D(0),
+                   realised_total=D(0), fees=D(0), free=None, equity=None, change=D(0), change_percent=None,
+                   first_order=None, in_doubt=[], freshness={}, spool_files=0, spool_bytes=0,
+                   cycle_seconds=cycle_seconds)
+        return [line.split()[0] for line in attention(s)]
+
+    assert late(600) == ["get_api_data", "trade_agent"]       # 32 min > 3 x 10 min; plot_graphs: 3 h
+    assert late(900) == []                                     # 32 min < 3 x 15 min

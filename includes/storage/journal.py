@@ -6,7 +6,7 @@ and value always equal its orders' final fills.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -52,11 +52,13 @@ def positions(rows: Iterable[Mapping[str, Any]]) -> dict[int, Position]:
     return fold(rows)[0]
 
 
-def fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[Sale]]:
+def fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None = None
+         ) -> tuple[dict[int, Position], list[Sale]]:
     """The journal rows, in intent order, folded into what each thread holds and what each sale made:
     a thread holds its last filled buy, less the fills of the sells after it (its value in
-    proportion); a thread whose sells took it all holds nothing."""
-    held, sales, _ = _fold(rows)
+    proportion); a thread whose sells took it all holds nothing.  `held`: what the rows before
+    these left (MarketDB.open_positions(before=...)), so that a window of the journal folds alone."""
+    held, sales, _ = _fold(rows, held)
     return held, sales
 
 
@@ -66,8 +68,9 @@ def left_as_dust(rows: Iterable[Mapping[str, Any]]) -> list[Position]:
     return _fold(rows)[2]
 
 
-def _fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[Sale], list[Position]]:
-    held: dict[int, Position] = {}
+def _fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None = None
+          ) -> tuple[dict[int, Position], list[Sale], list[Position]]:
+    held = dict(held or {})
     sales: list[Sale] = []
     dust: list[Position] = []
     for row in rows:
@@ -96,3 +99,43 @@ def _fold(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[int, Position], list[
 def value_left(value: Decimal, volume: Decimal, left: Decimal) -> Decimal:
     """What `left` of a position of `volume` bought for `value` cost: its share, to 1e-8."""
     return (value * left / volume).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
+
+
+
+@dataclass(frozen=True, slots=True)
+class FillTotals:
+    """What a journal's fills add up to (MarketDB.fill_totals): what the threads' buys spent
+    (cost + fee) and their sells brought (cost - fee), the fees of all `fills` fills, and the
+    positions fold over them: what each thread holds after them and what their sales realised."""
+    bought: Decimal
+    sold: Decimal
+    fees: Decimal
+    fills: int
+    held: dict[int, Position]
+    realised: Decimal
+
+
+def totals(rows: Iterable[Mapping[str, Any]]) -> FillTotals:
+    """FillTotals of the journal rows, in intent order, in one pass: the rows need not be kept."""
+    bought = sold = fees = realised = Decimal(0)
+    count = 0
+    held: dict[int, Position] = {}
+
+    def fills() -> Iterator[Mapping[str, Any]]:
+        nonlocal bought, sold, fees, count
+        for row in rows:
+            if not is_fill(row):
+                continue
+            count += 1
+            cost, fee = Decimal(row["cost"] or 0), Decimal(row["fee"] or 0)
+            fees += fee
+            if row["thread"] is not None:
+                if row["side"] == "buy":
+                    bought += cost + fee
+                else:
+                    sold += cost - fee
+            yield row
+
+    held, sales = fold(fills())
+    realised = sum((sale.pnl for sale in sales), realised)
+    return FillTotals(bought, sold, fees, count, held, realised)

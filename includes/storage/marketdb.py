@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import StorageError, StorageRefused, cause
 from includes.platforms.base import Candle, Market
 from includes.storage import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, NAMESPACES, OPEN, SIDES, SQLITE_REFUSED
-from includes.storage.journal import INTENT_STEP, Position, positions
+from includes.storage.journal import INTENT_STEP, FillTotals, Position, positions, totals
 
 if TYPE_CHECKING:
     from includes.coinmarketcap import GlobalMetrics
@@ -667,11 +667,18 @@ class MarketDB:
             params.append(since)
         return self._all(sql + " ORDER BY `intent_at`, `ref`", params)
 
-    def settled(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+    def settled(self, namespace: str, agent: str = DEFAULT_AGENT, since: float | None = None) -> list[dict[str, Any]]:
         """The agent's orders that settled on the exchange (all that may have moved coins: not
-        the failed ones, however many), oldest intent first, through orders_status."""
-        rows = self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
-                         f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))})", (agent, namespace, *EXCHANGE_FINAL))
+        the failed ones, however many), intended at or after `since`, oldest intent first,
+        through an index (orders_status, or orders_time for a recent `since`): a chart's window
+        holds few fills among a great many failed attempts, and only the fills are kept."""
+        sql = (f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+               f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))})")
+        params: list[Any] = [agent, namespace, *EXCHANGE_FINAL]
+        if since is not None:
+            sql += " AND `intent_at` >= %s"
+            params.append(since)
+        rows = self._all(sql, params)
         return sorted(rows, key=lambda r: (float(r["intent_at"]), r["ref"]))   # an ORDER BY: see open_intents
 
     def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
@@ -681,30 +688,67 @@ class MarketDB:
                          f"AND `status` IN ({_marks(len(OPEN))})", (agent, namespace, *OPEN))
         return sorted(rows, key=lambda r: (float(r["intent_at"]), r["ref"]))
 
-    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
+    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT,
+                       before: float | None = None) -> dict[int, Position]:
         """Per thread, what its settled fills leave it holding (journal.positions), from the
         rows that can matter only: its latest filled buy and the settled orders after it,
-        each found through orders_thread, however many failed attempts the journal holds."""
-        filled = "`filled` <> 0" if self._mysql else "CAST(`filled` AS REAL) <> 0"
+        each found through orders_thread, however many failed attempts the journal holds.
+        `before`: what the orders intended before that time left (a chart's window opens there)."""
+        filled = self._filled()
+        bound, bounds = ("AND `intent_at` < %s ", (before,)) if before is not None else ("", ())
         # the threads one index probe each (a recursive CTE's correlated step is a scan on MariaDB)
         following = ("SELECT `thread` FROM `orders` WHERE `agent` = %s AND `namespace` = %s AND `thread` > %s "
                      "ORDER BY `thread` LIMIT 1")
         last_buy = ("SELECT `intent_at` FROM `orders` WHERE `agent` = %s AND `namespace` = %s AND `thread` = %s "
-                    f"AND `status` = %s AND `side` = 'buy' AND {filled} ORDER BY `intent_at` DESC LIMIT 1")
+                    f"AND `status` = %s AND `side` = 'buy' AND {filled} {bound}ORDER BY `intent_at` DESC LIMIT 1")
         after = (f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s AND `thread` = %s "
                  f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))}) AND `side` IN ('buy', 'sell') "
-                 "AND `intent_at` >= %s ORDER BY `intent_at`, `ref`")
+                 f"AND `intent_at` >= %s {bound}ORDER BY `intent_at`, `ref`")
         rows: list[dict[str, Any]] = []
         with self._begin() as db:
             n = -1
             while (n := db.value(following, (agent, namespace, n))) is not None:
                 # failed rows are never fills ("nothing placed"): they are not read at all
-                starts = [db.value(last_buy, (agent, namespace, n, status)) for status in EXCHANGE_FINAL]
+                starts = [db.value(last_buy, (agent, namespace, n, status, *bounds)) for status in EXCHANGE_FINAL]
                 start = max((float(at) for at in starts if at is not None), default=None)
                 if start is not None:
-                    rows += db.query(after, (agent, namespace, n, *EXCHANGE_FINAL, start))
+                    rows += db.query(after, (agent, namespace, n, *EXCHANGE_FINAL, start, *bounds))
         rows.sort(key=lambda r: (float(r["intent_at"]), r["ref"]))
         return positions(rows)
+
+    def _filled(self) -> str:
+        return "`filled` <> 0" if self._mysql else "CAST(`filled` AS REAL) <> 0"
+
+    def fill_totals(self, namespace: str, agent: str = DEFAULT_AGENT, before: float | None = None) -> FillTotals:
+        """What the agent's fills intended before `before` add up to (journal.totals: the positions
+        fold over them, as a running total): the settled rows only, through orders_status, never the
+        failed attempts, and a row at a time into the fold, none of them kept."""
+        names = ("ref", "market", "side", "thread", "status", "intent_at", "filled", "price", "cost", "fee",
+                 "result_at")
+        sql = (f"SELECT {_names(names)} FROM `orders` WHERE `agent` = %s AND `namespace` = %s "
+               f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))}) AND {self._filled()}")
+        params: list[Any] = [agent, namespace, *EXCHANGE_FINAL]
+        if before is not None:    # + 0: not by orders_time, which would read every failed attempt before it
+            sql += " AND `intent_at` + 0 < %s"
+            params.append(before)
+        with self._begin() as db:
+            rows = db.tuples(sql, params)
+        rows.sort(key=lambda r: (float(r[5]), r[0]))     # sorted here, as settled()
+        return totals(dict(zip(names, row)) for row in rows)
+
+    def first_intent(self, namespace: str, agent: str = DEFAULT_AGENT) -> float | None:
+        """When the agent's first order in the namespace was intended (one seek down orders_time)."""
+        at = self._one("SELECT MIN(`intent_at`) FROM `orders` WHERE `agent` = %s AND `namespace` = %s",
+                       (agent, namespace))
+        return None if at is None else float(at)
+
+    def latest_fills(self, namespace: str, agent: str = DEFAULT_AGENT, limit: int = 20) -> list[dict[str, Any]]:
+        """The agent's `limit` latest fills (settled orders that moved coins), newest intent first,
+        down orders_time from its end: the recent rows only, whatever the journal's length."""
+        return self._all(f"{_select('orders')} WHERE `agent` = %s AND `namespace` = %s "
+                         f"AND `status` IN ({_marks(len(EXCHANGE_FINAL))}) AND {self._filled()} "
+                         f"ORDER BY `intent_at` DESC, `ref` DESC LIMIT {int(limit)}",
+                         (agent, namespace, *EXCHANGE_FINAL))
 
     # --- trimming, for the backup job -----------------------------------------------------
     def _delete_keys(self, db: Cursor, table: Table, keys: Sequence[Sequence[Any]]) -> int:
@@ -745,9 +789,13 @@ class MarketDB:
         if table == "markets":
             return [(gone, (before,))]
         if "market" in TABLES[table].types:
-            return [("`ts` < %s", (before,)),
-                    (f"`ts` >= %s AND (`exchange`, `market`) IN (SELECT `exchange`, `market` FROM `markets` "
-                     f"WHERE {gone})", (before, before))]
+            # the markets gone first (a few, if any), then each one's rows by the primary key: an
+            # IN (SELECT ...) led MariaDB down candles_ts through every row newer than `before`
+            markets = self._all(f"SELECT `exchange`, `market` FROM `markets` WHERE {gone} "
+                                "ORDER BY `exchange`, `market`", (before,))
+            return [("`ts` < %s", (before,))] + [
+                ("`exchange` = %s AND `market` = %s AND `ts` >= %s", (m["exchange"], m["market"], before))
+                for m in markets]
         return [("`ts` < %s", (before,))]
 
     def archived_days(self, table: str, before: int) -> dict[int, int]:
