@@ -99,24 +99,17 @@ def run_demo(days: float = 1, seed: int = 7, csv: Path | None = None, pair: str 
         summary = summarise(cfg, sim, start)
         summary["seconds"] = round(time.monotonic() - began, 1)
         print_summary(summary, cfg, home)
-        draw(cfg, int(sim.clock))
+        draw(cfg, int(sim.clock), summary["status"])
     return summary
 
 
-def draw(cfg: Config, now: int) -> None:
+def draw(cfg: Config, now: int, status: Any) -> None:
     """img/index.html and its charts from the demo's own data, anchored at its clock, and
-    status.py's summary of it."""
+    status.py's summary of it (`status`, gathered by summarise)."""
     from includes.plots import plot_all
-    from includes.status import gather, headline
-    from includes.storage import open_market_db, open_state
+    from includes.status import headline
 
     plot_all(cfg, now=now)
-    db, store = open_market_db(cfg), open_state(cfg, "dry")
-    try:
-        status = gather(cfg, db, store, "dry")
-    finally:
-        store.close()
-        db.close()
     print("\nstatus.py says:")
     for label, text in headline(status):
         print(f"  {label}: {text}")
@@ -124,30 +117,20 @@ def draw(cfg: Config, now: int) -> None:
 
 
 def summarise(cfg: Config, sim: Any, start: int) -> dict[str, Any]:
-    from includes.platforms import make_platform
+    """The threads, the fills and status.py's figures (prices at the bid, as the agent sees them)."""
+    from includes.status import gather
     from includes.storage import open_market_db, open_state
 
     store, db = open_state(cfg, "dry"), open_market_db(cfg)
     try:
         threads, journal = store.threads(), db.journal("dry", agent=cfg.storage.namespace)
+        status = gather(cfg, db, store, "dry")
     finally:
         store.close()
         db.close()
-    platform = make_platform(cfg, live=False)
-    prices = platform.get_tickers([f"{t.currency}/EUR" for t in threads if t.state == "active"])
-    held = sum((t.volume * prices[f"{t.currency}/EUR"].bid for t in threads if t.state == "active"), Decimal(0))
-    import json
-    ledger = cfg.path(cfg.paths.tmp) / f"paper-{cfg.storage.namespace}.json"
-    free = Decimal(json.loads(ledger.read_text())["balances"]["EUR"]) if ledger.exists() else Decimal(100)
-    trades = [r for r in journal if r["filled"]]
-    realised, open_buys = Decimal(0), {}
-    for row in trades:
-        if row["side"] == "buy":
-            open_buys[row["thread"]] = row["cost"] + row["fee"]
-        else:
-            realised += row["cost"] - row["fee"] - open_buys.pop(row["thread"])
-    return {"start": _utc(start), "end": _utc(int(sim.clock)), "threads": threads, "trades": trades,
-            "free": free, "positions": held, "realised": realised, "total": free + held}
+    return {"start": _utc(start), "end": _utc(int(sim.clock)), "threads": threads,
+            "trades": [r for r in journal if r["filled"]], "status": status,
+            "free": status.free, "realised": status.realised_total}
 
 
 def print_summary(s: dict[str, Any], cfg: Config, home: Path) -> None:
@@ -162,10 +145,11 @@ def print_summary(s: dict[str, Any], cfg: Config, home: Path) -> None:
     for r in s["trades"][-12:]:
         print(f"  {_utc(int(r['result_at'] or 0))}  thread {r['thread']}  {r['side']:4} {r['market']:8} "
               f"{r['filled']:>14} at {r['price']:>10}  {r['cost']:>8.4f} EUR")
-    start = cfg.trading.dry_run_balance
-    change = (s["total"] - start) * 100 / start
-    print(f"\nP&L: started with {start} EUR; now {s['free']:.2f} EUR free + {s['positions']:.2f} EUR in positions "
-          f"= {s['total']:.2f} EUR ({change:+.2f}%); realised {s['realised']:+.4f} EUR")
+    status, start = s["status"], cfg.trading.dry_run_balance
+    equity = status.equity if status.equity is not None else status.free
+    print(f"\nP&L: started with {start} EUR; now {status.free:.2f} EUR free + {equity - status.free:.2f} EUR "
+          f"in positions sold at the bid = {equity:.2f} EUR ({(equity - start) * 100 / start:+.2f}%); "
+          f"realised {status.realised_total:+.4f} EUR, fees {status.fees:.4f} EUR")
     print(f"files: {home}/ (config.yaml, crontrader.db, state.db, log/)")
 
 
