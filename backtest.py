@@ -44,7 +44,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(cfg, args: argparse.Namespace) -> int:
-    from includes.backtest import main
+    from includes.backtest.command import main
 
     return main(cfg, args)
 

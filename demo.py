@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, help="a candle CSV (format of ../shared/data) that BTC/EUR follows")
     parser.add_argument("--pair", default="XXBTZEUR", help="the Kraken pair the CSV drives")
     args = parser.parse_args()
-    from includes.demo import run_demo
+    from simulators.demo import run_demo
 
     run_demo(days=args.days, seed=args.seed, csv=args.csv, pair=args.pair)
 

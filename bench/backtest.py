@@ -34,14 +34,18 @@ from includes.config import load_config
 t2 = time.perf_counter()
 cfg = load_config(sys.argv[1])
 t3 = time.perf_counter()
-import includes.backtest as bt
+from includes.backtest.command import report_settings
+from includes.backtest.replay import replay
+from includes.backtest.report import report
+from includes.backtest.sources import read_csv
+from includes.backtest.sweep import trading_for
 from pathlib import Path
 t4 = time.perf_counter()
-series = [bt.read_csv(Path(p)) for p in sys.argv[2:]]
+series = [read_csv(Path(p)) for p in sys.argv[2:]]
 t5 = time.perf_counter()
-results = [bt.replay([s], bt.trading_for(cfg.trading, [s], {}), show_progress=False) for s in series]
+results = [replay([s], trading_for(cfg.trading, [s], {}), show_progress=False) for s in series]
 t6 = time.perf_counter()
-rep = bt.report(results, bt._settings(results[0].trading, {"step_minutes": 10, "spread_percent": "0.1",
+rep = report(results, report_settings(results[0].trading, {"step_minutes": 10, "spread_percent": "0.1",
                                                            "start": None, "end": None}))
 t7 = time.perf_counter()
 print(json.dumps({"import runtime (argparse, logging)": t1 - t0, "import config (dataclasses, yaml)": t2 - t1,

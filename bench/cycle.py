@@ -28,7 +28,7 @@ from measure import PYTHON, ROOT, RUNTIME_PYTHON, bench_env, measure, report
 sys.path.insert(0, str(ROOT))
 from includes.config import load_config, write_private  # noqa: E402
 from includes.marketdata import get_api_data  # noqa: E402
-from includes.simulators.kraken import KrakenSimulator  # noqa: E402
+from simulators.kraken import KrakenSimulator  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGETS = (0.3, 50.0)

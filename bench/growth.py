@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
-
 from measure import PYTHON, ROOT, RUNTIME_PYTHON, bench_env
 
 sys.path.insert(0, str(ROOT))
@@ -152,7 +151,7 @@ def job(name: str, db: MarketDB, n_markets: int) -> None:
     if name == "get_api_data":       # which markets are due, then a candle each
         from decimal import Decimal
 
-        from includes.platforms.base import Candle
+        from includes.model import Candle
         db.last_candle_ts_by_market("kraken", 5, symbols)
         one = Decimal("1.5")
         for m in symbols[:5]:
@@ -293,7 +292,7 @@ def many_markets(n: int) -> None:
     from includes.config import MarketDataConfig, load_config
     from includes.marketdata import CYCLE_SHARE, OTHER_CALLS, fetch_cycle
     from includes.platforms import make_platform
-    from includes.simulators.kraken import KrakenSimulator
+    from simulators.kraken import KrakenSimulator
     from includes.storage.spool import Spool
 
     period = MarketDataConfig().cycle_minutes * 60        # market_data.cycle_minutes, by default
@@ -339,7 +338,7 @@ def main() -> int:
     cases = {"small": (6, 0), "large": (365, journal)}
     urls: dict[tuple[str, str], str] = {}
     ok = True
-    from includes.simulators.kraken import KrakenSimulator
+    from simulators.kraken import KrakenSimulator
 
     try:
         with KrakenSimulator(clock=NOW) as sim:

@@ -185,7 +185,7 @@ def requests_benchmark(markets: int = 50) -> bool:
 
     from includes.config import load_config
     from includes.marketdata import get_api_data
-    from includes.simulators.kraken import KrakenSimulator
+    from simulators.kraken import KrakenSimulator
 
     print(f"\nexchange requests of get_api_data over {markets} markets (public calls paced at 1/s):")
     ok = True

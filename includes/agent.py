@@ -18,15 +18,17 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import AuthenticationError, ExchangeError, MarketUnavailable, OrderTooSmall, UnknownMarket
+from includes.model import DEFAULT_AGENT, OPEN
 from includes.money import ZERO, percent_change
-from includes.storage import DEFAULT_AGENT, OPEN
 from includes.storage.journal import value_left
 from includes.storage.state import ACTIVE, BUYING, DISABLED, SELLING, WAITING, StateStore, Thread
-from includes.trends import changes, trends as compute_trends
+from includes.trends import changes
+from includes.trends import trends as compute_trends
 
 if TYPE_CHECKING:
     from includes.config import Config, TradingConfig
-    from includes.platforms.base import Market, Order, Platform, Ticker
+    from includes.model import Market, Order, Ticker
+    from includes.platforms.base import Platform
     from includes.storage.marketdb import MarketDB
 
 log = logging.getLogger(__name__)
@@ -604,7 +606,7 @@ def _base(market: str) -> str:
 
 def _order_from_row(row: Any) -> Order:
     """The journal's record of a settled order, as the exchange reported it."""
-    from includes.platforms.base import Order
+    from includes.model import Order
 
     zero = ZERO
     return Order(ref=row["ref"], order_id=row["order_id"] or "", market=row["market"], side=row["side"],

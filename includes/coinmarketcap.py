@@ -2,24 +2,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from decimal import Decimal
 
 import requests
 
 from includes.errors import AuthenticationError, ExchangeError, PermanentError, RateLimited, TemporaryError
+from includes.model import GlobalMetrics
 
 PATH = "/v1/global-metrics/quotes/latest"
-
-
-@dataclass(frozen=True, slots=True)
-class GlobalMetrics:
-    ts: int
-    quote: str
-    total_market_cap: Decimal
-    total_volume_24h: Decimal
-    btc_dominance: Decimal
-    active_cryptocurrencies: int
 
 
 def fetch_global_metrics(api_url: str, key: str, quote: str, now: int, timeout: float = 15,

@@ -18,7 +18,8 @@ from includes.runtime import progress, write_atomic
 
 if TYPE_CHECKING:
     from includes.config import Config
-    from includes.platforms.base import Market, Platform
+    from includes.model import Market
+    from includes.platforms.base import Platform
     from includes.storage.marketdb import MarketDB
     from includes.storage.spool import Spool
     from includes.storage.timeseries import TimeSeriesWriter

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
+from includes.model import MARKET_RE, MODES
 from includes.money import ZERO, percent_change
-from includes.platforms.base import MARKET_RE
 from includes.runtime import write_atomic
 from includes.storage.journal import FillTotals, fold
 from includes.storage.state import ACTIVE, SELLING
@@ -34,14 +34,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from includes.config import Config
-    from includes.platforms.base import Candle
+    from includes.model import Candle
     from includes.storage.marketdb import MarketDB
     from includes.storage.state import Thread
 
 log = logging.getLogger(__name__)
 logging.getLogger("matplotlib").setLevel(logging.WARNING)   # its DEBUG font search would flood --verbose
 
-NAMESPACES = ("live", "dry")
 FILLED = ("closed", "canceled", "expired")           # final statuses that may carry a fill
 PLAIN_MARKET = re.compile(r"[A-Za-z0-9]{1,16}/[A-Za-z0-9]{1,16}")
 UNSAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -204,7 +203,7 @@ def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapp
     ax.plot(_dates(c.ts for c in candles), [float(c.close) for c in candles], color="#1f5fa8", lw=1.2,
             label="close")
     for side, marker, color, shift in (("buy", "^", "#1a9641", -7), ("sell", "v", "#d7191c", 7)):
-        for ns in NAMESPACES:
+        for ns in MODES:
             mine = [o for o in orders if o["side"] == side and o["namespace"] == ns]
             if mine:
                 ax.scatter(_dates(order_time(o) for o in mine), [float(o["price"]) for o in mine], s=70,
@@ -287,18 +286,18 @@ def plot_all(cfg: Config, now: int | None = None) -> Page:
     try:
         # what the charts draw: the window's orders (orders_time), and what came before as totals
         # and positions (orders_status, orders_thread), so that a long journal costs nothing more
-        journal = {ns: filled_orders(db.settled(ns, agent, since=since)) for ns in NAMESPACES}
-        before = {ns: db.fill_totals(ns, agent, before=since) for ns in NAMESPACES}
+        journal = {ns: filled_orders(db.settled(ns, agent, since=since)) for ns in MODES}
+        before = {ns: db.fill_totals(ns, agent, before=since) for ns in MODES}
         prices = {}
         for market in tracked_markets(cfg):
             prices[market] = plot_market(cfg, db, page, img, market, journal, now)
             ticker = db.last_ticker(cfg.exchange.name, market) if MARKET_RE.match(market) else None
             if ticker is not None:    # the agent's price, as status.py and the log say it: the bid
                 prices[market] = ticker["bid"]
-        for ns in NAMESPACES:
+        for ns in MODES:
             if journal[ns] or before[ns].fills:
                 plot_portfolio(cfg, db, page, img, ns, journal[ns], before[ns], now)
-        if not any(journal[ns] or before[ns].fills for ns in NAMESPACES):
+        if not any(journal[ns] or before[ns].fills for ns in MODES):
             name = "portfolio_dry" if cfg.trading.dry_run else "portfolio_live"
             draw_no_data(chart_path(img, name), "portfolio", "no order has been filled yet")
             page.charts.append(("Portfolio", f"{name}.png", "portfolio: no order yet"))
@@ -332,7 +331,7 @@ def plot_market(cfg: Config, db: MarketDB, page: Page, img: Path, market: str,
         log.info("%r: no candles in the last %d h; chart says so", market, hours)
         return None
     trends = compute_trends(history, now, cfg.trading.trend_windows, interval)
-    orders = [o for ns in NAMESPACES for o in journal[ns] if o["market"] == market and order_time(o) >= since]
+    orders = [o for ns in MODES for o in journal[ns] if o["market"] == market and order_time(o) >= since]
     draw_market(path, label(market), shown, trends, orders, hours)
     page.charts.append(("Markets", path.name, market))
     return shown[-1].close
@@ -364,7 +363,7 @@ def thread_tables(cfg: Config, page: Page, prices: Mapping[str, Decimal | None])
     """Both namespaces' threads; a state store that cannot be read is noted, not fatal."""
     from includes.storage import open_state
 
-    for ns in NAMESPACES:
+    for ns in MODES:
         try:
             store = open_state(cfg, ns)
             try:

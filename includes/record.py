@@ -18,9 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from includes.backup import (RECORD, SUFFIX, Archive, BackupError, archive_rows, destination, verify_archive,
-                              write_archive)
-from includes.storage import NAMESPACES
+from includes.backup import (
+    RECORD,
+    SUFFIX,
+    Archive,
+    BackupError,
+    archive_rows,
+    destination,
+    verify_archive,
+    write_archive,
+)
+from includes.model import MODES
 from includes.storage.state import Thread
 
 if TYPE_CHECKING:
@@ -55,7 +63,7 @@ def _stores(cfg: Config, lock: bool) -> Iterator[tuple[MarketDB, dict[str, State
         db = open_market_db(cfg)
         stack.callback(db.close)
         stores = {}
-        for mode in NAMESPACES:
+        for mode in MODES:
             stores[mode] = store = open_state(cfg, mode)
             stack.callback(store.close)
             if lock:
@@ -83,7 +91,7 @@ def snapshot(cfg: Config, staging: Path, stamp: str) -> list[Archive]:
     with _stores(cfg, lock=True) as (db, stores):
         columns, key = table_layout("orders")
         tables: dict[str, tuple[list[str], list[str], list[Sequence[Any]]]] = {
-            "orders": (columns, key, [[row[c] for c in columns] for mode in NAMESPACES
+            "orders": (columns, key, [[row[c] for c in columns] for mode in MODES
                                       for row in db.journal(mode, agent=cfg.storage.namespace)]),
             "threads": (*LAYOUTS["threads"], [[mode, t.n, *t.fields().values()] for mode, s in stores.items()
                                               for t in s.threads()]),
@@ -124,7 +132,7 @@ def back_up_record(cfg: Config, now: float | None = None) -> list[str]:
 def restore_record(cfg: Config, archives: Sequence[Archive]) -> None:
     """Put a trading record back, onto stores that hold none: a restore never mixes two records."""
     with _stores(cfg, lock=False) as (db, stores):
-        busy = [f"{mode} journal" for mode in NAMESPACES if db.journal(mode, agent=cfg.storage.namespace)]
+        busy = [f"{mode} journal" for mode in MODES if db.journal(mode, agent=cfg.storage.namespace)]
         busy += [f"{s.where} ({mode})" for mode, s in stores.items() if [k for k in s.keys()
                                                                            if not k.startswith("lock:")]]
         busy += [str(_ledger(cfg))] if _ledger(cfg).exists() else []

@@ -18,9 +18,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from includes.model import OPEN
 from includes.money import ZERO, percent_change
 from includes.runtime import dry_run_requested, stop_requested
-from includes.storage import OPEN
 from includes.storage.journal import INTENT_STEP, fold, is_fill
 
 if TYPE_CHECKING:

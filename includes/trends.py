@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from includes.money import percent_change
 
 if TYPE_CHECKING:
-    from includes.platforms.base import Candle
+    from includes.model import Candle
 
 
 def price_at(candles: Sequence[Candle], ts: int, interval: int) -> Decimal | None:

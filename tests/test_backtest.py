@@ -15,18 +15,14 @@ import pytest
 import yaml
 
 from includes.agent import Agent
-from includes.backtest import (
-    InputError,
-    ReplayAgent,
-    parse_time,
-    read_csv,
-    replay,
-    summary,
-    trading_for,
-)
+from includes.backtest.command import parse_time
+from includes.backtest.replay import ReplayAgent, replay
+from includes.backtest.report import summary
+from includes.backtest.sources import InputError, read_csv
+from includes.backtest.sweep import trading_for
 from includes.config import TradingConfig
 from includes.errors import PermanentError, StorageError
-from includes.platforms.base import Candle, Market, Order
+from includes.model import Candle, Market, Order
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
 from includes.storage.marketdb import MarketDB

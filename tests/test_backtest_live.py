@@ -12,16 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from includes.backtest import (
-    KRAKEN_PAIRS,
-    kraken_rules,
-    read_csv,
-    read_rules,
-    replay,
-    trading_for,
-)
+from includes.backtest.replay import replay
+from includes.backtest.sources import KRAKEN_PAIRS, kraken_rules, read_csv, read_rules
+from includes.backtest.sweep import trading_for
 from includes.config import TradingConfig, load_config, write_private
-from includes.simulators.kraken import KrakenSimulator
+from simulators.kraken import KrakenSimulator
 from tests.conftest import ROOT
 
 T0 = 1_700_006_400          # a whole day, UTC
@@ -107,7 +102,7 @@ def test_the_backtest_makes_the_trades_of_live_dry_runs_against_the_simulator(tm
 
 def test_the_default_rules_are_the_simulators_own_table():
     """kraken_rules reads a saved copy of the simulator's AssetPairs reply: it must be the same.
-    To renew it: python -c "import json; from includes.simulators.kraken import KrakenSimulator as K;
+    To renew it: python -c "import json; from simulators.kraken import KrakenSimulator as K;
     print(json.dumps({'error': [], 'result': K(clock=0)._asset_pairs({})}, indent=1, sort_keys=True))"
     > includes/platforms/kraken_asset_pairs.json"""
     served = json.loads(json.dumps(KrakenSimulator(clock=0)._asset_pairs({})))

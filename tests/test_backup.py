@@ -17,8 +17,7 @@ import yaml
 
 from includes.backup import SUFFIX, BackupError, archive_rows, restore, run_backup, verify_archive
 from includes.config import load_config
-from includes.coinmarketcap import GlobalMetrics
-from includes.platforms.base import Candle, Market, Ticker
+from includes.model import Candle, GlobalMetrics, Market, Ticker
 from includes.storage.marketdb import ARCHIVED, TABLES, MarketDB
 from tests.conftest import ROOT
 

@@ -17,7 +17,7 @@ from includes.agent import new_ref, run_agent
 from includes.errors import (AuthenticationError, InsufficientFunds, MarketUnavailable, OrderStateUnknown,
                              OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket)
 from includes.marketdata import AVAILABLE_FILE, available_markets, get_api_data
-from includes.simulators.bittrex import START_TIME
+from simulators.bittrex import START_TIME
 from includes.storage import open_market_db
 from includes.storage.marketdb import MarketDB
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 from bittrex_api.v3 import CandleInterval, OrderDirection, OrderType, TimeInForce
 
-from includes.simulators.bittrex import (START_TIME, BittrexSimulator, MarketSpec, content_hash, default_markets,
+from simulators.bittrex import (START_TIME, BittrexSimulator, MarketSpec, content_hash, default_markets,
                                          signature)
 from tests.plugins.bittrex_sim import BITTREX_KEY, BITTREX_SECRET, bittrex_v3, signed_headers
 
@@ -755,7 +755,7 @@ def test_runnable_by_hand() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "includes.simulators.bittrex", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "simulators.bittrex", "--port", str(port)],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([process.stdout], [], [], 20)

@@ -13,10 +13,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from includes.agent import run_agent
-from includes.backtest import read_csv, replay, trading_for
+from includes.backtest.replay import replay
+from includes.backtest.sources import read_csv
+from includes.backtest.sweep import trading_for
 from includes.config import TradingConfig
+from includes.model import Market
 from includes.money import round_half_even
-from includes.platforms.base import Market
 from includes.platforms.replay import ReplayPlatform
 from includes.storage import open_state
 from includes.storage.state import ACTIVE

@@ -7,7 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from includes.agent import run_agent
-from includes.backtest import read_csv, replay, trading_for
+from includes.backtest.replay import replay
+from includes.backtest.sources import read_csv
+from includes.backtest.sweep import trading_for
 from includes.config import TradingConfig
 from includes.storage import open_market_db
 from tests.plugins.agent import CURRENCIES, move

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from includes.simulators.coinmarketcap import ENDPOINT, CoinMarketCapSimulator
+from simulators.coinmarketcap import ENDPOINT, CoinMarketCapSimulator
 from tests.plugins.cmc_sim import CMC_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_runnable_by_hand() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "includes.simulators.coinmarketcap", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "simulators.coinmarketcap", "--port", str(port)],
                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([process.stdout], [], [], 20)

@@ -76,7 +76,7 @@ def base_config(tmp_path_factory: pytest.TempPathFactory, kraken_sim_module) -> 
 
 @pytest.fixture(scope="module")
 def kraken_sim_module():
-    from includes.simulators.kraken import KrakenSimulator
+    from simulators.kraken import KrakenSimulator
 
     sim = KrakenSimulator()
     sim.start()

@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from includes.config import TradingConfig
-from includes.demo import run_demo
+from simulators.demo import run_demo
 from tests.conftest import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent

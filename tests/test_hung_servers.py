@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from includes.marketdata import get_api_data
-from includes.platforms.base import Candle
+from includes.model import Candle
 from includes.storage import open_market_db, open_state
 from includes.storage.marketdb import DatabaseUnreachable, MarketDB
 from includes.storage.state import StorageError

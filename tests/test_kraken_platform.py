@@ -12,7 +12,7 @@ from includes.errors import (AuthenticationError, MarketUnavailable, OrderStateU
 from includes.money import percent_change
 from includes.agent import new_ref
 from includes.platforms.kraken import KrakenPlatform
-from includes.simulators.kraken import new_credentials
+from simulators.kraken import new_credentials
 
 
 def test_markets_use_common_names_and_carry_the_pair_rules(kraken_venue):

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 
-from includes.simulators.kraken import KrakenSimulator
+from simulators.kraken import KrakenSimulator
 
 ccxt = pytest.importorskip("ccxt")
 spot = pytest.importorskip("kraken.spot")

@@ -24,8 +24,8 @@ import krakenex
 import pytest
 import requests
 
-from includes.simulators.kraken import KrakenSimulator, new_credentials, sign
-from includes.simulators.prices import Series, read_candle_csv, synthetic_path
+from simulators.kraken import KrakenSimulator, new_credentials, sign
+from simulators.prices import Series, read_candle_csv, synthetic_path
 from tests.plugins.kraken_sim import KRAKEN_TEST_BALANCES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1184,7 +1184,7 @@ def test_many_synthetic_pairs(kraken_sim: KrakenSimulator, kraken_api: krakenex.
 def test_command_line_serves_until_interrupted(shared_data: Path) -> None:
     csv = shared_data / "unk_BTC_USD_1m_20230115.csv"
     rows = read_candle_csv(csv)
-    proc = subprocess.Popen([sys.executable, "-m", "includes.simulators.kraken", "--port", "0", "--csv", str(csv),
+    proc = subprocess.Popen([sys.executable, "-m", "simulators.kraken", "--port", "0", "--csv", str(csv),
                              "--pair", "XXBTZUSD", "--time", str(rows[10][0])],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

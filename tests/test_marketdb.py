@@ -14,9 +14,8 @@ import certifi
 import pymysql
 import pytest
 
-from includes.coinmarketcap import GlobalMetrics
 from includes.errors import StorageError, StorageRefused
-from includes.platforms.base import Candle, Market, Order, Ticker
+from includes.model import Candle, GlobalMetrics, Market, Order, Ticker
 from includes.storage import marketdb
 from includes.storage.marketdb import RULES, SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
 from includes.trends import price_at

@@ -41,10 +41,9 @@ import yaml
 from includes.agent import run_agent
 from includes.config import Config, load_config, write_private
 from includes.errors import CrontraderError
+from includes.model import OPEN, Candle
 from includes.platforms import make_platform
-from includes.platforms.base import Candle
 from includes.platforms.keygate import FileLedger
-from includes.storage import OPEN
 from includes.storage.journal import left_as_dust, positions
 from includes.storage.marketdb import MarketDB
 from includes.storage.state import ACTIVE, BUYING, SELLING, open_state_store
@@ -91,7 +90,7 @@ class KrakenVenue:
     assets = {"XXBT": "BTC", "XETH": "ETH", "ZEUR": "EUR"}
 
     def __init__(self, tmp_path: Path) -> None:
-        from includes.simulators.kraken import KrakenSimulator
+        from simulators.kraken import KrakenSimulator
 
         self.sim = KrakenSimulator(clock=START).start()
         self.key, self.secret = self.sim.add_account(balances={"ZEUR": "1000", "XXBT": "0.01"}, tier="pro")
@@ -165,7 +164,7 @@ class BittrexVenue:
     order_method = "POST /orders"
 
     def __init__(self, tmp_path: Path) -> None:
-        from includes.simulators.bittrex import BittrexSimulator, default_markets
+        from simulators.bittrex import BittrexSimulator, default_markets
 
         self.sim = BittrexSimulator(rate_limit=10 ** 9).start()
         self.key, self.secret = "walk-key", "walk-secret"

@@ -12,10 +12,18 @@ from decimal import Decimal
 import pytest
 
 from includes.agent import new_ref
-from includes.errors import (AuthenticationError, ConfigError, InsufficientFunds, MarketUnavailable,
-                             OrderStateUnknown, OrderTooSmall, PermanentError, UnknownMarket)
+from includes.errors import (
+    AuthenticationError,
+    ConfigError,
+    InsufficientFunds,
+    MarketUnavailable,
+    OrderStateUnknown,
+    OrderTooSmall,
+    PermanentError,
+    UnknownMarket,
+)
+from includes.model import MARKET_RE
 from includes.money import percent_change, round_down
-from includes.platforms.base import MARKET_RE
 from tests.plugins.platforms import START
 
 EUR, BTC = Decimal(1000), Decimal("0.01")

@@ -17,9 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from includes.coinmarketcap import GlobalMetrics
 from includes.config import load_config
-from includes.platforms.base import Candle, Ticker
+from includes.model import Candle, GlobalMetrics, Ticker
 from includes.plots import chart_path, chart_stem, plot_all, portfolio
 from includes.storage.marketdb import MarketDB
 from includes.storage.state import Thread, open_state_store

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from includes.platforms.base import Candle
-from includes.storage import FINAL
+from includes.model import FINAL, Candle
 from includes.storage.journal import fold, is_fill, positions
 from includes.storage.marketdb import Cursor, MarketDB
 

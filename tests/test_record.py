@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from includes.agent import run_agent
-from includes.storage import NAMESPACES, open_market_db, open_state
+from includes.model import MODES
+from includes.storage import open_market_db, open_state
 from tests.conftest import REDIS_URL, ROOT
 from tests.plugins.agent import CURRENCIES, move
 from tests.plugins.sshd import SSHD
@@ -28,9 +29,9 @@ def script(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 def everything(cfg) -> dict:
     """The whole trading record as the stores hold it."""
     db = open_market_db(cfg)
-    found = {"journal": {m: db.journal(m, agent=cfg.storage.namespace) for m in NAMESPACES}}
+    found = {"journal": {m: db.journal(m, agent=cfg.storage.namespace) for m in MODES}}
     db.close()
-    for mode in NAMESPACES:
+    for mode in MODES:
         store = open_state(cfg, mode)
         found[mode] = (store.threads(), {k: store.get_value(k) for k in store.keys() if not k.startswith(
             ("thread:", "lock:"))})

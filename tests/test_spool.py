@@ -7,9 +7,8 @@ from decimal import Decimal as D
 
 import pytest
 
-from includes.coinmarketcap import GlobalMetrics
 from includes.errors import StorageError
-from includes.platforms.base import Candle, Market, Ticker
+from includes.model import Candle, GlobalMetrics, Market, Ticker
 from includes.storage.marketdb import DatabaseUnreachable, MarketDB
 from includes.storage.spool import Spool
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from includes.errors import StorageError
-from includes.platforms.base import Candle, Ticker
+from includes.model import Candle, Ticker
 from includes.storage.timeseries import TimeSeriesWriter
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,11 +31,21 @@ from bittrex_api import BittrexV3
 from bittrex_api.utils.bittrex_requests import BittrexRequests, RequestMethod
 from bittrex_api.v3 import CandleInterval, OrderDirection, OrderType, TimeInForce
 
-from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, MarketUnavailable,
-                             OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket,
-                             cause)
+from includes.errors import (
+    AuthenticationError,
+    ExchangeError,
+    InsufficientFunds,
+    MarketUnavailable,
+    OrderTooSmall,
+    PermanentError,
+    RateLimited,
+    TemporaryError,
+    UnknownMarket,
+    cause,
+)
+from includes.model import MARKET_RE, AccountInfo, Candle, Market, Order, Ticker
 from includes.money import ZERO, round_half_even, to_decimal
-from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
+from includes.platforms.base import Platform, retrying
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,33 @@ from urllib.parse import urlsplit
 
 import ccxt
 
-from includes.errors import (AuthenticationError, ConfigError, ExchangeError, InsufficientFunds,
-                             InvalidNonce, LockedOut, MarketUnavailable, PermanentError, RateLimited,
-                             TemporaryError, UnknownMarket, cause)
+from includes.errors import (
+    AuthenticationError,
+    ConfigError,
+    ExchangeError,
+    InsufficientFunds,
+    InvalidNonce,
+    LockedOut,
+    MarketUnavailable,
+    PermanentError,
+    RateLimited,
+    TemporaryError,
+    UnknownMarket,
+    cause,
+)
+from includes.model import (
+    CURRENCY_RE,
+    EXCHANGE_FINAL,
+    MARKET_RE,
+    AccountInfo,
+    Candle,
+    Market,
+    Order,
+    Ticker,
+    split_market,
+)
 from includes.money import ZERO, to_decimal
-from includes.storage import EXCHANGE_FINAL
-from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
-                                     Ticker, backoff, given_up, split_market)
+from includes.platforms.base import Platform, backoff, given_up
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 from includes.platforms.kraken import VISIBILITY_MARGIN, deadline_seconds, rfc3339
 

@@ -21,12 +21,23 @@ from typing import Any
 import krakenex
 import requests
 
-from includes.errors import (AuthenticationError, ExchangeError, InsufficientFunds, InvalidNonce, LockedOut,
-                             MarketUnavailable, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
-                             UnknownMarket, cause)
+from includes.errors import (
+    AuthenticationError,
+    ExchangeError,
+    InsufficientFunds,
+    InvalidNonce,
+    LockedOut,
+    MarketUnavailable,
+    OrderTooSmall,
+    PermanentError,
+    RateLimited,
+    TemporaryError,
+    UnknownMarket,
+    cause,
+)
+from includes.model import AccountInfo, Candle, Market, Order, Ticker, split_market
 from includes.money import to_decimal
-from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
-                                     split_market)
+from includes.platforms.base import Platform, retrying
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 from includes.platforms.kraken_pairs import FROM_COMMON, TO_COMMON, market_of_pair
 

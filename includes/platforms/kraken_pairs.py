@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from includes.model import Market
 from includes.money import to_decimal
-from includes.platforms.base import Market
 
 TO_COMMON = {"XBT": "BTC", "XDG": "DOGE"}
 FROM_COMMON = {v: k for k, v in TO_COMMON.items()}

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from collections.abc import Iterable
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from includes.errors import InsufficientFunds, StorageError
-from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
+from includes.model import AccountInfo, Candle, Market, Order, Ticker
+from includes.platforms.base import Platform
 from includes.runtime import write_atomic
 
 

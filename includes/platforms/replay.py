@@ -24,8 +24,9 @@ from itertools import repeat
 from typing import Any
 
 from includes.errors import PermanentError, UnknownMarket
+from includes.model import AccountInfo, Candle, Market, Order, Ticker
 from includes.money import ZERO, round_down, round_up, to_decimal
-from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
+from includes.platforms.base import Platform
 
 
 def fallback(symbol: str) -> Market:

@@ -5,14 +5,6 @@ from typing import TYPE_CHECKING
 
 from includes.runtime import register_secret
 
-# The order journal's vocabulary, shared by the market DB, the backtest's memory
-# journal and the agent (here, where importing it costs nothing).
-NAMESPACES = ("live", "dry")
-DEFAULT_AGENT = "crontrader"   # an order's agent: the storage.namespace that sent it (the config's default)
-SIDES = ("buy", "sell")
-OPEN = ("intent", "sent", "unknown", "pending", "open")   # the exchange must be asked about these
-EXCHANGE_FINAL = ("closed", "canceled", "expired")        # an exchange order's statuses once nothing more fills
-FINAL = (*EXCHANGE_FINAL, "failed")                       # failed: refused by the exchange, nothing placed
 # SQLite's errors about the file itself (it cannot be opened, created or written): no retry cures them.
 SQLITE_REFUSED = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from includes.storage import FINAL
-
+from includes.model import FINAL
 
 INTENT_STEP = 0.001  # seconds between two intents of one agent, at least: their order is the journal's
 

@@ -28,13 +28,12 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError, StorageRefused, cause
-from includes.platforms.base import Candle, Market
-from includes.storage import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, NAMESPACES, OPEN, SIDES, SQLITE_REFUSED
+from includes.model import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, MODES, OPEN, SIDES, Candle, Market
+from includes.storage import SQLITE_REFUSED
 from includes.storage.journal import INTENT_STEP, FillTotals, Position, positions, totals
 
 if TYPE_CHECKING:
-    from includes.coinmarketcap import GlobalMetrics
-    from includes.platforms.base import Order, Ticker
+    from includes.model import GlobalMetrics, Order, Ticker
 
 BATCH = 10_000                      # rows per statement: ~1.2 MB of SQL, below any max_allowed_packet
 DELETE_BATCH = 5_000                # 4 parameters a row: SQLite takes at most 32,766
@@ -614,7 +613,7 @@ class MarketDB:
         `namespace` is live or dry; `agent`, the storage.namespace of the agent sending it.
         `at` (the exchange's clock) is a floor: an intent is dated after the agent's last one,
         so the journal's order is the order of the intents whatever a clock did in between."""
-        _check(namespace, NAMESPACES, "namespace")
+        _check(namespace, MODES, "namespace")
         _check(side, SIDES, "side")
         with self._begin(write=True) as db:
             last = db.value("SELECT MAX(`intent_at`) FROM `orders` WHERE `agent` = %s AND `namespace` = %s",

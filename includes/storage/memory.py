@@ -17,13 +17,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
-from includes.storage import DEFAULT_AGENT, FINAL, NAMESPACES, OPEN, SIDES
+from includes.model import DEFAULT_AGENT, FINAL, MODES, OPEN, SIDES
 from includes.storage.journal import INTENT_STEP, Position, is_fill, positions
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
 from includes.trends import price_at
 
 if TYPE_CHECKING:
-    from includes.platforms.base import Candle, Order
+    from includes.model import Candle, Order
     from includes.platforms.replay import Series
 
 Clock = Callable[[], float]
@@ -189,7 +189,7 @@ class MemoryMarketDB:
     def journal_intent(self, ref: str, *, namespace: str, exchange: str, market: str, side: str,
                        thread: int | None = None, amount_quote: Decimal | None = None,
                        volume: Decimal | None = None, at: float | None = None, agent: str = DEFAULT_AGENT) -> None:
-        _check(namespace, NAMESPACES, "namespace")
+        _check(namespace, MODES, "namespace")
         _check(side, SIDES, "side")
         if ref in self._rows:
             raise StorageError(f"{self.where}: order {ref!r} is already journaled")

@@ -27,9 +27,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from includes.coinmarketcap import GlobalMetrics
 from includes.errors import StorageError
-from includes.platforms.base import Candle, Market, Ticker
+from includes.model import Candle, GlobalMetrics, Market, Ticker
 from includes.storage.marketdb import DatabaseUnreachable, MarketDB
 
 log = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ from decimal import Decimal
 from typing import TypeVar
 
 from includes.errors import StorageError, StorageRefused, cause
+from includes.model import MODES
 from includes.money import ZERO
 from includes.storage import SQLITE_REFUSED
 
-MODES = ("live", "dry")
 WAITING, BUYING, ACTIVE, SELLING, DISABLED = "waiting", "buying", "active", "selling", "disabled"
 MISSING = ""                       # the "state" of a thread that does not exist yet
 PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]+$")   # no glob characters: patterns stay simple

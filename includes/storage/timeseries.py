@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from includes.errors import StorageError, cause
-from includes.platforms.base import Candle, Ticker, split_market
+from includes.model import Candle, Ticker, split_market
 
 if TYPE_CHECKING:
     from influxdb_client import Point

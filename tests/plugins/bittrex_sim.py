@@ -1,4 +1,4 @@
-"""Bittrex v3 simulator fixtures (includes/simulators/bittrex.py).
+"""Bittrex v3 simulator fixtures (simulators/bittrex.py).
 
 - `bittrex_sim`: a started BittrexSimulator with one funded account,
   BITTREX_KEY / BITTREX_SECRET holding BITTREX_BALANCES.  The clock is at
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from includes.simulators.bittrex import BittrexSimulator, content_hash, signature
+from simulators.bittrex import BittrexSimulator, content_hash, signature
 
 if TYPE_CHECKING:
     from bittrex_api import BittrexV3

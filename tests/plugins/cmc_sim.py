@@ -1,4 +1,4 @@
-"""CoinMarketCap simulator fixture (includes/simulators/coinmarketcap.py).
+"""CoinMarketCap simulator fixture (simulators/coinmarketcap.py).
 
 - `cmc_sim`: a started CoinMarketCapSimulator that accepts one key, CMC_KEY;
   its global metrics are at their defaults until a test calls
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from includes.simulators.coinmarketcap import CoinMarketCapSimulator
+from simulators.coinmarketcap import CoinMarketCapSimulator
 
 CMC_KEY = "cmc-test-key"
 

@@ -26,8 +26,8 @@ import yaml
 
 from includes.config import Config, load_config, write_private
 from includes.platforms.base import Platform
-from includes.simulators.bittrex import BittrexSimulator
-from includes.simulators.kraken import KrakenSimulator, new_credentials
+from simulators.bittrex import BittrexSimulator
+from simulators.kraken import KrakenSimulator, new_credentials
 
 BALANCES = {"EUR": "1000", "BTC": "0.01"}
 KRAKEN_ASSETS = {"EUR": "ZEUR", "BTC": "XXBT", "ETH": "XETH", "ADA": "ADA"}

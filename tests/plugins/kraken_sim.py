@@ -1,6 +1,6 @@
 """Fixtures for tests that talk to Kraken: a real local simulator over HTTP.
 
-`kraken_sim` yields a started `includes.simulators.kraken.KrakenSimulator`
+`kraken_sim` yields a started `simulators.kraken.KrakenSimulator`
 (default markets: XXBTZEUR, XETHZEUR, ADAEUR, XETHXXBT, ...; seed 0; the
 simulated clock at the real now, frozen until the test moves it) with one
 funded Starter-tier account:
@@ -18,7 +18,7 @@ AddOrder scripts the next market order: pending, open, fill, end, hidden, unit),
 sim.complete_orders(), sim.add_account(..., tier="pro").  Read sim.calls["AddOrder"],
 sim.balances(key), sim.account_orders(key) (every order placed, the ground truth),
 sim.price(pair), sim.bid_ask(pair).  The module docstring of
-includes/simulators/kraken.py lists every fault.
+simulators/kraken.py lists every fault.
 
 `kraken_api` is a krakenex.API pointed at `kraken_sim` with the test key.
 
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 import krakenex
 import pytest
 
-from includes.simulators.kraken import KrakenSimulator
+from simulators.kraken import KrakenSimulator
 
 KRAKEN_TEST_BALANCES = {"ZEUR": "1000", "XXBT": "0.05", "XETH": "0.5"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from includes.platforms.kraken import KrakenPlatform
-from includes.simulators.kraken import KrakenSimulator
+from simulators.kraken import KrakenSimulator
 
 START = 1_700_000_000  # a fixed simulated clock: every run sees the same prices
 

@@ -28,7 +28,7 @@ WARMUP = 3 * 86400       # a CSV's first days are history for the trends, not pl
 def _csv_rows(path: Path, price: Decimal, decimals: int) -> list[tuple]:
     """The CSV's candles scaled so that its first close is `price`: the shape of the
     series (its percentages, hence trends and gains) at that pair's price level."""
-    from includes.simulators.prices import read_candle_csv
+    from simulators.prices import read_candle_csv
 
     rows = read_candle_csv(path)
     if not rows:
@@ -40,7 +40,7 @@ def _csv_rows(path: Path, price: Decimal, decimals: int) -> list[tuple]:
 @contextmanager
 def demo_venue(seed: int, csv: Path | None, pair: str) -> Iterator[tuple[Any, str]]:
     """A started Kraken simulator and a sentence saying where its prices come from."""
-    from includes.simulators.kraken import KrakenSimulator
+    from simulators.kraken import KrakenSimulator
 
     if csv is None:
         with KrakenSimulator(clock=1_700_000_000, seed=seed) as sim:

@@ -93,7 +93,7 @@ lists (txid: comma-joined [ours]) or objects (close: close[ordertype]...
 
 Faults, injected with inject(method, fault, times=1, **params) (method "*" for
 any) or POST /_sim/fault {"method", "fault", "times", ...params}:
-- those of includes.simulators.http: delay (seconds=1), http_500, http_520 and
+- those of simulators.http: delay (seconds=1), http_500, http_520 and
   malformed_json (after=False: the call is not processed; after=True: it is,
   an AddOrder places its order, and the answer is replaced), drop (closed
   without an answer, not processed), lost_reply (processed, then dropped, or
@@ -169,7 +169,7 @@ Trades count out of range is `EGeneral:Invalid arguments:count`.  Repeated
 auth failures do not lead to `EGeneral:Temporary lockout` (the lockout fault
 stands in).
 
-Run by hand: python -m includes.simulators.kraken --port 8080 [--csv FILE --pair
+Run by hand: python -m simulators.kraken --port 8080 [--csv FILE --pair
 XXBTZEUR ...] [--seed N] prints its URL and a funded demo key and secret.
 """
 from __future__ import annotations
@@ -192,9 +192,9 @@ from os import PathLike
 from urllib.parse import parse_qsl
 
 from includes.money import ZERO, round_down, round_half_even, to_decimal
-from includes.simulators.http import Fault, Reply, Request, SimulatorServer, json_reply, truthy
-from includes.simulators.lifecycle import Lifecycle
-from includes.simulators.prices import Candle, Row, Series, read_candle_csv, synthetic_series
+from simulators.http import Fault, Reply, Request, SimulatorServer, json_reply, truthy
+from simulators.lifecycle import Lifecycle
+from simulators.prices import Candle, Row, Series, read_candle_csv, synthetic_series
 
 INTERVALS = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)    # OHLC, minutes
 OHLC_ROWS = 720
@@ -1482,7 +1482,7 @@ class KrakenSimulator(SimulatorServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m includes.simulators.kraken",
+    parser = argparse.ArgumentParser(prog="python -m simulators.kraken",
                                      description="Serve a local Kraken REST simulator until Ctrl-C.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")

@@ -7,7 +7,7 @@
 
 Values are kept in USD and converted with `rates` (units of a currency per
 USD); numbers go out as JSON numbers, those of 10^12 and more in exponent form
-(3.88E+12), as CMC printed them.  Faults come from includes.simulators.http
+(3.88E+12), as CMC printed them.  Faults come from simulators.http
 (`inject(method_or_path, fault)`, "*" for any): http_500 (an HTML page),
 malformed_json, delay (seconds=N: a client timeout) and lost_reply, plus
 server_error here (HTTP 500 with CMC's JSON envelope).  Error messages are
@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from includes.money import to_decimal
-from includes.simulators.http import Fault, Reply, Request, SimulatorServer
+from simulators.http import Fault, Reply, Request, SimulatorServer
 
 ENDPOINT = "/v1/global-metrics/quotes/latest"
 CURRENCY_IDS = {"1": "BTC", "1027": "ETH", "2781": "USD", "2790": "EUR", "2791": "GBP", "2797": "JPY"}

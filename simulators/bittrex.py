@@ -38,7 +38,7 @@ fill is at the current ask or bid but never beyond the order's limit; a
 scripted market buy holds its quote at the ask at placement.
 `account_orders(key)` is the ground truth tests compare a client's view with.
 
-By hand: `python -m includes.simulators.bittrex --port 8081` (the clock then
+By hand: `python -m simulators.bittrex --port 8081` (the clock then
 follows real time).
 """
 from __future__ import annotations
@@ -66,8 +66,8 @@ from typing import NamedTuple, Self
 from urllib.parse import parse_qsl
 
 from includes.money import to_decimal
-from includes.simulators.http import CONTROL_PREFIX, Fault, Reply, cloudflare_reply, json_reply
-from includes.simulators.lifecycle import Lifecycle
+from simulators.http import CONTROL_PREFIX, Fault, Reply, cloudflare_reply, json_reply
+from simulators.lifecycle import Lifecycle
 
 MINUTE = 60
 EIGHT = Decimal("0.00000001")
@@ -442,7 +442,7 @@ class BittrexSimulator:
     `url` has no /v3 suffix.  `calls` counts requests by (method, route template),
     e.g. ("POST", "/v3/orders").
 
-    It has its own small server rather than includes.simulators.http's: the
+    It has its own small server rather than simulators.http's: the
     signature covers the raw request target, which that base does not keep.
     """
 
@@ -630,7 +630,7 @@ class BittrexSimulator:
 
         `where`: "*", an HTTP method, a route template or a path, optionally after
         the method, with or without /v3: "POST /v3/orders" and "POST /orders" are
-        the same.  Faults, named as in includes.simulators.http:
+        the same.  Faults, named as in simulators.http:
 
         - delay (seconds=1): wait, then answer normally;
         - http_500 (an HTML page), http_503 (JSON SERVICE_UNAVAILABLE), throttled
@@ -751,7 +751,7 @@ class BittrexSimulator:
         return None
 
     def _control(self, method: str, name: str, query: str, body: bytes) -> Reply:
-        """The /_sim/ control API, as includes.simulators.http's: another process drives faults.
+        """The /_sim/ control API, as simulators.http's: another process drives faults.
 
         GET /_sim/calls; GET /_sim/fault lists the faults, POST /_sim/fault
         {"where" (or "method"), "fault", "times", ...params} injects one and
