@@ -16,8 +16,9 @@ from decimal import Decimal
 from typing import TypeVar
 
 from includes.errors import (ExchangeError, InvalidNonce, MarketUnavailable, OrderStateUnknown, OrderTooSmall,
-                             RateLimited, TemporaryError, UnknownMarket)
+                             RateLimited, UnknownMarket)
 from includes.money import ZERO, round_down, round_half_even, round_up
+from includes.platforms.transport import RetryPolicy, temporary
 from includes.storage import EXCHANGE_FINAL
 from includes.trends import price_at, trends
 
@@ -25,32 +26,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-def backoff(attempt: int, exc: Exception) -> float:
-    """Seconds to wait before repeat number `attempt` + 1: exponential, three times
-    longer after a rate limit."""
-    return min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
-
-
-def given_up(exc: ExchangeError) -> ExchangeError:
-    """The error to raise when repeats did not help: a nonce still refused means another
-    program signs with the same key (the gate keeps our own nonces in order)."""
-    if isinstance(exc, InvalidNonce):
-        return InvalidNonce(f"{exc}; {InvalidNonce.ADVICE}", exchange=exc.exchange, method=exc.method,
-                            refused=True)
-    return exc
-
-
-def retrying(call: Callable[[], T], retries: int, sleep: Callable[[float], None]) -> T:
-    """`call`, repeated after a temporary failure.  Only for calls that are safe to repeat."""
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except TemporaryError as exc:
-            if attempt == retries:
-                raise given_up(exc) if retries else exc from None
-            log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, backoff(attempt, exc))
-            sleep(backoff(attempt, exc))
-    raise AssertionError("unreachable")
+def _refused_at_the_door(exc: ExchangeError) -> bool:
+    """A refusal that proves nothing reached the book (a stale nonce, a rate limit): the
+    one failure after which an order is sent again."""
+    return exc.refused and isinstance(exc, (InvalidNonce, RateLimited))
 
 
 MARKET_RE = re.compile(r"^[A-Z0-9]{1,16}/[A-Z0-9]{1,16}$")
@@ -286,6 +265,13 @@ class Platform(ABC):
     confirm_polls: int = 3
     confirm_wait: float = 1.0
 
+    def retrying(self, call: Callable[[], T], *, retry: bool = True,
+                 repeat: Callable[[ExchangeError], bool] = temporary, what: str = "") -> T:
+        """`call` under the platform's RetryPolicy (transport.py): repeated after a temporary
+        failure (or one `repeat` accepts), `retries` times, unless `retry` is False (a call not
+        safe to repeat).  `sleep` is read now, so that a test may replace it on a built platform."""
+        return RetryPolicy(self.retries, self.sleep).run(call, retry=retry, repeat=repeat, what=what)
+
     def buy(self, amount_quote: Decimal, currency: str, ref: str, ask: Decimal | None = None) -> Order:
         """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`
         (`ask`: the price read seconds ago, None: read now).  Raises as prepare_buy and place_order."""
@@ -319,22 +305,14 @@ class Platform(ABC):
         """
         doubt: ExchangeError | None = None
         order: Order | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                order = self._submit(market, side, volume, price, ref)
-                break
-            except ExchangeError as exc:
-                if exc.refused and isinstance(exc, (InvalidNonce, RateLimited)):
-                    if attempt == self.retries:
-                        raise given_up(exc) if attempt else exc from None
-                    log.warning("%s; order %s sent again", exc, ref)
-                    self.sleep(backoff(attempt, exc))
-                    continue
-                if exc.refused:
-                    raise
-                log.warning("%s: looking order %s up before anything else", exc, ref)
-                doubt = exc
-                break
+        try:
+            order = self.retrying(lambda: self._submit(market, side, volume, price, ref),
+                                  repeat=_refused_at_the_door, what=f"order {ref} refused at the door, ")
+        except ExchangeError as exc:
+            if exc.refused:
+                raise
+            log.warning("%s: looking order %s up before anything else", exc, ref)
+            doubt = exc
         return self.confirm(ref, market.symbol, order, doubt)
 
     def confirm(self, ref: str, symbol: str, order: Order | None, doubt: ExchangeError | None) -> Order:

@@ -35,7 +35,8 @@ from includes.errors import (AuthenticationError, ExchangeError, InsufficientFun
                              OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket,
                              cause)
 from includes.money import ZERO, round_half_even, to_decimal
-from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker, retrying
+from includes.platforms.base import MARKET_RE, AccountInfo, Candle, Market, Order, Platform, Ticker
+from includes.platforms.transport import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,9 @@ class BittrexPlatform(Platform):
         self.retries = retries
         self.order_visibility_delay = timeout + 5
         self.sleep = sleep
-        self._interval = 1.0 / calls_per_second
-        self._last_call = 0.0
+        # Bittrex counts every call, about 60 a minute being safe (spec 4.5).  (Through self.sleep,
+        # read at each wait, as the retries read it.)
+        self.pacer = Pacer(calls_per_second, sleep=lambda seconds: self.sleep(seconds))
         self._clock_offset: float | None = None
         self._by_id: dict[str, Market] = {}
 
@@ -144,22 +146,15 @@ class BittrexPlatform(Platform):
     def _call(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         """One client call, repeated on temporary failures only when `retry` allows it."""
         def paced() -> Any:
-            self._pace()
+            self.pacer.wait()
             return fn(*args, **kwargs)
-        return retrying(paced, self.retries if retry else 0, self.sleep)
+        return self.retrying(paced, retry=retry)
 
     def _private(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         if not self.has_key:
             raise AuthenticationError("no API key configured (exchange.key_file)", exchange=self.name,
                                       method=fn.__name__)
         return self._call(fn, *args, retry=retry, **kwargs)
-
-    def _pace(self) -> None:
-        """Bittrex counts every call, about 60 a minute being safe (spec 4.5)."""
-        wait = self._last_call + self._interval - time.monotonic()
-        if wait > 0:
-            self.sleep(wait)
-        self._last_call = time.monotonic()
 
     # --- names ------------------------------------------------------------------------
     def list_markets(self) -> list[Market]:

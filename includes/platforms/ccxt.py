@@ -33,7 +33,7 @@ from includes.errors import (AuthenticationError, ConfigError, ExchangeError, In
 from includes.money import ZERO, to_decimal
 from includes.storage import EXCHANGE_FINAL
 from includes.platforms.base import (CURRENCY_RE, MARKET_RE, AccountInfo, Candle, Market, Order, Platform,
-                                     Ticker, backoff, given_up, split_market)
+                                     Ticker, split_market)
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 from includes.platforms.kraken import VISIBILITY_MARGIN, deadline_seconds, rfc3339
 
@@ -151,19 +151,15 @@ class CcxtPlatform(Platform):
 
     # --- transport --------------------------------------------------------------------
     def _call(self, method: str, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
-        """One ccxt call, repeated on temporary failures only when `retry` allows it."""
-        retries = self.retries if retry else 0
-        for attempt in range(retries + 1):
+        """One ccxt call, its error mapped, repeated on temporary failures only when `retry` allows it.
+        (ccxt paces the calls itself: its rateLimit.)"""
+        def once() -> Any:
             try:
                 return getattr(self.exchange, method)(*args, **kwargs)
             except ccxt.BaseError as exc:
-                error = error_class(exc)(cause(exc), exchange=self.name, method=method,
-                                         code=type(exc).__name__, refused=refused(exc))
-            if not isinstance(error, TemporaryError) or attempt == retries:
-                raise given_up(error) if attempt else error
-            log.warning("%s; retry %d/%d in %.1f s", error, attempt + 1, retries, backoff(attempt, error))
-            self.sleep(backoff(attempt, error))
-        raise AssertionError("unreachable")
+                raise error_class(exc)(cause(exc), exchange=self.name, method=method,
+                                       code=type(exc).__name__, refused=refused(exc)) from None
+        return self.retrying(once, retry=retry)
 
     # --- names ------------------------------------------------------------------------
     def canonical(self, currency: str) -> str:

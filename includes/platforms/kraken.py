@@ -25,10 +25,10 @@ from includes.errors import (AuthenticationError, ExchangeError, InsufficientFun
                              MarketUnavailable, OrderTooSmall, PermanentError, RateLimited, TemporaryError,
                              UnknownMarket, cause)
 from includes.money import to_decimal
-from includes.platforms.base import (AccountInfo, Candle, Market, Order, Platform, Ticker, retrying,
-                                     split_market)
+from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker, split_market
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 from includes.platforms.kraken_pairs import FROM_COMMON, TO_COMMON, market_of_pair
+from includes.platforms.transport import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -134,21 +134,19 @@ class KrakenPlatform(Platform):
         self.order_visibility_delay = self.deadline_seconds + VISIBILITY_MARGIN
         self.sleep = sleep
         self.gate = KeyGate(ledger or ledger_for("", self.name, key, state_dir), rate_tier, sleep)
-        self._public_interval = 1.0 / public_calls_per_second
-        self._last_public = 0.0
+        # Kraken throttles public calls per IP; about one a second is safe.  (Through self.sleep,
+        # read at each wait, as the retries read it.)
+        self.pacer = Pacer(public_calls_per_second, sleep=lambda seconds: self.sleep(seconds))
         self._clock_offset: float | None = None
         self._by_key: dict[str, Market] = {}
         self._asset_names: dict[str, str] = {}
 
     # --- transport --------------------------------------------------------------------
     def _public(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        return self._call(method, params or {}, private=False, retries=self.retries)
+        return self.retrying(lambda: self._once(method, params or {}, private=False))
 
     def _private(self, method: str, params: dict[str, Any] | None = None, *, retry: bool = True) -> Any:
-        return self._call(method, params or {}, private=True, retries=self.retries if retry else 0)
-
-    def _call(self, method: str, params: dict[str, Any], *, private: bool, retries: int) -> Any:
-        return retrying(lambda: self._once(method, params, private), retries, self.sleep)
+        return self.retrying(lambda: self._once(method, params or {}, private=True), retry=retry)
 
     def _once(self, method: str, params: dict[str, Any], private: bool) -> Any:
         try:
@@ -160,7 +158,7 @@ class KrakenPlatform(Platform):
                     self.api.nonce = nonce
                     reply = self.api.query_private(method, dict(params), timeout=self.timeout)
             else:
-                self._pace_public()
+                self.pacer.wait()
                 reply = self.api.query_public(method, params, timeout=self.timeout)
         except requests.HTTPError as exc:
             # A 5xx page may come after the work was done; a 429 or another 4xx is a refusal.
@@ -196,13 +194,6 @@ class KrakenPlatform(Platform):
         if "result" not in reply:
             raise TemporaryError("reply has no result", exchange=self.name, method=method)
         return reply["result"]
-
-    def _pace_public(self) -> None:
-        """Kraken throttles public calls per IP; about one a second is safe."""
-        wait = self._last_public + self._public_interval - time.monotonic()
-        if wait > 0:
-            self.sleep(wait)
-        self._last_public = time.monotonic()
 
     # --- names ------------------------------------------------------------------------
     def canonical(self, currency: str) -> str:
