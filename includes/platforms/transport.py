@@ -3,6 +3,10 @@
 The venues differ in what a call is and which of its errors are worth a repeat;
 they share how long to wait, what to log and when to give up.  Sleeps and clocks
 are parameters so that tests run the schedule without waiting.
+
+A Pacer spaces calls that no key accounts for (Kraken's public calls, every Bittrex
+call); a key's private calls wait in its KeyGate (keygate.py) alone, whose ledger
+is shared by every process using the key.
 """
 from __future__ import annotations
 
@@ -36,6 +40,12 @@ def given_up(exc: ExchangeError) -> ExchangeError:
 def temporary(exc: ExchangeError) -> bool:
     """The default test of a repeat: network trouble, 5xx, busy, a rate limit, a stale nonce."""
     return isinstance(exc, TemporaryError)
+
+
+def refused_at_the_door(exc: ExchangeError) -> bool:
+    """The repeat test of an order: a refusal that proves nothing reached the book (a stale
+    nonce, a rate limit), the one failure after which it is sent again, as the same ref."""
+    return exc.refused and isinstance(exc, (InvalidNonce, RateLimited))
 
 
 @dataclass(frozen=True, slots=True)
