@@ -186,14 +186,16 @@ class BittrexPlatform(Platform):
 
     # --- market data ------------------------------------------------------------------
     def clock(self) -> float:
-        """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one."""
+        """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one.  Raises as a
+        venue call (ping), the first time in a run."""
         if self._clock_offset is None:
             server = int(self._call(self.client.ping)["serverTime"]) / 1000
             self._clock_offset = server - time.time()
         return time.time() + self._clock_offset
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
-        """Two requests whatever the number of markets: every ticker, then every 24 h summary."""
+        """Two requests whatever the number of markets: every ticker, then every 24 h summary.
+        Raises as a venue call (TemporaryError: a ticker missing or malformed)."""
         ids = {self._id(s): s for s in markets}
         if not ids:
             return {}
@@ -220,7 +222,7 @@ class BittrexPlatform(Platform):
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
         """`recent`, after one `historical` page per day (minutes), month (hours) or year (days)
-        from `since` on, for what `recent` does not reach back to."""
+        from `since` on, for what `recent` does not reach back to.  Raises as Platform.get_candles."""
         if interval not in INTERVALS:
             raise PermanentError(f"interval {interval} min is not one of Bittrex's {tuple(INTERVALS)}",
                                  exchange=self.name, method="get_candles")
@@ -246,17 +248,19 @@ class BittrexPlatform(Platform):
 
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
+        """`available` of each balance; raises as a venue call."""
         return AccountInfo({b["currencySymbol"]: to_decimal(b["available"], b["currencySymbol"])
                             for b in self._private(self.client.get_balances)})
 
     def bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
-        """One market's ticker: Bittrex has a call for it."""
+        """One market's ticker: Bittrex has a call for it.  Raises as a venue call."""
         t = self._call(self.client.get_ticker, market.exchange_symbol)
         return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
 
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """A MARKET order, IMMEDIATE_OR_CANCEL, POSTed once: its reply is the order as Bittrex
-        has it then (a CLIENTORDERID_ALREADY_EXISTS reply is no refusal: place_order looks it up)."""
+        has it then (a CLIENTORDERID_ALREADY_EXISTS reply is no refusal: place_order looks it up).
+        Raises PermanentError (refused) for a ref that is no UUID, and as a venue call."""
         try:
             uuid.UUID(ref)
         except ValueError:
@@ -272,7 +276,7 @@ class BittrexPlatform(Platform):
 
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
         """By id when known, else open orders, then the most recently closed ones, searched
-        for our clientOrderId."""
+        for our clientOrderId.  Raises as a venue call; ORDER_DOES_NOT_EXIST for an id is None."""
         if order_id:
             try:
                 return self._order(self._private(self.client.get_order_by_id, order_id))
@@ -296,6 +300,7 @@ class BittrexPlatform(Platform):
         return None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
+        """The `limit` latest closed orders (one page), newest first; raises as a venue call."""
         closed = self._private(self.client.get_closed_orders, page_size=min(limit, PAGE_SIZE))
         return [self._order(o) for o in closed]
 

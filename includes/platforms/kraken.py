@@ -254,7 +254,8 @@ class KrakenPlatform(Platform):
         """Kraken's clock: a Pi has no real-time clock and may boot with a wrong one.
 
         Read off the Date header of the run's first reply; the Time call, paced as
-        every public call (a second apart by default), only when there was none.
+        every public call (a second apart by default), only when there was none (and
+        raising as a venue call).
         """
         if self._clock_offset is None:
             server = int(self._public("Time")["unixtime"])
@@ -297,7 +298,8 @@ class KrakenPlatform(Platform):
         return tickers
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
-        """At most the 720 most recent candles: Kraken keeps no older OHLC data."""
+        """At most the 720 most recent candles: Kraken keeps no older OHLC data.  Raises as
+        Platform.get_candles; TemporaryError for a reply without rows."""
         if interval not in INTERVALS:
             raise PermanentError(f"interval {interval} min is not one of Kraken's {INTERVALS}",
                                  exchange=self.name, method="OHLC")
@@ -326,7 +328,8 @@ class KrakenPlatform(Platform):
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
         """Free balances: BalanceEx's balance less `hold_trade`, what open orders hold
-        (Balance would count it as free, and the agent would spend it twice)."""
+        (Balance would count it as free, and the agent would spend it twice).  Raises as a
+        venue call (TemporaryError: a malformed entry)."""
         if self._markets is None:
             self.markets()  # the asset names of the pairs (XXBT is BTC)
         balances: dict[str, Decimal] = {}
@@ -346,7 +349,9 @@ class KrakenPlatform(Platform):
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """AddOrder, once.  Its reply tells the txid, never the fill: the order is returned as
         pending, for place_order to ask about.  `ref` is new (the journal refuses a ref twice),
-        so it is not looked up before sending: that would cost two calls of Kraken's counter."""
+        so it is not looked up before sending: that would cost two calls of Kraken's counter.
+        Raises PermanentError (refused) for a ref that is no cl_ord_id, TemporaryError (it may
+        be placed) for a reply without txid, and as a venue call."""
         if not CL_ORD_ID.match(ref):
             raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name,
                                  refused=True)
@@ -362,7 +367,8 @@ class KrakenPlatform(Platform):
 
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
         """By txid when known (one call), else by cl_ord_id among the open orders, then the
-        closed ones (an order moves from the first to the second, never back)."""
+        closed ones (an order moves from the first to the second, never back).  Raises as a venue
+        call; "EOrder:Invalid order" for a txid is None (not visible yet), not an error."""
         if order_id:
             try:
                 found = self._private("QueryOrders", {"txid": order_id})
@@ -379,6 +385,8 @@ class KrakenPlatform(Platform):
         return None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
+        """The `limit` latest closed orders, newest first, a ClosedOrders page at a time; raises as a
+        venue call."""
         orders: list[Order] = []
         while len(orders) < limit:
             page = self._private("ClosedOrders", {"ofs": len(orders)})
