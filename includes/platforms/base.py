@@ -13,41 +13,14 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import TypeVar
 
-from includes.errors import ExchangeError, InvalidNonce, OrderStateUnknown, RateLimited, TemporaryError, UnknownMarket
+from includes.errors import ExchangeError, OrderStateUnknown, UnknownMarket
 from includes.model import MARKET_RE, VENUE_WORD, AccountInfo, Candle, Market, Order, Ticker, split_market
 from includes.money import ZERO, round_down, round_up
+from includes.platforms.transport import RetryPolicy, refused_at_the_door, temporary
 from includes.trends import price_at, trends
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def backoff(attempt: int, exc: Exception) -> float:
-    """Seconds to wait before repeat number `attempt` + 1: exponential, three times
-    longer after a rate limit."""
-    return min(0.5 * 2 ** attempt, 8.0) * (3 if isinstance(exc, RateLimited) else 1)
-
-
-def given_up(exc: ExchangeError) -> ExchangeError:
-    """The error to raise when repeats did not help: a nonce still refused means another
-    program signs with the same key (the gate keeps our own nonces in order)."""
-    if isinstance(exc, InvalidNonce):
-        return InvalidNonce(f"{exc}; {InvalidNonce.ADVICE}", exchange=exc.exchange, method=exc.method,
-                            refused=True)
-    return exc
-
-
-def retrying(call: Callable[[], T], retries: int, sleep: Callable[[float], None]) -> T:
-    """`call`, repeated after a temporary failure.  Only for calls that are safe to repeat."""
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except TemporaryError as exc:
-            if attempt == retries:
-                raise given_up(exc) if retries else exc from None
-            log.warning("%s; retry %d/%d in %.1f s", exc, attempt + 1, retries, backoff(attempt, exc))
-            sleep(backoff(attempt, exc))
-    raise AssertionError("unreachable")
 
 
 def _usable(venue: str, markets: Iterable[Market]) -> list[Market]:
@@ -81,6 +54,12 @@ class Platform(ABC):
     later run, until the exchange reports it final.  A venue implements `_submit`
     (one request, its errors mapped, `refused` set only where its reply says so)
     and `get_order`; it never decides an order's fate itself.
+
+    "Raises as a venue call" (includes/errors.py): TemporaryError (network, 5xx, a malformed
+    reply: retries spent, a later run may do), RateLimited, InvalidNonce (another program signs
+    with the key), AuthenticationError (no key, or refused), LockedOut (stop the run),
+    PermanentError (refused: repeating will not help), UnknownMarket (not the venue's, or not
+    in a reply); StorageError when the key's nonce ledger (keygate.py) fails.
     """
 
     name: str = "platform"
@@ -100,43 +79,46 @@ class Platform(ABC):
     # --- what each venue implements -------------------------------------------------
     @abstractmethod
     def list_markets(self) -> list[Market]:
-        """Every spot market of the venue, with its status."""
+        """Every spot market of the venue, with its status.  Raises as a venue call."""
 
     def list_some_markets(self, symbols: set[str]) -> list[Market] | None:
         """The markets of `symbols` alone, where the venue can list them so (a smaller
-        reply than every market); None where it cannot, or did not know one of them."""
+        reply than every market); None where it cannot, or did not know one.  Raises as a venue call."""
         return None
 
     @abstractmethod
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
-        """Tickers of `markets` ("BTC/EUR", ...) in as few requests as the venue allows."""
+        """Tickers of `markets` ("BTC/EUR", ...) in as few requests as the venue allows; raises as a
+        venue call (TemporaryError: a ticker missing or malformed)."""
 
     @abstractmethod
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
         """Candles of `interval` minutes opening at or after `since`, oldest first.
 
         The last one may still be open (`closed=False`): store it, then
-        overwrite it when it comes again.
+        overwrite it when it comes again.  Raises as a venue call; PermanentError
+        for an interval the venue does not offer, TemporaryError for a malformed row.
         """
 
     @abstractmethod
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """Send one market order, once, tagged with `ref`: the order as its reply tells it (at
-        least its id; "pending" with nothing filled when the reply says no more).  Raises
-        ExchangeError, with `refused` set only for an explicit refusal (see the class docstring)."""
+        least its id; "pending" with nothing filled when the reply says no more).  Raises as a
+        venue call, with `refused` set only for an explicit refusal (see the class docstring):
+        place_order alone reads it.  Never repeated here: a lost reply may hide a placed order."""
 
     @abstractmethod
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
         """The order tagged with `ref` (the venue's `order_id` when known: a cheaper lookup),
-        or None when the venue has none, yet.  Raises ExchangeError when it could not ask."""
+        or None when the venue has none, yet.  Raises as a venue call: the order may exist."""
 
     @abstractmethod
     def get_order_history(self) -> list[Order]:
-        """Closed orders, newest first."""
+        """Closed orders, newest first.  Raises as a venue call."""
 
     @abstractmethod
     def get_account_info(self) -> AccountInfo:
-        """Free balances by currency."""
+        """Free balances by currency.  Raises as a venue call."""
 
     # --- shared by all venues -------------------------------------------------------
     def canonical(self, currency: str) -> str:
@@ -144,13 +126,14 @@ class Platform(ABC):
         return currency
 
     def bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
+        """The best bid and ask of `market` now; raises as get_tickers."""
         ticker = self.get_tickers([market.symbol])[market.symbol]
         return ticker.bid, ticker.ask
 
     def prepare_buy(self, amount_quote: Decimal, currency: str, ask: Decimal) -> tuple[Market, Decimal]:
         """The market and volume of a market buy of at most `amount_quote`, fee included, at `ask`
         (the price the caller read seconds ago).  Raises OrderTooSmall, MarketUnavailable or
-        UnknownMarket for an order the venue would refuse: checked before it is journaled."""
+        UnknownMarket for an order the venue would refuse, before it is journaled; and as market()."""
         market = self.market(currency)
         return market, self.buy_volume(market, amount_quote, ask)
 
@@ -169,16 +152,22 @@ class Platform(ABC):
     confirm_polls: int = 3
     confirm_wait: float = 1.0
 
+    def retrying(self, call: Callable[[], T], *, retry: bool = True,
+                 repeat: Callable[[ExchangeError], bool] = temporary, what: str = "") -> T:
+        """`call` under RetryPolicy(self.retries, self.sleep).run (transport.py); `sleep` is read
+        at each call, so that a test may replace it on a built platform."""
+        return RetryPolicy(self.retries, self.sleep).run(call, retry=retry, repeat=repeat, what=what)
+
     def buy(self, amount_quote: Decimal, currency: str, ref: str, ask: Decimal | None = None) -> Order:
         """Market-buy `currency` for at most `amount_quote`, the fee included, tagged with our `ref`
-        (`ask`: the price read seconds ago, None: read now).  Raises as prepare_buy and place_order."""
+        (`ask`: the price read seconds ago, None: read now).  Raises as bid_ask, prepare_buy, place_order."""
         if ask is None:
             ask = self.bid_ask(self.market(currency))[1]
         market, volume = self.prepare_buy(amount_quote, currency, ask)
         return self.place_order(market, "buy", volume, ask, ref)
 
     def sell(self, volume: Decimal, currency: str, ref: str, bid: Decimal | None = None) -> Order:
-        """Market-sell `volume` of `currency`, tagged with our `ref`; raises as prepare_sell and place_order."""
+        """Market-sell `volume` of `currency` tagged with `ref`; raises as bid_ask, prepare_sell, place_order."""
         if bid is None:
             bid = self.bid_ask(self.market(currency))[0]
         market, volume = self.prepare_sell(volume, currency, bid)
@@ -197,32 +186,26 @@ class Platform(ABC):
         - every other outcome (a timeout, a 5xx page, a malformed reply, "busy", a
           lookup or confirmation that fails) is settled by asking for `ref`, a few
           times; an order not final by then is returned as it was last seen.
-        Raises: ExchangeError with `refused` True (nothing placed), or
-        OrderStateUnknown (it may be placed: the next run asks again).
+        Raises: ExchangeError with `refused` True (nothing placed: InsufficientFunds,
+        MarketUnavailable, PermanentError, AuthenticationError, LockedOut; RateLimited or
+        InvalidNonce once the resends are spent), or OrderStateUnknown (it may be placed:
+        the next run asks again); StorageError when the key's ledger fails before sending.
         """
         doubt: ExchangeError | None = None
         order: Order | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                order = self._submit(market, side, volume, price, ref)
-                break
-            except ExchangeError as exc:
-                if exc.refused and isinstance(exc, (InvalidNonce, RateLimited)):
-                    if attempt == self.retries:
-                        raise given_up(exc) if attempt else exc from None
-                    log.warning("%s; order %s sent again", exc, ref)
-                    self.sleep(backoff(attempt, exc))
-                    continue
-                if exc.refused:
-                    raise
-                log.warning("%s: looking order %s up before anything else", exc, ref)
-                doubt = exc
-                break
+        try:
+            order = self.retrying(lambda: self._submit(market, side, volume, price, ref),
+                                  repeat=refused_at_the_door, what=f"order {ref} refused at the door, ")
+        except ExchangeError as exc:
+            if exc.refused:
+                raise
+            log.warning("%s: looking order %s up before anything else", exc, ref)
+            doubt = exc
         return self.confirm(ref, market.symbol, order, doubt)
 
     def confirm(self, ref: str, symbol: str, order: Order | None, doubt: ExchangeError | None) -> Order:
         """`order` as the exchange reports it now, asked for by `ref` until final (a few times).
-        Raises OrderStateUnknown when no lookup found it."""
+        Raises OrderStateUnknown when no lookup found it (a lookup's error is logged, not raised)."""
         polls = 0
         while order is None or not order.done:
             if polls == self.confirm_polls:
@@ -246,7 +229,8 @@ class Platform(ABC):
 
     def buy_volume(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """The most a market buy may ask for so that its cost and fee, rounded as the venue rounds
-        them, stay within `amount_quote` at `price`."""
+        them, stay within `amount_quote` at `price`.  Raises OrderTooSmall or MarketUnavailable
+        (Market.check_order) when even that is refused."""
         gross, decimals = 1 + self.fee_percent / 100, market.volume_decimals
         volume = market.order_volume(amount_quote / gross, price)
         over: Decimal | None = None     # the least volume known to cost too much
@@ -283,7 +267,8 @@ class Platform(ABC):
 
     def clock(self) -> float:
         """The exchange's clock, in fractional seconds: a Pi has no real-time clock, and the
-        journal dates orders on it, so their age is known whatever this host's clock says."""
+        journal dates orders on it, so their age is known whatever this host's clock says.  A
+        venue that reads it raises as a venue call."""
         return time.time()
 
     def now(self) -> int:
@@ -294,7 +279,8 @@ class Platform(ABC):
         """Markets by symbol, fetched once per run.
 
         `only`: the symbols the caller needs.  The first call may then list just those
-        (list_some_markets); a later need beyond them lists every market, once.
+        (list_some_markets); a later need beyond them lists every market, once.  Raises
+        as a venue call.
         """
         wanted = None if only is None else set(only)
         if self._markets is not None and (self._every_market or (wanted is not None
@@ -308,7 +294,8 @@ class Platform(ABC):
         return self._markets
 
     def market(self, currency: str) -> Market:
-        """The market of `currency` against the quote currency."""
+        """The market of `currency` against the quote currency.  Raises UnknownMarket when the
+        venue has none (or the name is not one), and as markets()."""
         symbol = f"{self.canonical(currency)}/{self.quote}"
         split_market(symbol)
         try:
@@ -317,7 +304,8 @@ class Platform(ABC):
             raise UnknownMarket(f"{self.name} has no market {symbol}") from None
 
     def get_price(self, currency: str, at: int | None = None) -> Decimal:
-        """Last price now, or the close of the last candle closed by `at` (unix seconds)."""
+        """Last price now, or the close of the last candle closed by `at` (unix seconds).  Raises as
+        market(), get_tickers and get_candles; UnknownMarket when no candle covers `at`."""
         symbol = self.market(currency).symbol
         if at is None:
             return self.get_tickers([symbol])[symbol].last
@@ -328,13 +316,14 @@ class Platform(ABC):
         return price
 
     def get_average(self, currency: str) -> Decimal:
-        """The 24 h volume-weighted average price (last price when the venue has none)."""
+        """The 24 h volume-weighted average price (last price when the venue has none); raises as get_price."""
         symbol = self.market(currency).symbol
         ticker = self.get_tickers([symbol])[symbol]
         return ticker.vwap_24h if ticker.vwap_24h else ticker.last
 
     def get_trend(self, duration: int, currency: str) -> Decimal:
-        """Percent change of the price over the last `duration` hours, from hourly candles."""
+        """Percent change of the price over the last `duration` hours, from hourly candles.  Raises as
+        market(), get_candles and get_tickers; UnknownMarket when the venue has too little history."""
         symbol = self.market(currency).symbol
         now = self.now()
         candles = self.get_candles(symbol, 60, since=now - (duration + 2) * 3600)

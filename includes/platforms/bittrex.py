@@ -45,7 +45,8 @@ from includes.errors import (
 )
 from includes.model import MARKET_RE, AccountInfo, Candle, Market, Order, Ticker
 from includes.money import ZERO, round_half_even, to_decimal
-from includes.platforms.base import Platform, retrying
+from includes.platforms.base import Platform
+from includes.platforms.transport import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,9 @@ class BittrexPlatform(Platform):
         self.retries = retries
         self.order_visibility_delay = timeout + 5
         self.sleep = sleep
-        self._interval = 1.0 / calls_per_second
-        self._last_call = 0.0
+        # Bittrex counts every call, about 60 a minute being safe (spec 4.5).  (Through self.sleep,
+        # read at each wait, as the retries read it.)
+        self.pacer = Pacer(calls_per_second, sleep=lambda seconds: self.sleep(seconds))
         self._clock_offset: float | None = None
         self._by_id: dict[str, Market] = {}
 
@@ -154,22 +156,15 @@ class BittrexPlatform(Platform):
     def _call(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         """One client call, repeated on temporary failures only when `retry` allows it."""
         def paced() -> Any:
-            self._pace()
+            self.pacer.wait()
             return fn(*args, **kwargs)
-        return retrying(paced, self.retries if retry else 0, self.sleep)
+        return self.retrying(paced, retry=retry)
 
     def _private(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kwargs: Any) -> Any:
         if not self.has_key:
             raise AuthenticationError("no API key configured (exchange.key_file)", exchange=self.name,
                                       method=fn.__name__)
         return self._call(fn, *args, retry=retry, **kwargs)
-
-    def _pace(self) -> None:
-        """Bittrex counts every call, about 60 a minute being safe (spec 4.5)."""
-        wait = self._last_call + self._interval - time.monotonic()
-        if wait > 0:
-            self.sleep(wait)
-        self._last_call = time.monotonic()
 
     # --- names ------------------------------------------------------------------------
     def list_markets(self) -> list[Market]:
@@ -201,14 +196,16 @@ class BittrexPlatform(Platform):
 
     # --- market data ------------------------------------------------------------------
     def clock(self) -> float:
-        """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one."""
+        """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one.  Raises as a
+        venue call (ping), the first time in a run."""
         if self._clock_offset is None:
             server = int(self._call(self.client.ping)["serverTime"]) / 1000
             self._clock_offset = server - time.time()
         return time.time() + self._clock_offset
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
-        """Two requests whatever the number of markets: every ticker, then every 24 h summary."""
+        """Two requests whatever the number of markets: every ticker, then every 24 h summary.
+        Raises as a venue call (TemporaryError: a ticker missing or malformed)."""
         ids = {self._id(s): s for s in markets}
         if not ids:
             return {}
@@ -235,7 +232,7 @@ class BittrexPlatform(Platform):
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
         """`recent`, after one `historical` page per day (minutes), month (hours) or year (days)
-        from `since` on, for what `recent` does not reach back to."""
+        from `since` on, for what `recent` does not reach back to.  Raises as Platform.get_candles."""
         if interval not in INTERVALS:
             raise PermanentError(f"interval {interval} min is not one of Bittrex's {tuple(INTERVALS)}",
                                  exchange=self.name, method="get_candles")
@@ -261,17 +258,19 @@ class BittrexPlatform(Platform):
 
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
+        """`available` of each balance; raises as a venue call."""
         return AccountInfo({b["currencySymbol"]: to_decimal(b["available"], b["currencySymbol"])
                             for b in self._private(self.client.get_balances)})
 
     def bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
-        """One market's ticker: Bittrex has a call for it."""
+        """One market's ticker: Bittrex has a call for it.  Raises as a venue call."""
         t = self._call(self.client.get_ticker, market.exchange_symbol)
         return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
 
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """A MARKET order, IMMEDIATE_OR_CANCEL, POSTed once: its reply is the order as Bittrex
-        has it then (a CLIENTORDERID_ALREADY_EXISTS reply is no refusal: place_order looks it up)."""
+        has it then (a CLIENTORDERID_ALREADY_EXISTS reply is no refusal: place_order looks it up).
+        Raises PermanentError (refused) for a ref that is no UUID, and as a venue call."""
         try:
             uuid.UUID(ref)
         except ValueError:
@@ -287,7 +286,7 @@ class BittrexPlatform(Platform):
 
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
         """By id when known, else open orders, then the most recently closed ones, searched
-        for our clientOrderId."""
+        for our clientOrderId.  Raises as a venue call; ORDER_DOES_NOT_EXIST for an id is None."""
         if order_id:
             try:
                 return self._order(self._private(self.client.get_order_by_id, order_id))
@@ -311,6 +310,7 @@ class BittrexPlatform(Platform):
         return None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
+        """The `limit` latest closed orders (one page), newest first; raises as a venue call."""
         closed = self._private(self.client.get_closed_orders, page_size=min(limit, PAGE_SIZE))
         return [self._order(o) for o in closed]
 

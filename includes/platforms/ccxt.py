@@ -53,7 +53,7 @@ from includes.model import (
     split_market,
 )
 from includes.money import ZERO, to_decimal
-from includes.platforms.base import Platform, backoff, given_up
+from includes.platforms.base import Platform
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 from includes.platforms.kraken import VISIBILITY_MARGIN, deadline_seconds, rfc3339
 
@@ -171,19 +171,15 @@ class CcxtPlatform(Platform):
 
     # --- transport --------------------------------------------------------------------
     def _call(self, method: str, *args: Any, retry: bool = True, **kwargs: Any) -> Any:
-        """One ccxt call, repeated on temporary failures only when `retry` allows it."""
-        retries = self.retries if retry else 0
-        for attempt in range(retries + 1):
+        """One ccxt call, its error mapped, repeated on temporary failures only when `retry` allows it.
+        (ccxt paces the calls itself: its rateLimit.)"""
+        def once() -> Any:
             try:
                 return getattr(self.exchange, method)(*args, **kwargs)
             except ccxt.BaseError as exc:
-                error = error_class(exc)(cause(exc), exchange=self.name, method=method,
-                                         code=type(exc).__name__, refused=refused(exc))
-            if not isinstance(error, TemporaryError) or attempt == retries:
-                raise given_up(error) if attempt else error
-            log.warning("%s; retry %d/%d in %.1f s", error, attempt + 1, retries, backoff(attempt, error))
-            self.sleep(backoff(attempt, error))
-        raise AssertionError("unreachable")
+                raise error_class(exc)(cause(exc), exchange=self.name, method=method,
+                                       code=type(exc).__name__, refused=refused(exc)) from None
+        return self.retrying(once, retry=retry)
 
     # --- names ------------------------------------------------------------------------
     def canonical(self, currency: str) -> str:
@@ -191,6 +187,7 @@ class CcxtPlatform(Platform):
         return self.exchange.safe_currency_code(currency)
 
     def list_markets(self) -> list[Market]:
+        """ccxt's spot markets named BASE/QUOTE; raises as a venue call."""
         markets = []
         for m in self._call("load_markets").values():
             if not m.get("spot") or not MARKET_RE.match(m.get("symbol") or ""):
@@ -227,13 +224,16 @@ class CcxtPlatform(Platform):
 
     # --- market data ------------------------------------------------------------------
     def clock(self) -> float:
-        """The venue's clock when ccxt can read it: a Pi may boot with a wrong one."""
+        """The venue's clock when ccxt can read it: a Pi may boot with a wrong one.  Raises as a
+        venue call (fetch_time), the first time in a run."""
         if self._clock_offset is None:
             server = int(self._call("fetch_time")) / 1000 if self.exchange.has.get("fetchTime") else time.time()
             self._clock_offset = server - time.time()
         return time.time() + self._clock_offset
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:
+        """fetch_tickers where the venue has it, else one fetch_ticker each.  Raises UnknownMarket for a
+        market not listed, and as a venue call (TemporaryError: a ticker missing or malformed)."""
         symbols = [self._known(s).symbol for s in markets]
         if not symbols:
             return {}
@@ -256,6 +256,7 @@ class CcxtPlatform(Platform):
         return tickers
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
+        """fetch_ohlcv of the venue's timeframe; raises as Platform.get_candles, and UnknownMarket."""
         timeframes = {self.exchange.parse_timeframe(tf) // 60: tf for tf in self.exchange.timeframes or {}}
         if interval not in timeframes:
             raise PermanentError(f"interval {interval} min is not one of {self.exchange_id}'s {tuple(timeframes)}",
@@ -274,13 +275,15 @@ class CcxtPlatform(Platform):
 
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
+        """fetch_balance's `free`; raises as a venue call."""
         free = self._call("fetch_balance").get("free") or {}
         return AccountInfo({code: to_decimal(amount, code) for code, amount in free.items()
                             if amount is not None and CURRENCY_RE.match(code)})
 
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """create_order, once.  Its reply rarely tells the fill: unless it reports the order
-        final, the order is returned as pending, for place_order to ask about."""
+        final, the order is returned as pending, for place_order to ask about.  Raises
+        TemporaryError (it may be placed) for a reply without id, and as a venue call."""
         log.info("order %s: %s %s %s at market", ref, side, f"{volume:f}", market.symbol)
         params: dict[str, Any] = {"clientOrderId": ref}
         if self.exchange_id == "kraken":  # a late request is refused (kraken.py: deadline)
@@ -297,7 +300,8 @@ class CcxtPlatform(Platform):
 
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
         """By id when the venue can fetch one order, else among the open orders, then the
-        closed ones, by our clientOrderId."""
+        closed ones, by our clientOrderId.  Raises as a venue call; OrderNotFound (or InvalidOrder)
+        for an id is None."""
         if order_id and self.exchange.has.get("fetchOrder"):
             try:
                 return self._order(self._call("fetch_order", order_id), ref)
@@ -312,6 +316,7 @@ class CcxtPlatform(Platform):
         return None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
+        """The `limit` latest closed orders, newest first; raises as a venue call."""
         closed = [self._order(o) for o in self._call("fetch_closed_orders", limit=limit)]
         return sorted(closed, key=lambda o: o.opened_at, reverse=True)[:limit]
 

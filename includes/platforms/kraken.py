@@ -37,9 +37,10 @@ from includes.errors import (
 )
 from includes.model import AccountInfo, Candle, Market, Order, Ticker, split_market
 from includes.money import to_decimal
-from includes.platforms.base import Platform, retrying
+from includes.platforms.base import Platform
 from includes.platforms.keygate import KeyGate, Ledger, ledger_for
 from includes.platforms.kraken_pairs import FROM_COMMON, TO_COMMON, market_of_pair
+from includes.platforms.transport import Pacer
 
 log = logging.getLogger(__name__)
 
@@ -145,21 +146,19 @@ class KrakenPlatform(Platform):
         self.order_visibility_delay = self.deadline_seconds + VISIBILITY_MARGIN
         self.sleep = sleep
         self.gate = KeyGate(ledger or ledger_for("", self.name, key, state_dir), rate_tier, sleep)
-        self._public_interval = 1.0 / public_calls_per_second
-        self._last_public = 0.0
+        # Kraken throttles public calls per IP; about one a second is safe.  (Through self.sleep,
+        # read at each wait, as the retries read it.)
+        self.pacer = Pacer(public_calls_per_second, sleep=lambda seconds: self.sleep(seconds))
         self._clock_offset: float | None = None
         self._by_key: dict[str, Market] = {}
         self._asset_names: dict[str, str] = {}
 
     # --- transport --------------------------------------------------------------------
     def _public(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        return self._call(method, params or {}, private=False, retries=self.retries)
+        return self.retrying(lambda: self._once(method, params or {}, private=False))
 
     def _private(self, method: str, params: dict[str, Any] | None = None, *, retry: bool = True) -> Any:
-        return self._call(method, params or {}, private=True, retries=self.retries if retry else 0)
-
-    def _call(self, method: str, params: dict[str, Any], *, private: bool, retries: int) -> Any:
-        return retrying(lambda: self._once(method, params, private), retries, self.sleep)
+        return self.retrying(lambda: self._once(method, params or {}, private=True), retry=retry)
 
     def _once(self, method: str, params: dict[str, Any], private: bool) -> Any:
         try:
@@ -171,7 +170,7 @@ class KrakenPlatform(Platform):
                     self.api.nonce = nonce
                     reply = self.api.query_private(method, dict(params), timeout=self.timeout)
             else:
-                self._pace_public()
+                self.pacer.wait()
                 reply = self.api.query_public(method, params, timeout=self.timeout)
         except requests.HTTPError as exc:
             # A 5xx page may come after the work was done; a 429 or another 4xx is a refusal.
@@ -207,13 +206,6 @@ class KrakenPlatform(Platform):
         if "result" not in reply:
             raise TemporaryError("reply has no result", exchange=self.name, method=method)
         return reply["result"]
-
-    def _pace_public(self) -> None:
-        """Kraken throttles public calls per IP; about one a second is safe."""
-        wait = self._last_public + self._public_interval - time.monotonic()
-        if wait > 0:
-            self.sleep(wait)
-        self._last_public = time.monotonic()
 
     # --- names ------------------------------------------------------------------------
     def canonical(self, currency: str) -> str:
@@ -274,7 +266,8 @@ class KrakenPlatform(Platform):
         """Kraken's clock: a Pi has no real-time clock and may boot with a wrong one.
 
         Read off the Date header of the run's first reply; the Time call, paced as
-        every public call (a second apart by default), only when there was none.
+        every public call (a second apart by default), only when there was none (and
+        raising as a venue call).
         """
         if self._clock_offset is None:
             server = int(self._public("Time")["unixtime"])
@@ -317,7 +310,8 @@ class KrakenPlatform(Platform):
         return tickers
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
-        """At most the 720 most recent candles: Kraken keeps no older OHLC data."""
+        """At most the 720 most recent candles: Kraken keeps no older OHLC data.  Raises as
+        Platform.get_candles; TemporaryError for a reply without rows."""
         if interval not in INTERVALS:
             raise PermanentError(f"interval {interval} min is not one of Kraken's {INTERVALS}",
                                  exchange=self.name, method="OHLC")
@@ -346,7 +340,8 @@ class KrakenPlatform(Platform):
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
         """Free balances: BalanceEx's balance less `hold_trade`, what open orders hold
-        (Balance would count it as free, and the agent would spend it twice)."""
+        (Balance would count it as free, and the agent would spend it twice).  Raises as a
+        venue call (TemporaryError: a malformed entry)."""
         if self._markets is None:
             self.markets()  # the asset names of the pairs (XXBT is BTC)
         balances: dict[str, Decimal] = {}
@@ -366,7 +361,9 @@ class KrakenPlatform(Platform):
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """AddOrder, once.  Its reply tells the txid, never the fill: the order is returned as
         pending, for place_order to ask about.  `ref` is new (the journal refuses a ref twice),
-        so it is not looked up before sending: that would cost two calls of Kraken's counter."""
+        so it is not looked up before sending: that would cost two calls of Kraken's counter.
+        Raises PermanentError (refused) for a ref that is no cl_ord_id, TemporaryError (it may
+        be placed) for a reply without txid, and as a venue call."""
         if not CL_ORD_ID.match(ref):
             raise PermanentError(f"order reference {ref!r} is not a valid Kraken cl_ord_id", exchange=self.name,
                                  refused=True)
@@ -382,7 +379,8 @@ class KrakenPlatform(Platform):
 
     def get_order(self, ref: str, order_id: str = "") -> Order | None:
         """By txid when known (one call), else by cl_ord_id among the open orders, then the
-        closed ones (an order moves from the first to the second, never back)."""
+        closed ones (an order moves from the first to the second, never back).  Raises as a venue
+        call; "EOrder:Invalid order" for a txid is None (not visible yet), not an error."""
         if order_id:
             try:
                 found = self._private("QueryOrders", {"txid": order_id})
@@ -399,6 +397,8 @@ class KrakenPlatform(Platform):
         return None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
+        """The `limit` latest closed orders, newest first, a ClosedOrders page at a time; raises as a
+        venue call."""
         orders: list[Order] = []
         while len(orders) < limit:
             page = self._private("ClosedOrders", {"ofs": len(orders)})
