@@ -22,6 +22,28 @@ sys.path.insert(0, str(ROOT))
 # Every module in tests/plugins/ is a fixture plugin of one area of the code.
 pytest_plugins = sorted(f"tests.plugins.{p.stem}" for p in (ROOT / "tests" / "plugins").glob("[a-z]*.py"))
 
+# The fixtures that reach a server or a browser (MariaDB, Redis, VictoriaMetrics, sshd,
+# Chromium), and the parameter values of those that pick one at run time (db_url's
+# "mariadb", state_store_target's "redis", stores' "mariadb+redis"): a test using any of
+# them is marked `services` at collection, so `make test-fast` leaves it out unasked.
+SERVICE_FIXTURES = {"mariadb_url", "redis_namespace", "victoria_metrics", "sshd", "chromium",
+                    "private_mariadb", "private_redis"}
+SERVICE_PARAM_VALUES = {"mariadb", "redis"}
+
+
+def needs_services(item: pytest.Item) -> bool:
+    """Whether the test's fixtures (their whole closure) or its parameters reach a service."""
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {}).values()
+    return any(isinstance(v, str) and SERVICE_PARAM_VALUES & set(v.split("+")) for v in params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.services)
+
 
 @pytest.fixture
 def mariadb_url() -> str:
