@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh clone (README, Quick start):
 #   make demo   the main job on the embedded default (SQLite, no servers)
-#   make test   the whole test suite (starts MariaDB and Redis when they are down)
+#   make test   the whole test suite, in parallel (starts MariaDB and Redis when they are down)
+#   make test-fast   the edit loop: no servers, no slow tests
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +16,10 @@ RUNTIME := .venv-runtime
 # requirements.txt and requirements-nodeps.txt): a Pi installs what CI tested.
 LOCK    := requirements.lock
 
-.PHONY: demo test bench install clean lock check-runtime
+# pytest-xdist workers for `make test` (JOBS=0: serial, in this process).
+JOBS    ?= auto
+
+.PHONY: demo test test-fast bench install clean lock check-runtime
 
 # The runtime: what `make demo` and a Pi need.
 $(STAMP): $(LOCK)
@@ -59,7 +63,11 @@ demo: $(STAMP)
 
 test: $(DEV) check-runtime
 	bash tests/setup.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS)
+
+# Markers in pytest.ini; tests/conftest.py marks `services` from the fixtures a test uses.
+test-fast: $(DEV)
+	$(PY) -m pytest -q -n $(JOBS) -m "not services and not slow"
 
 bench: $(DEV) $(RUNTIME)/.installed
 	bash tests/setup.sh

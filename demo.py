@@ -5,7 +5,11 @@ this machine."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+# What a demo's home holds: a --home with anything else is not wiped (run_demo starts afresh).
+DEMO_FILES = {"config.yaml", "crontrader.db", "state.db", "kraken.key", "log", "tmp", "img", "stop", "dry-run"}
 
 
 def main() -> None:
@@ -14,10 +18,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic price paths")
     parser.add_argument("--csv", type=Path, help="a candle CSV (format of ../shared/data) that BTC/EUR follows")
     parser.add_argument("--pair", default="XXBTZEUR", help="the Kraken pair the CSV drives")
+    parser.add_argument("--home", type=Path, metavar="DIR",
+                        help="where the demo writes its config, databases, log and charts, wiped first "
+                             "(default: tmp/demo in the checkout); a DIR given must be new, empty or a demo's")
     args = parser.parse_args()
     from simulators.demo import run_demo
 
-    run_demo(days=args.days, seed=args.seed, csv=args.csv, pair=args.pair)
+    if args.home is not None:
+        if args.home.exists() and not (args.home.is_dir() and {p.name for p in args.home.iterdir()} <= DEMO_FILES):
+            sys.exit(f"demo.py: {args.home} holds more than a demo's files: give a new or empty directory")
+        run_demo(days=args.days, seed=args.seed, csv=args.csv, pair=args.pair, home=args.home.resolve())
+    else:
+        run_demo(days=args.days, seed=args.seed, csv=args.csv, pair=args.pair)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import gc
 gc.disable()  # one short, bounded run: no cyclic collections while it imports ~500 modules (15 ms)
 
 import argparse  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 from includes.runtime import run_script  # noqa: E402
 
@@ -19,9 +20,10 @@ def arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulate the orders whatever the config and the dry-run file say")
 
 
-def run(cfg, args: argparse.Namespace) -> int:
-    """1 when an order stayed unsettled for several runs: the owner must look (cron mails stderr)."""
-    from includes.agent import run_agent
+def run(cfg, args: argparse.Namespace, checkpoint: Callable[[str], None] | None = None) -> int:
+    """1 when an order stayed unsettled for several runs: the owner must look (cron mails stderr).
+    `checkpoint`: the agent's, for tests/crash_launcher.py (the safety tests' kill -9 at a step)."""
+    from includes.agent import no_checkpoint, run_agent
     from includes.runtime import dry_run_requested, notify, stop_requested, tell_owner
 
     if cfg.notify.urls:
@@ -29,7 +31,7 @@ def run(cfg, args: argparse.Namespace) -> int:
 
         for line in switches(cfg, stop_requested(cfg), args.dry_run or dry_run_requested(cfg)):
             notify("switch", line, line)
-    summary = run_agent(cfg, force_dry_run=args.dry_run)
+    summary = run_agent(cfg, force_dry_run=args.dry_run, checkpoint=checkpoint or no_checkpoint)
     if summary and cfg.storage.timeseries.url:
         from includes.status import write_timeseries
 

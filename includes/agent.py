@@ -8,8 +8,6 @@ crashed run left in flight, by asking the exchange about each reference.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,13 +37,8 @@ ATTENTION_RUNS = 3  # runs that found an order still open or unseen before the o
 NOT_SENDABLE = (OrderTooSmall, MarketUnavailable, UnknownMarket)  # local pre-checks: no journal row
 
 
-CRASH_AT = os.environ.get("CRONTRADER_CRASH_AT")
-
-
-def crash_point(name: str) -> None:
-    """Test hook: die here, as kill -9 would, when CRONTRADER_CRASH_AT names this step."""
-    if CRASH_AT == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+def no_checkpoint(step: str) -> None:
+    """The default checkpoint: a step of an order passes unremarked."""
 
 
 @dataclass
@@ -66,9 +59,12 @@ class Agent:
     def __init__(self, trading: TradingConfig, platform: Platform, store: StateStore, db: MarketDB, *,
                  mode: str, exchange: str, candle_interval: int, name: str = DEFAULT_AGENT,
                  stop_requested: Callable[[], bool] = lambda: False,
-                 request_stop: Callable[[str], None] = lambda why: None) -> None:
+                 request_stop: Callable[[str], None] = lambda why: None,
+                 checkpoint: Callable[[str], None] = no_checkpoint) -> None:
         """`name`: the storage.namespace, which tells this agent's journal from others' in a shared DB;
-        `request_stop(why)`: halt later runs (the stop file), for the drawdown guard."""
+        `request_stop(why)`: halt later runs (the stop file), for the drawdown guard;
+        `checkpoint(step)`: called at each step of an order ("buy:claimed" .. "sell:moved"), so the
+        safety tests can kill the process there (tests/crash_launcher.py)."""
         self.cfg = trading
         self.name = name
         self.platform = platform
@@ -79,6 +75,7 @@ class Agent:
         self.interval = candle_interval
         self.stop_requested = stop_requested
         self.request_stop = request_stop
+        self.checkpoint = checkpoint
         self.summary = RunSummary(mode)
         self.sold_now: set[str] = set()   # currencies this run sold: not bought back in it
 
@@ -362,11 +359,11 @@ class Agent:
         if not self.store.begin_sell(thread.n, ref):
             log.warning("thread %d: moved by someone else; not selling", thread.n)
             return
-        crash_point("sell:claimed")
+        self.checkpoint("sell:claimed")
         self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
                                side="sell", thread=thread.n, volume=volume, amount_quote=None,
                                at=self.platform.clock())
-        crash_point("sell:journaled")
+        self.checkpoint("sell:journaled")
         self.sold_now.add(thread.currency)
         self.store.set_value(f"platform:{thread.currency}:lastsell", self.platform.now())
         log.info("thread %d: SELL %s %s at ~%s %s: %s (order %s)", thread.n, volume,
@@ -474,11 +471,11 @@ class Agent:
         if not self.store.claim(thread.n, currency, ref):
             log.warning("thread %d: taken by another agent", thread.n)
             return None
-        crash_point("buy:claimed")
+        self.checkpoint("buy:claimed")
         self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange,
                                market=market.symbol, side="buy", thread=thread.n, volume=volume,
                                amount_quote=self.cfg.max_per_trade, at=self.platform.clock())
-        crash_point("buy:journaled")
+        self.checkpoint("buy:journaled")
         log.info("thread %d: BUY %s %s for at most %s %s at ~%s: %s h trend %+.2f%% is the best rising (order %s)",
                  thread.n, volume, currency, self.cfg.max_per_trade, self.cfg.quote, ask,
                  self.cfg.buy_trend_window, trend, ref)
@@ -506,9 +503,9 @@ class Agent:
             if isinstance(exc, AuthenticationError):
                 raise  # a refused key refuses every order: the run stops, with one line
             return None
-        crash_point(f"{side}:sent")
+        self.checkpoint(f"{side}:sent")
         self.db.journal_order(order)
-        crash_point(f"{side}:recorded")
+        self.checkpoint(f"{side}:recorded")
         if not order.done:
             self._doubt(self.db.journal_row(ref) or {"ref": ref, "thread": n, "side": side, "market": order.market},
                         f"still {order.status} ({order.filled} of {order.volume} filled)")
@@ -551,7 +548,7 @@ class Agent:
             self.store.release(n, order.ref, sell_price=order.price)
             self._note(f"thread {n}: sold {order.filled} {base} at {order.price} "
                        f"for {order.cost - order.fee} {self.cfg.quote} (order {order.ref})", bucket)
-        crash_point(f"{order.side}:moved")
+        self.checkpoint(f"{order.side}:moved")
         return order
 
     def is_dust(self, symbol: str, volume: Decimal) -> bool:
@@ -615,9 +612,11 @@ def _order_from_row(row: Any) -> Order:
                  fee=row["fee"] or zero, closed_at=float(row["result_at"]) if row["result_at"] else None)
 
 
-def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | None = None) -> RunSummary | None:
+def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | None = None,
+              checkpoint: Callable[[str], None] = no_checkpoint) -> RunSummary | None:
     """One cron run: the stop file, the mode, the lock, then the agent.  None when skipped.
-    `platform`: the exchange, made from the config when None (a seam for tests)."""
+    `platform`: the exchange, made from the config when None, and `checkpoint`: the Agent's
+    (seams for tests)."""
     from includes.platforms import make_platform
     from includes.platforms.paper import PaperPlatform
     from includes.runtime import dry_run_requested, request_stop, stop_requested
@@ -645,7 +644,8 @@ def run_agent(cfg: Config, force_dry_run: bool = False, platform: Platform | Non
         try:
             agent = Agent(cfg.trading, platform, store, db, mode=mode, exchange=exchange,
                           candle_interval=cfg.market_data.candle_interval, name=cfg.storage.namespace,
-                          stop_requested=lambda: stop_requested(cfg), request_stop=lambda why: request_stop(cfg, why))
+                          stop_requested=lambda: stop_requested(cfg), request_stop=lambda why: request_stop(cfg, why),
+                          checkpoint=checkpoint)
             summary = agent.run()
         finally:
             lock.release()

@@ -5,6 +5,7 @@ test` starts them.  Each test gets its own database and its own key namespace.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
@@ -21,6 +22,63 @@ sys.path.insert(0, str(ROOT))
 
 # Every module in tests/plugins/ is a fixture plugin of one area of the code.
 pytest_plugins = sorted(f"tests.plugins.{p.stem}" for p in (ROOT / "tests" / "plugins").glob("[a-z]*.py"))
+
+# The fixtures that reach a server or a browser (MariaDB, Redis, VictoriaMetrics, sshd,
+# Chromium), and the parameter values of those that pick one at run time (db_url's
+# "mariadb", state_store_target's "redis", stores' "mariadb+redis"): a test using any of
+# them is marked `services` at collection, so `make test-fast` leaves it out unasked.
+SERVICE_FIXTURES = {"mariadb_url", "redis_namespace", "victoria_metrics", "sshd", "chromium",
+                    "private_mariadb", "private_redis"}
+SERVICE_PARAM_VALUES = {"mariadb", "redis"}
+
+
+def needs_services(item: pytest.Item) -> bool:
+    """Whether the test's fixtures (their whole closure) or its parameters reach a service."""
+    if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {}).values()
+    return any(isinstance(v, str) and SERVICE_PARAM_VALUES & set(v.split("+")) for v in params)
+
+
+# A test writes under its tmp_path: a file that appears or changes in the checkout's tmp/,
+# log/ or img/ meanwhile fails the session (checked once, by the xdist controller).
+CHECKOUT_OUTPUT = ("tmp", "log", "img")
+CHECKOUT_FILES = pytest.StashKey[dict[str, float]]()
+
+
+def checkout_files() -> dict[str, float]:
+    """Path and mtime of everything under the checkout's output directories."""
+    found = {}
+    for path in (p for d in CHECKOUT_OUTPUT for p in (ROOT / d).rglob("*")):
+        with contextlib.suppress(FileNotFoundError):   # removed meanwhile by whatever made it
+            found[str(path.relative_to(ROOT))] = path.lstat().st_mtime
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[CHECKOUT_FILES] = checkout_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(CHECKOUT_FILES, None)
+    if before is None:
+        return
+    written = sorted(path for path, mtime in checkout_files().items() if before.get(path) != mtime)
+    if written:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write("\n")
+            reporter.write_line(f"the tests wrote into the checkout (use tmp_path): {', '.join(written[:10])}",
+                                red=True)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if needs_services(item):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture

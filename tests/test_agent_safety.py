@@ -2,7 +2,6 @@
 every step of a buy and of a sell, 20 overlapping runs, and a flushed Redis."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from tests.conftest import REDIS_URL
 from tests.plugins.agent import CURRENCIES, move
 
 ROOT = Path(__file__).resolve().parent.parent
+CRASH_LAUNCHER = ROOT / "tests" / "crash_launcher.py"
 BUY_STEPS = ["buy:claimed", "buy:journaled", "buy:sent", "buy:recorded", "buy:moved"]
 SELL_STEPS = ["sell:claimed", "sell:journaled", "sell:sent", "sell:recorded", "sell:moved"]
 
@@ -31,9 +31,11 @@ def live(job_config, mariadb_url, redis_namespace, rising, tmp_path):
                      exchange={"timeout": 1}, trading={"currencies": CURRENCIES, "max_threads": 2, "dry_run": False})
 
     def run(crash_at: str | None = None, config: Path = tmp_path / "config.yaml") -> subprocess.CompletedProcess:
-        env = dict(os.environ, CRONTRADER_CRASH_AT=crash_at or "")
-        return subprocess.run([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(config)],
-                              env=env, capture_output=True, text=True, timeout=120)
+        """trade_agent.py, or with `crash_at` tests/crash_launcher.py: the same run, killed -9 at that step."""
+        command = [sys.executable, str(ROOT / "trade_agent.py"), "--config", str(config)]
+        if crash_at:
+            command = [sys.executable, str(CRASH_LAUNCHER), "--crash-at", crash_at, "--config", str(config)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
     run.cfg = cfg
     return run
@@ -116,8 +118,7 @@ def test_twenty_overlapping_runs_place_the_orders_of_exactly_one(live, kraken_ve
         path.write_text(yaml.safe_dump(base))
         configs.append(path)
     kraken_venue.sim.inject("AssetPairs", "delay", seconds=300)
-    env = dict(os.environ, CRONTRADER_CRASH_AT="")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(c)], env=env,
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "trade_agent.py"), "--config", str(c)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in configs]
     deadline = time.monotonic() + 240
     while sum(p.poll() is not None for p in procs) < 19:

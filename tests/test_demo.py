@@ -30,11 +30,21 @@ def test_the_cron_cycle_on_mariadb_and_redis(tmp_path, mariadb_url, redis_namesp
 
 
 def test_the_demo_script_on_the_embedded_default(tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--days", "0.1"], capture_output=True,
-                         text=True, timeout=300, cwd=tmp_path)
+    home = tmp_path / "demo"
+    run = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--days", "0.1", "--home", str(home)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "playing 14 cron cycles" in run.stdout and "threads:" in run.stdout and "P&L:" in run.stdout
-    assert (ROOT / "tmp" / "demo" / "crontrader.db").exists()
+    assert (home / "crontrader.db").exists()
+
+
+def test_the_demo_script_wipes_no_directory_but_a_demos(tmp_path):
+    """--home is wiped first: a directory holding anything else is refused, untouched."""
+    (tmp_path / "notes.txt").write_text("mine")
+    run = subprocess.run([sys.executable, str(ROOT / "demo.py"), "--days", "0.1", "--home", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "holds more than a demo's files" in run.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_the_demo_plays_a_real_candle_csv(tmp_path, shared_data, capsys):

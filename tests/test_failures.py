@@ -197,6 +197,7 @@ def test_a_cause_is_shortened_never_cut(closed_port):
         assert "XXBTZEUR" not in cause(caught.value) and " object at 0x" not in cause(caught.value)
 
 
+@pytest.mark.services   # the shared Redis, by URL: no fixture tells tests/conftest.py
 def test_a_refused_redis_login_exits_2_naming_the_server(tmp_path, job_config):
     """The agent's state store refuses us: one line, exit 2, nothing traded."""
     job_config(state="redis://crontrader:wrong-pw-5@127.0.0.1:6379/0")

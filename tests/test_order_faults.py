@@ -236,7 +236,7 @@ class Walk:
         with ledger.held() as state:   # the walk's calls outran any counter: start afresh
             ledger.save({**state, "counter": 0})
         command = [sys.executable, str(ROOT / "trade_agent.py"), "--config", str(self.path)]
-        env = dict(os.environ, CRONTRADER_CRASH_AT="")
+        env = dict(os.environ)
         if wall_clock:
             env.update(wall_clock_env(wall_clock))
             self.note(f"wall clock {wall_clock}")

@@ -155,8 +155,9 @@ def test_an_intent_journaled_with_a_wrong_wall_clock_is_settled_by_the_next_run(
     """A Pi without a real-time clock: the run that journaled and sent the order thought it
     was a year off, and died; the next one, on a right clock, still settles it at once."""
     command = [sys.executable, str(ROOT / "trade_agent.py"), "--config", str(tmp_path / "config.yaml")]
-    env = dict(os.environ, CRONTRADER_CRASH_AT="buy:sent", **wall_clock_env(wall_clock))
-    crashed = subprocess.run(command, env=env, capture_output=True, timeout=120)
+    crash = [sys.executable, str(ROOT / "tests" / "crash_launcher.py"), "--crash-at", "buy:sent", *command[2:]]
+    env = dict(os.environ, **wall_clock_env(wall_clock))
+    crashed = subprocess.run(crash, env=env, capture_output=True, timeout=120)
     assert crashed.returncode == -9 and threads(live)[0].state == BUYING
     kraken_venue.sim.advance(60)   # a cron period later, on the exchange's clock
     assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0

@@ -395,6 +395,7 @@ def test_sqlite_store_uses_wal_and_one_table(tmp_path):
     raw.close()
 
 
+@pytest.mark.services   # the shared Redis, by URL: no fixture tells tests/conftest.py
 def test_open_state_store_picks_the_backend_by_scheme(tmp_path):
     store = open_state_store(f"sqlite:///{tmp_path / 's.db'}", "crontrader", "dry")
     assert isinstance(store, SQLiteStateStore) and store.namespace == "crontrader:dry:"
