@@ -23,6 +23,16 @@ sys.path.insert(0, str(ROOT))
 pytest_plugins = sorted(f"tests.plugins.{p.stem}" for p in (ROOT / "tests" / "plugins").glob("[a-z]*.py"))
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> None:
+    """Each test starts with no registered secret: one test's keys must not redact another's lines."""
+    from includes.redaction import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()
+
+
 @pytest.fixture
 def mariadb_url() -> str:
     """URL of a fresh, empty MariaDB database, dropped after the test."""

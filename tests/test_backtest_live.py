@@ -20,7 +20,8 @@ from includes.backtest import (
     replay,
     trading_for,
 )
-from includes.config import TradingConfig, load_config, write_private
+from includes.config import TradingConfig, load_config
+from includes.files import write_private
 from includes.simulators.kraken import KrakenSimulator
 from tests.conftest import ROOT
 

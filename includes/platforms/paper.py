@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from includes.errors import InsufficientFunds, StorageError
+from includes.files import write_atomic
 from includes.platforms.base import AccountInfo, Candle, Market, Order, Platform, Ticker
-from includes.runtime import write_atomic
 
 
 class PaperPlatform(Platform):

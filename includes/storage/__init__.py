@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from includes.runtime import register_secret
+from includes.redaction import register_secret
 
 # The order journal's vocabulary, shared by the market DB, the backtest's memory
 # journal and the agent (here, where importing it costs nothing).
@@ -52,7 +52,7 @@ def open_timeseries(cfg: Config) -> TimeSeriesWriter | None:
     ts = cfg.storage.timeseries
     if not ts.url:
         return None
-    from includes.config import read_token_file
+    from includes.files import read_token_file
     from includes.storage.timeseries import TimeSeriesWriter
 
     token = read_token_file(cfg.path(ts.token_file)) if ts.token_file else ""
