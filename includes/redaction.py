@@ -29,8 +29,9 @@ def redact(text: str) -> str:
     return text
 
 
-# to the line's last @: a password may hold an @, or a space typed unencoded
-_PASSWORD = re.compile(r"(://[^:/?#@\s]*:)[^\n]*@")
+# from // (a URL missing the colon of its scheme too) to the line's last @: a password may
+# hold an @, or a space typed unencoded
+_PASSWORD = re.compile(r"(//[^:/?#@\s]*:)[^\n]*@")
 
 
 def masked(text: str) -> str:

@@ -73,6 +73,7 @@ def test_each_test_starts_with_no_secret_registered():
 def test_url_passwords_are_masked():
     assert masked("mysql+pymysql://u:pw@h/db?x=1") == "mysql+pymysql://u:***@h/db?x=1"
     assert masked("redis://:p@ss w@h:x/0") == "redis://:***@h:x/0"   # to the last @, even malformed
+    assert masked("mysql+pymysql//u:pw@h/db") == "mysql+pymysql//u:***@h/db"   # the scheme's colon missing
     assert masked("sqlite:///tmp/x.db and mysql://u@h/db") == "sqlite:///tmp/x.db and mysql://u@h/db"
 
 
