@@ -13,14 +13,14 @@ import sys
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from includes.errors import ConfigError
 from includes.files import shown
 from includes.redaction import masked
-from includes.settings import InvalidConfig, Section, cut, example_yaml, one_line, scalar, setting
+from includes.settings import InvalidConfig, Refused, Section, cut, example_yaml, one_line, read_yaml, scalar, setting
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "config.yaml"
@@ -388,53 +388,6 @@ class Config(Section):
         return url
 
 
-MOST_VALUES = 10_000   # a config holds about 100; YAML aliases can make billions of few lines
-MOST_LEVELS = 32
-
-
-class _Refused(yaml.YAMLError):
-    """YAML that parses but that no config should be: a key twice, aliases expanding past MOST_VALUES."""
-
-
-# libyaml's loader when PyYAML has it (its wheels do): 1 ms for the example config, not 9
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-        """Refuse a key given twice in one mapping: YAML keeps the last one silently."""
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                first = seen.get(key)
-                seen.setdefault(key, line)
-            except TypeError:           # an unhashable key: the validator names it
-                continue
-            if first is not None:
-                raise _Refused(f"key {cut(str(key), 40)} is given twice, at lines {first} and {line}; "
-                               f"keep one")
-        return super().construct_mapping(node, deep=deep)
-
-
-def _count_values(data: Any) -> None:
-    """Refuse data whose aliases expand past MOST_VALUES, or that nests deeper than MOST_LEVELS:
-    walked as the validator would, without recursion, and stopped as soon as it is too much."""
-    stack, seen = [(data, 0)], 0
-    while stack:
-        value, depth = stack.pop()
-        seen += 1
-        if seen > MOST_VALUES:
-            raise _Refused(f"holds more than {MOST_VALUES} values once its YAML aliases are expanded: "
-                           f"a config needs no more than a few hundred")
-        if depth > MOST_LEVELS:
-            raise _Refused(f"nests values more than {MOST_LEVELS} levels deep: a config needs 4")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for item in value.items() for v in item)
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
-
-
 def load_config(path: Path | str | None = None) -> Config:
     """The validated config of `path` (default conf/config.yaml).
 
@@ -451,9 +404,8 @@ def load_config(path: Path | str | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{name}: cannot be read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)
-        _count_values(data)
-    except _Refused as exc:
+        data = read_yaml(text)
+    except Refused as exc:
         raise ConfigError(one_line(f"{name}: {exc}")) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

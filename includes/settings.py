@@ -23,6 +23,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, Self, Union, get_args, get_origin, get_type_hints
 
+import yaml
+
 from includes.redaction import masked
 
 LARGEST = 10 ** 12          # no setting means more: larger numbers only overflow somewhere
@@ -99,6 +101,62 @@ class Section:
     def _check(self) -> None:
         """Rules across fields: raise ValueError naming the keys involved."""
 
+
+# --- reading YAML --------------------------------------------------------------------------------------
+
+MOST_VALUES = 10_000   # a config holds about 100; YAML aliases can make billions of few lines
+MOST_LEVELS = 32
+
+
+class Refused(yaml.YAMLError):
+    """YAML that parses but that no config should be: a key twice, aliases expanding past MOST_VALUES."""
+
+
+# libyaml's loader when PyYAML has it (its wheels do): 1 ms for the example config, not 9
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        """Refuse a key given twice in one mapping: YAML keeps the last one silently."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, line)
+            except TypeError:           # an unhashable key: the validator names it
+                continue
+            if first is not None:
+                raise Refused(f"key {cut(str(key), 40)} is given twice, at lines {first} and {line}; "
+                               f"keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """The data of YAML `text`: raises yaml.YAMLError, or Refused for a key given twice,
+    an alias bomb or a nesting deeper than any config needs."""
+    data = yaml.load(text, Loader=_Loader)
+    _count_values(data)
+    return data
+
+
+def _count_values(data: Any) -> None:
+    """Refuse data whose aliases expand past MOST_VALUES, or that nests deeper than MOST_LEVELS:
+    walked as the validator would, without recursion, and stopped as soon as it is too much."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MOST_VALUES:
+            raise Refused(f"holds more than {MOST_VALUES} values once its YAML aliases are expanded: "
+                           f"a config needs no more than a few hundred")
+        if depth > MOST_LEVELS:
+            raise Refused(f"nests values more than {MOST_LEVELS} levels deep: a config needs 4")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for item in value.items() for v in item)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 # --- the validator -------------------------------------------------------------------------------------
@@ -371,6 +429,4 @@ def _yaml_value(value: Any) -> str:
         value = int(value)
     elif isinstance(value, (Decimal, Path)):
         return str(value)
-    import yaml  # only when writing the example: the validator needs no YAML
-
     return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("\n").removesuffix("\n...")
