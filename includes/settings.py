@@ -392,10 +392,8 @@ def example_yaml(cls: type[Section], header: str) -> str:
     """The YAML of every setting of `cls` at its default, each with its documentation:
     the example file the owner copies, written from the one declaration the code reads."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
-    for i, field in enumerate(dataclasses.fields(cls)):  # type: ignore[arg-type]
-        if i == 0 or isinstance(field.default, Section):
-            lines.append("")                           # top-level sections apart
-        lines += _example_lines(field, _default(field), "")
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        lines += ["", *_example_lines(field, _default(field), "")]     # top-level keys apart
     return "\n".join(lines) + "\n"
 
 
