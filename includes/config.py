@@ -64,8 +64,8 @@ Two lines: the API key, then its secret, as the exchange shows them
 others: chmod 600 it.  Not needed for market data or dry-run.""")
     rate_tier: Literal["starter", "intermediate", "pro"] = setting(
         "starter", doc="starter | intermediate | pro: Kraken's call-counter budget")
-    public_calls_per_second: float = setting(  # at most 20 s between calls
-        1.0, ge=0.05, le=1000,
+    public_calls_per_second: float = setting(
+        1.0, ge=0.05, le=1000,    # at most 20 s between calls
         doc="pace of public calls (Kraken throttles per IP); bittrex and ccxt: of all calls; 0.05-1000")
     timeout: float = setting(15.0, gt=0, le=300, doc="seconds to wait for one HTTP reply")
     retries: int = setting(3, ge=0, le=10, doc="repeats of a call that is safe to repeat (never an order)")
