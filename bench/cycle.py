@@ -26,7 +26,8 @@ import yaml
 from measure import PYTHON, ROOT, RUNTIME_PYTHON, bench_env, measure, report
 
 sys.path.insert(0, str(ROOT))
-from includes.config import load_config, write_private  # noqa: E402
+from includes.config import load_config  # noqa: E402
+from includes.files import write_private  # noqa: E402
 from includes.marketdata import get_api_data  # noqa: E402
 from simulators.kraken import KrakenSimulator  # noqa: E402
 

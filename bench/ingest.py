@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from includes.platforms.base import Candle  # noqa: E402
+from includes.model import Candle  # noqa: E402
 from includes.storage.marketdb import BATCH, TABLES, MarketDB  # noqa: E402
 
 SERVER = os.environ.get("CRONTRADER_BENCH_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from includes.errors import ExchangeError, StorageError
-from includes.runtime import progress, write_atomic
+from includes.files import write_atomic
+from includes.runtime import progress
 
 if TYPE_CHECKING:
     from includes.config import Config
@@ -232,8 +233,8 @@ def fetch_global_metrics(cfg: Config, db: MarketDB, spool: Spool, timeseries: Ti
     if cmc.key_file is None:
         return False
     from includes.coinmarketcap import fetch_global_metrics as fetch
-    from includes.config import read_token_file
-    from includes.runtime import register_secret
+    from includes.files import read_token_file
+    from includes.redaction import register_secret
 
     key = read_token_file(cfg.path(cmc.key_file))
     register_secret(key)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from includes.errors import ConfigError, cause
-from includes.runtime import redact, register_secret
+from includes.redaction import redact, register_secret
 
 if TYPE_CHECKING:
     from includes.config import Config, NotifyConfig
@@ -94,7 +94,7 @@ def _ping(url: str, timeout: float) -> None:
 
 def switches(cfg: Config, stop: bool, dry_run: bool) -> list[str]:
     """What changed in the stop and dry-run files since the agent last looked (tmp/switches.json)."""
-    from includes.runtime import write_atomic
+    from includes.files import write_atomic
 
     path = cfg.path(cfg.paths.tmp) / "switches.json"
     now = {"stop": stop, "dry_run": dry_run}

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
+from includes.files import write_atomic
 from includes.model import MARKET_RE, MODES
 from includes.money import ZERO, percent_change
-from includes.runtime import write_atomic
 from includes.storage.journal import FillTotals, fold
 from includes.storage.state import ACTIVE, SELLING
 from includes.trends import trends as compute_trends

@@ -150,7 +150,7 @@ def restore_record(cfg: Config, archives: Sequence[Archive]) -> None:
                 for mode, key, value in rows:
                     stores[mode].set_value(key, value)
             else:
-                from includes.runtime import write_atomic
+                from includes.files import write_atomic
                 for _, ledger in rows:
                     write_atomic(_ledger(cfg), ledger)
             log.info("restored %d rows of %s from %s", a.rows, a.table, a.path)

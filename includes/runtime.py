@@ -1,8 +1,9 @@
 """What every cron script shares: the command line, logging, the run lock, and
 the stop and dry-run files.
 
-Only the standard library is imported here: `script.py --help` must start fast
-on a Raspberry Pi, so the heavy modules load after the arguments are parsed.
+Only the standard library (and files.py and redaction.py, which use nothing else) is
+imported here: `script.py --help` must start fast on a Raspberry Pi, so the heavy
+modules load after the arguments are parsed.
 """
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from includes.files import write_atomic
+from includes.redaction import redact
+
 if TYPE_CHECKING:
     from includes.config import Config
     from includes.notify import Notifier
@@ -30,20 +34,8 @@ T = TypeVar("T")
 
 log = logging.getLogger("crontrader")
 
-_secrets: set[str] = set()
 _told: list[str] = []    # what this run said to the owner, for tmp/runs/<job>.json
 _notifier: Notifier | None = None   # this run's alerts and ping, when the config has any
-
-
-def register_secret(*values: str | None) -> None:
-    """Never let these strings reach a log line (keys, secrets, passwords, tokens)."""
-    _secrets.update(v for v in values if v and len(v) >= 4)
-
-
-def redact(text: str) -> str:
-    for secret in _secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 class _RedactingFormatter(logging.Formatter):
@@ -176,8 +168,8 @@ def run_script(name: str, description: str,
 
     try:
         cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
+    except ConfigError as exc:         # one line per problem of the file, each naming the script
+        print("".join(f"{name}: {line}\n" for line in str(exc).splitlines()), end="", file=sys.stderr)
         sys.exit(2)
     from includes.errors import local_fault
 
@@ -276,18 +268,3 @@ def _shown(path: Path) -> str:
     """`path` as the owner knows it: relative to the project when inside it."""
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Readers see the old file or the new one, never half of one (a crash, a power cut)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:              # a full disk: no half file left behind, and the file named
-        tmp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from None

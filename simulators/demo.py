@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from includes.config import ROOT, Config, load_config, write_private
+from includes.config import ROOT, Config, load_config
+from includes.files import write_private
 from includes.runtime import progress, setup_logging
 
 CYCLE = 600              # seconds between two get_api_data runs (cron: */10)

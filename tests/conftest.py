@@ -81,6 +81,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.services)
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> None:
+    """Each test starts with no registered secret: one test's keys must not redact another's lines."""
+    from includes.redaction import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()
+
+
 @pytest.fixture
 def mariadb_url() -> str:
     """URL of a fresh, empty MariaDB database, dropped after the test."""

@@ -15,7 +15,8 @@ import yaml
 from includes.backtest.replay import replay
 from includes.backtest.sources import KRAKEN_PAIRS, kraken_rules, read_csv, read_rules
 from includes.backtest.sweep import trading_for
-from includes.config import TradingConfig, load_config, write_private
+from includes.config import TradingConfig, load_config
+from includes.files import write_private
 from simulators.kraken import KrakenSimulator
 from tests.conftest import ROOT
 

@@ -39,8 +39,9 @@ import pytest
 import yaml
 
 from includes.agent import run_agent
-from includes.config import Config, load_config, write_private
+from includes.config import Config, load_config
 from includes.errors import CrontraderError
+from includes.files import write_private
 from includes.model import OPEN, Candle
 from includes.platforms import make_platform
 from includes.platforms.keygate import FileLedger

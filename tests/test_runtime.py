@@ -7,8 +7,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+from includes import redaction
 from includes.config import Config
-from includes.runtime import dry_run_requested, redact, register_secret, run_lock, setup_logging, stop_requested
+from includes.redaction import masked, redact, register_secret
+from includes.runtime import dry_run_requested, run_lock, setup_logging, stop_requested
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +60,21 @@ def test_secrets_are_redacted_in_log_files(tmp_path):
     text = (tmp_path / "unit.log").read_text()
     assert "signing with ***" in text
     assert "S3CR3T" not in text
+
+
+def test_each_test_starts_with_no_secret_registered():
+    assert not redaction._secrets           # the autouse fixture of conftest.py
+    register_secret("abcd", None, "xyz")    # None and short strings are never secrets
+    assert redact("abcd xyz") == "*** xyz"
+    redaction.forget_secrets()
+    assert redact("abcd") == "abcd"
+
+
+def test_url_passwords_are_masked():
+    assert masked("mysql+pymysql://u:pw@h/db?x=1") == "mysql+pymysql://u:***@h/db?x=1"
+    assert masked("redis://:p@ss w@h:x/0") == "redis://:***@h:x/0"   # to the last @, even malformed
+    assert masked("mysql+pymysql//u:pw@h/db") == "mysql+pymysql//u:***@h/db"   # the scheme's colon missing
+    assert masked("sqlite:///tmp/x.db and mysql://u@h/db") == "sqlite:///tmp/x.db and mysql://u@h/db"
 
 
 def test_stop_and_dry_run_files(tmp_path):

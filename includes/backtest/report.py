@@ -198,7 +198,7 @@ def _print_trades(trades: list[dict[str, Any]], quote: str, out: IO[str]) -> Non
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    from includes.runtime import write_atomic
+    from includes.files import write_atomic
 
     write_atomic(path, json.dumps(data, indent=1) + "\n")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from includes.runtime import register_secret
+from includes.redaction import register_secret
 
 if TYPE_CHECKING:
     from includes.config import Config
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def make_platform(cfg: Config, *, live: bool) -> Platform:
     """The exchange of `cfg`.  `live` demands a key file only its owner can read."""
-    from includes.config import read_key_file
+    from includes.files import read_key_file
 
     ex = cfg.exchange
     key = secret = ""

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from includes.errors import InsufficientFunds, StorageError
+from includes.files import write_atomic
 from includes.model import AccountInfo, Candle, Market, Order, Ticker
 from includes.platforms.base import Platform
-from includes.runtime import write_atomic
 
 
 class PaperPlatform(Platform):

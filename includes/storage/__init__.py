@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from includes.runtime import register_secret
+from includes.redaction import register_secret
 
 # SQLite's errors about the file itself (it cannot be opened, created or written): no retry cures them.
 SQLITE_REFUSED = ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")
@@ -44,7 +44,7 @@ def open_timeseries(cfg: Config) -> TimeSeriesWriter | None:
     ts = cfg.storage.timeseries
     if not ts.url:
         return None
-    from includes.config import read_token_file
+    from includes.files import read_token_file
     from includes.storage.timeseries import TimeSeriesWriter
 
     token = read_token_file(cfg.path(ts.token_file)) if ts.token_file else ""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError, StorageRefused, cause
 from includes.model import DEFAULT_AGENT, EXCHANGE_FINAL, FINAL, MODES, OPEN, SIDES, Candle, Market
+from includes.redaction import masked
 from includes.storage import SQLITE_REFUSED
 from includes.storage.journal import INTENT_STEP, FillTotals, Position, positions, totals
 
@@ -257,7 +258,7 @@ class MarketDB:
 
     def __init__(self, url: str, timeout: float = 20.0) -> None:
         """timeout: seconds a MariaDB connect, read or write may take (storage.timeout)."""
-        self.where = _redacted(url)
+        self.where = masked(url)
         self._mysql = url.startswith("mysql+pymysql://")
         try:
             if self._mysql:
@@ -951,12 +952,3 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
 def _reason(exc: Exception) -> str:
     """The driver's own message, on one line."""
     return cause(exc)
-
-
-def _redacted(url: str) -> str:
-    """`url` with the password of user:password@ replaced by ***, even when the URL is malformed."""
-    userinfo, at, rest = url.rpartition("@")
-    scheme, slashes, credentials = userinfo.partition("//")
-    if not at or not slashes or ":" not in credentials:
-        return url
-    return f"{scheme}//{credentials.partition(':')[0]}:***@{rest}"

@@ -24,7 +24,8 @@ import pytest
 import requests
 import yaml
 
-from includes.config import Config, load_config, write_private
+from includes.config import Config, load_config
+from includes.files import write_private
 from includes.platforms.base import Platform
 from simulators.bittrex import BittrexSimulator
 from simulators.kraken import KrakenSimulator, new_credentials

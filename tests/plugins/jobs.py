@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from includes.config import Config, load_config, write_private
+from includes.config import Config, load_config
+from includes.files import write_private
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
