@@ -19,7 +19,7 @@ LOCK    := requirements.lock
 # pytest-xdist workers for `make test` (JOBS=0: serial, in this process).
 JOBS    ?= auto
 
-.PHONY: demo test test-fast bench install clean lock check-runtime config-example
+.PHONY: demo test test-fast bench install clean lock check-runtime config-example lint typecheck
 
 # The runtime: what `make demo` and a Pi need.
 $(STAMP): $(LOCK)
@@ -78,6 +78,13 @@ test-fast: $(DEV)
 bench: $(DEV) $(RUNTIME)/.installed
 	bash tests/setup.sh
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# The tools' settings are in pyproject.toml.
+lint: $(DEV)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(DEV)
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) $(RUNTIME) .pytest_cache

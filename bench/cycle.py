@@ -5,7 +5,8 @@ Targets (issue 4): <= 0.3 s wall and <= 50 MiB peak RSS on this machine, for
 the Pi's install (requirements.txt only, `.venv-runtime`, built by `make bench`).
 Two kinds of run are timed: one that buys (a new namespace each time: four
 threads bought) and one that holds those four threads and finds nothing to do,
-with 6 days of 5-minute candles in the market DB, as a few days of cron leave it.  Cron runs the agent every 10 minutes, so before each run
+with 6 days of 5-minute candles in the market DB, as a few days of cron leave it.
+Cron runs the agent every 10 minutes, so before each run
 Kraken's call counter is set as a 5-minute gap would leave it (empty); without
 that, runs back to back would wait for the counter to decay, as they should.
 Also prints where the start-up time goes (python -X importtime, top modules).
@@ -22,7 +23,6 @@ from pathlib import Path
 import pymysql
 import redis
 import yaml
-
 from measure import PYTHON, ROOT, RUNTIME_PYTHON, bench_env, measure, report
 
 sys.path.insert(0, str(ROOT))

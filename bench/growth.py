@@ -292,8 +292,8 @@ def many_markets(n: int) -> None:
     from includes.config import MarketDataConfig, load_config
     from includes.marketdata import CYCLE_SHARE, OTHER_CALLS, fetch_cycle
     from includes.platforms import make_platform
-    from simulators.kraken import KrakenSimulator
     from includes.storage.spool import Spool
+    from simulators.kraken import KrakenSimulator
 
     period = MarketDataConfig().cycle_minutes * 60        # market_data.cycle_minutes, by default
     budget = int(period * CYCLE_SHARE * 1.0) - OTHER_CALLS   # call_budget at Kraken's pace

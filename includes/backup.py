@@ -113,7 +113,7 @@ def write_archive(path: Path, table: str, month: str, columns: list[str], key: l
 def _open(path: Path) -> tuple[Any, dict[str, Any]]:
     """The archive opened past its header line, and the header."""
     try:
-        f = gzip.open(path, "rb")
+        f = gzip.open(path, "rb")  # noqa: SIM115 -- handed to the caller, which closes it
     except OSError as exc:
         raise BackupError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     try:

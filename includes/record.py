@@ -80,7 +80,8 @@ def _stores(cfg: Config, lock: bool) -> Iterator[tuple[MarketDB, dict[str, State
 
 def _values(store: StateStore) -> list[tuple[str, str]]:
     """The plain values (budget, trends, balances), not the threads nor the locks."""
-    return [(k, store.get_value(k) or "") for k in store.keys() if not k.startswith(("thread:", "lock:"))]
+    return [(k, store.get_value(k) or "") for k in store.keys()  # noqa: SIM118 -- StateStore.keys(), not a dict
+            if not k.startswith(("thread:", "lock:"))]
 
 
 def snapshot(cfg: Config, staging: Path, stamp: str) -> list[Archive]:
@@ -133,7 +134,7 @@ def restore_record(cfg: Config, archives: Sequence[Archive]) -> None:
     """Put a trading record back, onto stores that hold none: a restore never mixes two records."""
     with _stores(cfg, lock=False) as (db, stores):
         busy = [f"{mode} journal" for mode in MODES if db.journal(mode, agent=cfg.storage.namespace)]
-        busy += [f"{s.where} ({mode})" for mode, s in stores.items() if [k for k in s.keys()
+        busy += [f"{s.where} ({mode})" for mode, s in stores.items() if [k for k in s.keys()  # noqa: SIM118 -- StateStore.keys()
                                                                            if not k.startswith("lock:")]]
         busy += [str(_ledger(cfg))] if _ledger(cfg).exists() else []
         if busy:
@@ -145,7 +146,7 @@ def restore_record(cfg: Config, archives: Sequence[Archive]) -> None:
                 db.restore_rows("orders", a.columns, rows)
             elif a.table == "threads":
                 for mode, n, *fields in rows:
-                    stores[mode].put_thread(Thread.from_fields(n, dict(zip(THREAD_FIELDS, fields))))
+                    stores[mode].put_thread(Thread.from_fields(n, dict(zip(THREAD_FIELDS, fields, strict=True))))
             elif a.table == "state_values":
                 for mode, key, value in rows:
                     stores[mode].set_value(key, value)

@@ -58,7 +58,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import accumulate, islice
@@ -294,7 +294,7 @@ def bad_request(parameter: str, detail: str = "") -> ApiError:
 
 
 def iso(ts: float, timespec: str = "milliseconds") -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_iso(text: str, parameter: str) -> float:
@@ -302,7 +302,7 @@ def parse_iso(text: str, parameter: str) -> float:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise bad_request(parameter, f"{parameter} is not an ISO-8601 date") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def content_hash(body: bytes) -> str:
@@ -697,7 +697,7 @@ class BittrexSimulator:
         path, _, query = target.partition("?")
         if path.startswith(CONTROL_PREFIX):
             return self._control(method, path[len(CONTROL_PREFIX):], query, body)
-        for verb, template, regex, handler, signed in self._routes:
+        for verb, template, regex, handler, signed in self._routes:  # noqa: B007 -- the match is used after the loop
             match = regex.fullmatch(path)
             if verb == method and match:
                 break
@@ -913,7 +913,7 @@ class BittrexSimulator:
         if not 1 <= month <= 12:
             raise bad_request("month")
         try:
-            start = datetime(year, month, day, tzinfo=timezone.utc)
+            start = datetime(year, month, day, tzinfo=UTC)
         except ValueError:
             raise bad_request("day") from None
         if len(numbers) == 1:

@@ -176,6 +176,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -1025,7 +1026,7 @@ class KrakenSimulator(SimulatorServer):
             part = round_down(candle.volume / 4, pair.lot_decimals)
             volumes = (part, part, part, candle.volume - 3 * part)
             previous = None
-            for i, (price, volume) in enumerate(zip((candle.open, first, second, candle.close), volumes)):
+            for i, (price, volume) in enumerate(zip((candle.open, first, second, candle.close), volumes, strict=True)):
                 up = rising if previous is None else price >= previous
                 previous = price
                 if volume > 0:
@@ -1497,7 +1498,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give exactly one --pair for each --csv")
     sim = KrakenSimulator(clock=args.time, seed=args.seed, host=args.host, port=args.port)
     try:
-        for path, pair in zip(args.csv, args.pair):
+        for path, pair in zip(args.csv, args.pair, strict=True):
             sim.load_candles(pair, path)
         balances = dict(b.split("=", 1) for b in args.balance) or {"ZEUR": "1000"}
         key, secret = sim.add_account(balances=balances)
@@ -1507,10 +1508,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Kraken simulator at {sim.url}  (clock {int(sim.clock)})")
         print(f"API key:    {key}")
         print(f"API secret: {secret}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

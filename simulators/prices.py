@@ -20,6 +20,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from decimal import Decimal
 from functools import lru_cache
+from itertools import pairwise
 from operator import add, mul
 from os import PathLike
 from typing import NamedTuple
@@ -84,7 +85,7 @@ class Series:
         rows = [(int(r[0]), *(Decimal(x) for x in r[1:6])) for r in rows]
         if not rows:
             raise ValueError("no candles")
-        gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:])]
+        gaps = [b[0] - a[0] for a, b in pairwise(rows)]
         if gaps and min(gaps) <= 0:
             raise ValueError("candle timestamps must be strictly increasing")
         smallest = min(gaps, default=step or 60)
@@ -205,7 +206,7 @@ class Series:
         pexp, vexp = max(self.pexp, other.pexp), max(self.vexp, other.vexp)
         a, b = self._scaled(pexp, vexp), other._scaled(pexp, vexp)
         return Series(self.step if len(self) else other.step,
-                      *(x + y for x, y in zip(a, b)), pexp, vexp)
+                      *(x + y for x, y in zip(a, b, strict=True)), pexp, vexp)
 
     def _scaled(self, pexp: int, vexp: int) -> tuple[array, ...]:
         pm, vm = 10 ** (pexp - self.pexp), 10 ** (vexp - self.vexp)

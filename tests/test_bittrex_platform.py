@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from bittrex_api.v3 import OrderDirection, OrderType, TimeInForce
 
 from includes.agent import new_ref, run_agent
-from includes.errors import (AuthenticationError, InsufficientFunds, MarketUnavailable, OrderStateUnknown,
-                             OrderTooSmall, PermanentError, RateLimited, TemporaryError, UnknownMarket)
+from includes.errors import (
+    AuthenticationError,
+    InsufficientFunds,
+    MarketUnavailable,
+    OrderStateUnknown,
+    OrderTooSmall,
+    PermanentError,
+    RateLimited,
+    TemporaryError,
+    UnknownMarket,
+)
 from includes.marketdata import AVAILABLE_FILE, available_markets, get_api_data
-from simulators.bittrex import START_TIME
 from includes.storage import open_market_db
 from includes.storage.marketdb import MarketDB
+from simulators.bittrex import START_TIME
 
 START = int(START_TIME)
 MARKETS = ["ADA/EUR", "BTC/EUR", "ETH/EUR", "LTC/EUR", "XRP/EUR"]
@@ -170,7 +180,7 @@ def test_history_is_paged_by_month_or_year(bittrex_venue, interval, days, pages)
     candles = bittrex_venue.platform().get_candles("BTC/EUR", interval, since=since)
     step = interval * 60
     assert candles[0].ts == -(-since // step) * step and candles[-1].ts == START // step * step
-    assert [b.ts - a.ts for a, b in zip(candles, candles[1:])] == [step] * (len(candles) - 1)
+    assert [b.ts - a.ts for a, b in pairwise(candles)] == [step] * (len(candles) - 1)
     assert bittrex_venue.sim.calls[HISTORICAL] == pages
     with pytest.raises(PermanentError, match=r"interval 15 min is not one of Bittrex's \(1, 5, 60, 1440\)"):
         bittrex_venue.platform().get_candles("BTC/EUR", 15)

@@ -6,8 +6,8 @@ bodies are checked with `requests` and hand-made signatures.
 from __future__ import annotations
 
 import csv
-import select
 import json
+import select
 import socket
 import subprocess
 import sys
@@ -15,14 +15,14 @@ import time
 import uuid
 from collections import Counter
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import requests
 from bittrex_api.v3 import CandleInterval, OrderDirection, OrderType, TimeInForce
 
-from simulators.bittrex import (START_TIME, BittrexSimulator, MarketSpec, content_hash, default_markets,
-                                         signature)
+from simulators.bittrex import START_TIME, BittrexSimulator, MarketSpec, content_hash, default_markets, signature
 from tests.plugins.bittrex_sim import BITTREX_KEY, BITTREX_SECRET, bittrex_v3, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,7 +264,7 @@ def test_recent_candles_of_the_walk(bittrex_sim: BittrexSimulator, bittrex_clien
     last_start = int(START_TIME) // seconds * seconds
     assert candles[-1]["startsAt"] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last_start))
     assert candles[-1]["close"] == bittrex_client.get_ticker("BTC-EUR")["lastTradeRate"]
-    for before, after in zip(candles, candles[1:]):
+    for before, after in pairwise(candles):
         assert after["open"] == before["close"]
     for c in candles:
         assert dec(c["high"]) >= max(dec(c["open"]), dec(c["close"])) >= min(dec(c["open"]), dec(c["close"])) \
@@ -352,7 +352,8 @@ def test_loaded_real_candles_drive_prices_and_candles(bittrex_sim: BittrexSimula
     day_rows = [r for r in rows if ts + 60 - 86400 < int(r[0]) <= ts]
     assert len(minutes) == len(day_rows) + 1  # the real data has gaps: those minutes are left out
     assert minutes[-2] == {"startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)),
-                           **{k: eight(v) for k, v in zip(("open", "high", "low", "close", "volume"), rows[5000][1:])},
+                           **{k: eight(v) for k, v in zip(("open", "high", "low", "close", "volume"), rows[5000][1:],
+                                                          strict=True)},
                            "quoteVolume": minutes[-2]["quoteVolume"]}
     hour = [r for r in rows if (ts - 3600) // 3600 * 3600 <= int(r[0]) < (ts - 3600) // 3600 * 3600 + 3600]
     hours = bittrex_client.get_recent_candles("UNITTEST-BTC", CandleInterval.HOUR_1)

@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from includes.config import (EXAMPLE_CONFIG, EXAMPLE_HEADER, MOST_SHOWN, Config, InvalidConfig, TradingConfig,
-                              load_config)
+from includes.config import (
+    EXAMPLE_CONFIG,
+    EXAMPLE_HEADER,
+    MOST_SHOWN,
+    Config,
+    InvalidConfig,
+    TradingConfig,
+    load_config,
+)
 from includes.errors import ConfigError
 from includes.files import read_key_file, read_token_file, write_private
 from includes.settings import example_yaml
@@ -154,7 +161,8 @@ def test_empty_file_means_defaults(tmp_path):
     ("exchange:\n  public_calls_per_second: 1e-300\n", "key exchange.public_calls_per_second: must be at least 0.05"),
     ("exchange:\n  public_calls_per_second: 0.001\n", "must be at least 0.05 (got 0.001)"),
     ("exchange:\n  timeout: .inf\n", "key exchange.timeout: must be a finite number"),
-    ("trading:\n  max_hold_hours: " + "9" * 400 + "\n", "must be a number between -1e+12 and 1e+12 (got a number of 400"),
+    ("trading:\n  max_hold_hours: " + "9" * 400 + "\n",
+     "must be a number between -1e+12 and 1e+12 (got a number of 400"),
     ("trading:\n  max_threads: " + "9" * 400 + "\n", "key trading.max_threads: must be a number between"),
     ("backup:\n  retention_days: 99999999\n", "key backup.retention_days: must be at most 36600"),
     # paths
@@ -219,7 +227,7 @@ def test_secrets_never_reach_a_message(tmp_path):
 
 def test_alias_bombs_and_huge_values_are_refused_in_one_short_line(tmp_path):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")) + \
+        f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)) + \
         "trading:\n  currencies: *i\n"
     message = error_of(write(tmp_path, bomb))
     assert message.endswith("holds more than 10000 values once its YAML aliases are expanded: "

@@ -151,8 +151,8 @@ def loaded(path: Path) -> tuple[int, str]:
         cfg = load_config(path)
         for p in (cfg.paths.log, cfg.paths.tmp, cfg.paths.img, cfg.trading.stop_file, cfg.trading.dry_run_file):
             cfg.path(p)
-        cfg.resolve_url(cfg.storage.market_db), cfg.resolve_url(cfg.storage.state)
-        cfg.trading.budget, cfg.trading.currency_cap
+        _ = cfg.resolve_url(cfg.storage.market_db), cfg.resolve_url(cfg.storage.state)
+        _ = cfg.trading.budget, cfg.trading.currency_cap   # properties that validate
     except ConfigError as exc:
         return 2, "".join(f"x: {line}\n" for line in str(exc).splitlines())   # as run_script prints it
     return 0, ""

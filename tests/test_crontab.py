@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def runs(schedule: str, n: int = 6) -> list[datetime]:
 
 def gaps(schedule: str) -> set[float]:
     times = runs(schedule)
-    return {(b - a).total_seconds() for a, b in zip(times, times[1:])}
+    return {(b - a).total_seconds() for a, b in pairwise(times)}
 
 
 def test_every_job_is_there_with_its_schedule():

@@ -4,13 +4,21 @@ from __future__ import annotations
 import multiprocessing
 import time
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 
-from includes.errors import (AuthenticationError, MarketUnavailable, OrderStateUnknown, OrderTooSmall,
-                             PermanentError, TemporaryError, UnknownMarket)
-from includes.money import percent_change
 from includes.agent import new_ref
+from includes.errors import (
+    AuthenticationError,
+    MarketUnavailable,
+    OrderStateUnknown,
+    OrderTooSmall,
+    PermanentError,
+    TemporaryError,
+    UnknownMarket,
+)
+from includes.money import percent_change
 from includes.platforms.kraken import KrakenPlatform
 from simulators.kraken import new_credentials
 
@@ -87,7 +95,7 @@ def test_candles_keep_kraken_limits_and_mark_the_open_one(kraken_venue):
     assert len(candles) == 720
     assert all(c.closed for c in candles[:-1]) and not candles[-1].closed
     assert candles[-1].ts <= kraken_venue.sim.clock < candles[-1].ts + 300
-    assert [b.ts - a.ts for a, b in zip(candles, candles[1:])] == [300] * 719
+    assert [b.ts - a.ts for a, b in pairwise(candles)] == [300] * 719
     since = candles[-10].ts
     recent = platform.get_candles("BTC/EUR", 5, since=since)
     assert [c.ts for c in recent] == [c.ts for c in candles[-10:]]

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from decimal import ROUND_CEILING, Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import krakenex
@@ -723,7 +724,8 @@ def test_lost_reply_held_past_the_client_timeout(kraken_sim: KrakenSimulator, kr
     assert len(ok(call(kraken_api, "OpenOrders", userref=99))["open"]) == 1
 
 
-@pytest.mark.parametrize("fault, after", [(f, a) for f in ("http_500", "http_520", "malformed_json") for a in (False, True)])
+@pytest.mark.parametrize("fault, after",
+                         [(f, a) for f in ("http_500", "http_520", "malformed_json") for a in (False, True)])
 def test_http_faults_before_or_after_the_order_reaches_the_book(kraken_sim: KrakenSimulator, kraken_api: krakenex.API,
                                                                 fault: str, after: bool) -> None:
     kraken_sim.inject("AddOrder", fault, after=after)
@@ -1224,7 +1226,7 @@ def test_synthetic_path_is_reproducible_consistent_and_varied() -> None:
     path = synthetic_path(1, "100", 1700000000, 3 * 1440)
     assert path == synthetic_path(1, "100", 1700000000, 3 * 1440) != synthetic_path(2, "100", 1700000000, 3 * 1440)
     assert path[0][0] == 1700000000 - 1700000000 % 60 and path[0][1] == 100
-    assert all(b[0] - a[0] == 60 and b[1] == a[4] for a, b in zip(path, path[1:]))
+    assert all(b[0] - a[0] == 60 and b[1] == a[4] for a, b in pairwise(path))
     assert all(h >= max(o, c) and 0 < l <= min(o, c) and v >= 0 for _, o, h, l, c, v in path)
     changes = [synthetic_path(seed, "100", 1700000000, 3 * 1440)[-1][4] - 100 for seed in range(20)]
     assert any(c > 2 for c in changes) and any(c < -2 for c in changes)

@@ -3,7 +3,6 @@ nonce file, a directory where a file should be.  Each is one stderr line naming 
 and what to do, exit 2 (a path or a permission) or 1, never a traceback."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator

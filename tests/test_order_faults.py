@@ -344,9 +344,9 @@ class Walk:
                       or abs(D(row["cost"] or 0) - order.cost) > self.venue.cost_tolerance):
                     bad(f"order {ref}: journal {row['status']} {row['filled']} filled for {row['cost']}, exchange "
                         f"{'final' if order.final else 'open'} {order.filled} for {order.cost}")
-            if row["side"] == "buy" and row["cost"] is not None and order is not None and not order.scripted:
-                if D(row["cost"]) + D(row["fee"] or 0) > MAX_PER_TRADE + self.venue.cost_tolerance:
-                    bad(f"buy {ref} cost {row['cost']} + {row['fee']} > max_per_trade {MAX_PER_TRADE}")
+            if (row["side"] == "buy" and row["cost"] is not None and order is not None and not order.scripted
+                    and D(row["cost"]) + D(row["fee"] or 0) > MAX_PER_TRADE + self.venue.cost_tolerance):
+                bad(f"buy {ref} cost {row['cost']} + {row['fee']} > max_per_trade {MAX_PER_TRADE}")
         if settled:
             for ref, row in journal.items():
                 if row["status"] in OPEN:

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from includes.agent import new_ref, run_agent
-from includes.errors import (InvalidNonce, LockedOut, PermanentError, RateLimited, TemporaryError,
-                             UnknownMarket)
+from includes.errors import InvalidNonce, LockedOut, PermanentError, RateLimited, TemporaryError, UnknownMarket
 from includes.platforms import make_platform
 from includes.platforms.keygate import FileLedger, KeyGate, RedisLedger
 from includes.platforms.kraken import error_for
@@ -282,9 +281,9 @@ def test_a_gate_lock_left_by_a_dead_host_expires_and_a_live_one_is_waited_for(re
     with gate.call(1) as second:
         assert second > first
     client.set(f"{key}:lock", "a host still calling", px=60_000)
-    with pytest.raises(Temporary, match="stayed held for 0.2 s"):
-        with KeyGate(RedisLedger(REDIS_URL, key, wait_seconds=0.2), "pro").call(1):
-            pass
+    with (pytest.raises(Temporary, match="stayed held for 0.2 s"),
+          KeyGate(RedisLedger(REDIS_URL, key, wait_seconds=0.2), "pro").call(1)):
+        pass
     client.close()
 
 

@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from includes.errors import InsufficientFunds, OrderTooSmall
 from includes.agent import new_ref
+from includes.errors import InsufficientFunds, OrderTooSmall
 from includes.platforms.paper import PaperPlatform
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_candles_come_oldest_first_the_last_one_open(venue):
     platform = venue.platform()
     candles = platform.get_candles("BTC/EUR", 5)
     assert len(candles) >= 288  # a day at least
-    assert [b.ts - a.ts for a, b in zip(candles, candles[1:])] == [300] * (len(candles) - 1)
+    assert [b.ts - a.ts for a, b in pairwise(candles)] == [300] * (len(candles) - 1)
     assert all(c.closed for c in candles[:-1]) and not candles[-1].closed
     assert candles[-1].ts <= START < candles[-1].ts + 300
     assert all(isinstance(c.close, Decimal) for c in candles)
@@ -85,7 +86,7 @@ def test_old_candles_are_paged_or_capped_as_the_platform_says(venue):
     platform = venue.platform()
     since = START - 3 * 86400
     candles = platform.get_candles("BTC/EUR", 5, since=since)
-    assert [b.ts - a.ts for a, b in zip(candles, candles[1:])] == [300] * (len(candles) - 1)
+    assert [b.ts - a.ts for a, b in pairwise(candles)] == [300] * (len(candles) - 1)
     assert candles[-1].ts == START // 300 * 300
     if platform.max_candles is None:
         assert candles[0].ts == -(-since // 300) * 300  # the first candle opening at or after `since`

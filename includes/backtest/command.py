@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ def parse_time(text: str | None, option: str) -> int | None:
     except ValueError:
         raise InputError(f"{option} {text}: expected unix seconds or a date like 2019-03-29 or "
                          f"2019-03-29T12:00") from None
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp())
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -215,7 +215,7 @@ def write_charts(results: Sequence[Result], img_dir: Path) -> list[Path]:
     for r in results:
         fig, axes = plt.subplots(len(r.series) + 1, 1, sharex=True, figsize=(12, 3 + 2.5 * len(r.series)),
                                  squeeze=False)
-        for ax, s in zip(axes[:, 0], r.series):
+        for ax, s in zip(axes[:, 0], r.series, strict=False):
             ax.plot([_date(t + s.seconds) for t in s.ts], s.close, lw=0.7, color="0.35", label=s.market)
             trades = [t for t in r.trades if t.market == s.market]
             ax.scatter([_date(t.entry_at) for t in trades], [float(t.entry_price) for t in trades],
@@ -238,11 +238,11 @@ def write_charts(results: Sequence[Result], img_dir: Path) -> list[Path]:
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _date(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def duration(minutes: int) -> str:

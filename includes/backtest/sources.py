@@ -140,7 +140,7 @@ def _parse_chunk(chunk: str, columns: list[array], path: Path, line: int) -> Non
             pass
         else:
             columns[0].extend(ts)
-            for column, new in zip(columns[1:], values):
+            for column, new in zip(columns[1:], values, strict=True):
                 column.extend(new)
             return
     for i, text in enumerate(chunk[:-1].split("\n")):
@@ -167,7 +167,7 @@ def _check_columns(path: Path, columns: list[array]) -> None:
         i = next(i for i in range(1, len(ts)) if ts[i] <= ts[i - 1])
         raise InputError(f"{path}:{i + 2}: timestamp {ts[i]} does not follow {ts[i - 1]}: "
                          f"the rows must be in strictly increasing time")
-    for name, column in zip(HEADER.split(",")[1:], columns[1:]):
+    for name, column in zip(HEADER.split(",")[1:], columns[1:], strict=True):
         lowest = 0.0 if name == "volume" else math.ulp(0)
         if not math.isfinite(sum(column)) or min(column) < lowest:
             i = next(i for i, v in enumerate(column) if not math.isfinite(v) or v < lowest)

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -345,7 +345,7 @@ def _market(m: dict[str, Any]) -> Market | None:
 def _pages(since: int, until: int, interval: int) -> Iterator[tuple[int, int | None, int | None]]:
     """(year, month, day) of each `historical` page from the one holding `since` to the
     last one starting before `until`: days for minute candles, months for hours, years for days."""
-    start = datetime.fromtimestamp(since, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = datetime.fromtimestamp(since, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if interval >= 60:
         start = start.replace(day=1)
     if interval >= 1440:

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -94,7 +94,7 @@ def deadline_seconds(timeout: float) -> float:
 
 
 def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def error_class(code: str) -> type[ExchangeError]:
@@ -281,7 +281,7 @@ class KrakenPlatform(Platform):
         except (AttributeError, KeyError, TypeError, ValueError, IndexError):
             return
         if date.tzinfo is None:  # "-0000": HTTP dates are GMT
-            date = date.replace(tzinfo=timezone.utc)
+            date = date.replace(tzinfo=UTC)
         self._clock_offset = date.timestamp() - time.time()
 
     def get_tickers(self, markets: Iterable[str]) -> dict[str, Ticker]:

@@ -79,7 +79,7 @@ class Series:
         """last() at each of `times`, NaN where there was no price yet, in one pass of C-level bisects."""
         ts, opens, closes, seconds = self.ts, self.open, self.close, self.seconds
         return [math.nan if not n else opens[n - 1] if t < ts[n - 1] + seconds else closes[n - 1]
-                for n, t in zip(map(bisect_right, repeat(ts), times), times)]
+                for n, t in zip(map(bisect_right, repeat(ts), times), times, strict=True)]
 
     def candle(self, i: int) -> Candle:
         return Candle(self.ts[i], to_decimal(self.open[i]), to_decimal(self.high[i]), to_decimal(self.low[i]),

@@ -69,7 +69,7 @@ def sshd(tmp_path: Path) -> Iterator[SSHServer]:
         "PermitRootLogin prohibit-password\nLogLevel ERROR\n")
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # its privilege separation directory
-    log = open(base / "sshd.log", "wb")
+    log = open(base / "sshd.log", "wb")  # noqa: SIM115 -- sshd writes it while the fixture lives
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(base / "sshd_config")], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 10

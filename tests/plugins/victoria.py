@@ -50,7 +50,7 @@ class VictoriaMetrics:
             if len(found) >= count or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        return sorted((Series(s["metric"], [(ts / 1000, v) for ts, v in zip(s["timestamps"], s["values"])])
+        return sorted((Series(s["metric"], [(ts / 1000, v) for ts, v in zip(s["timestamps"], s["values"], strict=True)])
                        for s in found), key=lambda s: sorted(s.labels.items()))
 
     def _get(self, path: str) -> str:
