@@ -94,7 +94,7 @@ def write_archive(path: Path, table: str, month: str, columns: list[str], key: l
                 digest.update(line)
                 body.write(line)
                 count += 1
-        header = {"format": FORMAT, "version": VERSION, "table": table, "month": month,
+        header: dict[str, Any] = {"format": FORMAT, "version": VERSION, "table": table, "month": month,
                   "columns": columns, "key": key, "rows": count, "sha256": digest.hexdigest(),
                   "schema_version": schema_version,
                   "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -294,16 +294,16 @@ def scalar(tp: Any, given: Any) -> Any:
         return value
     if tp is Decimal:
         try:
-            value = Decimal(str(given).strip()) if isinstance(given, (int, float, str, Decimal)) else None
+            number = Decimal(str(given).strip()) if isinstance(given, (int, float, str, Decimal)) else None
         except InvalidOperation:
-            value = None
-        if value is None:
+            number = None
+        if number is None:
             raise ValueError("must be a number")
-        if not value.is_finite():
+        if not number.is_finite():
             raise ValueError("must be a finite number")
-        if value and not SMALLEST <= abs(value) <= LARGEST:  # money stays in Decimal's default context
+        if number and not SMALLEST <= abs(number) <= LARGEST:  # money stays in Decimal's default context
             raise ValueError(f"must be 0 or between {SMALLEST:.0e} and {LARGEST:.0e} in size")
-        return value
+        return number
     raise TypeError(f"no rule for settings of type {tp!r}")  # a new annotation needs a branch here
 
 
@@ -322,10 +322,15 @@ def _within(value: Any, rules: Mapping[str, Any]) -> Any:
     return value
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    """The evaluated annotations of a section (they are strings under `from __future__ import annotations`)."""
-    return get_type_hints(cls)
+    """The evaluated annotations of a section (they are strings under `from __future__ import annotations`),
+    evaluated once per section."""
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _key(loc: tuple[str, ...]) -> str:
@@ -397,11 +402,11 @@ def example_yaml(cls: type[Section], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _default(field: dataclasses.Field) -> Any:  # type: ignore[type-arg]
+def _default(field: dataclasses.Field) -> Any:
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
-def _example_lines(field: dataclasses.Field, value: Any, indent: str) -> list[str]:  # type: ignore[type-arg]
+def _example_lines(field: dataclasses.Field, value: Any, indent: str) -> list[str]:
     """One setting's lines: its comment above, the key and value with the comment after, a commented example."""
     meta = field.metadata
     lines = [f"{indent}# {line}".rstrip() for line in meta.get("about", "").splitlines()]

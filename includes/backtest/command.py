@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import argparse
 
     from includes.config import Config
+    from includes.model import Market
 
 from includes.backtest.replay import replay
 from includes.backtest.report import duration, print_report, report, timeframe_name, write_charts, write_json
@@ -48,12 +49,14 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         if args.pair or args.timeframe:
             raise InputError("--pair and --timeframe name a CSV file's market; --from-db reads the config's")
         series, db_rules = read_market_db(cfg, start, end)
-        runs, tables = [series], (given, db_rules, kraken_rules())
+        tables: tuple[dict[str, Market], ...] = (given, db_rules, kraken_rules())
+        runs = [series]
     else:
         if (args.pair or args.timeframe) and len(args.csv) > 1:
             raise InputError("--pair and --timeframe name one file's market: give one --csv file with them")
         series = [read_csv(Path(p), args.pair, args.timeframe) for p in args.csv]
-        runs, tables = [series] if args.portfolio else [[s] for s in series], (given, kraken_rules())
+        runs = [series] if args.portfolio else [[s] for s in series]
+        tables = (given, kraken_rules())
     for run in runs:
         if len({s.interval for s in run}) > 1:
             raise InputError("--portfolio: the series must share one timeframe, not "

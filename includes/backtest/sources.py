@@ -72,7 +72,7 @@ def read_csv(path: Path, pair: str | None = None, timeframe: str | None = None) 
     interval = int(length) * UNITS[unit]
     if interval < 1:
         raise InputError(f"{path}: a timeframe of {length}{unit} is not a length of time")
-    columns = [array("q"), *(array("d") for _ in range(5))]
+    columns: list[array] = [array("q"), *(array("d") for _ in range(5))]
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             header = f.readline()
@@ -88,7 +88,8 @@ def read_csv(path: Path, pair: str | None = None, timeframe: str | None = None) 
         raise InputError(f"{path}: no candles after the header")
     _check_columns(path, columns)
     columns[0] = _seconds(path, columns[0])
-    return Series(f"{base}/{own_quote}", interval, *columns, label=path.stem)
+    ts, o, h, lo, c, v = columns
+    return Series(f"{base}/{own_quote}", interval, ts, o, h, lo, c, v, label=path.stem)
 
 
 def _seconds(path: Path, ts: array) -> array:
@@ -252,10 +253,11 @@ def read_market_db(cfg: Config, start: int | None, end: int | None) -> tuple[lis
                 log.warning("%s: no %d-minute candles of %s in the market DB", market, interval,
                             cfg.exchange.name)
                 continue
-            columns = [array("q", (c.ts for c in candles)),
+            columns: list[array] = [array("q", (c.ts for c in candles)),
                        *(array("d", (float(getattr(c, name)) for c in candles))
                          for name in ("open", "high", "low", "close", "volume"))]
-            series.append(Series(market, interval, *columns, label=f"{cfg.exchange.name}_{currency}_{quote}"))
+            ts, o, h, lo, c, v = columns
+            series.append(Series(market, interval, ts, o, h, lo, c, v, label=f"{cfg.exchange.name}_{currency}_{quote}"))
         rules = db.market_rules(cfg.exchange.name)
     finally:
         db.close()

@@ -2,7 +2,7 @@
 script loads only the exchange client it uses."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from includes.redaction import register_secret
 
@@ -24,11 +24,11 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
     elif live:
         from includes.errors import ConfigError
         raise ConfigError("exchange.key_file: live trading needs an API key file")
-    common = dict(quote=cfg.trading.quote, fee_percent=cfg.trading.fee_percent, key=key, secret=secret,
+    common: dict[str, Any] = dict(quote=cfg.trading.quote, fee_percent=cfg.trading.fee_percent, key=key, secret=secret,
                   timeout=ex.timeout, retries=ex.retries)
     # One nonce sequence and call budget per key, in Redis when the hosts share their state there.
     from includes.platforms.keygate import ledger_for
-    venue = ex.ccxt_id if ex.name == "ccxt" else ex.name
+    venue = (ex.ccxt_id if ex.name == "ccxt" else None) or ex.name
     ledger = ledger_for(cfg.resolve_url(cfg.storage.state), venue, key, cfg.path(cfg.paths.tmp), ex.timeout,
                         cfg.storage.timeout)
     if ex.name == "bittrex":
@@ -37,6 +37,7 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
                                **common)
     if ex.name == "ccxt":
         from includes.platforms.ccxt import CcxtPlatform
+        assert ex.ccxt_id is not None, "config.py requires exchange.ccxt_id with exchange.name ccxt"
         return CcxtPlatform(exchange_id=ex.ccxt_id, api_url=ex.api_url, state_dir=cfg.path(cfg.paths.tmp),
                             rate_tier=ex.rate_tier, calls_per_second=ex.public_calls_per_second, ledger=ledger,
                             **common)

@@ -256,7 +256,8 @@ class Platform(ABC):
         volume, or the lots its minimum cost needs, whichever is more."""
         step = Decimal(1).scaleb(-market.volume_decimals)
         volume = max(market.min_volume, round_up(market.min_cost / price, market.volume_decimals), step)
-        return sum(market.charges(volume, price, self.fee_percent))
+        cost, fee = market.charges(volume, price, self.fee_percent)
+        return cost + fee
 
     def least_buy_cost(self, market: Market, amount_quote: Decimal, price: Decimal) -> Decimal:
         """A floor under what buy_volume's order for `amount_quote` costs, fee included, at any

@@ -213,7 +213,7 @@ class CcxtPlatform(Platform):
         """Decimals of a ccxt precision: a tick size ("0.001") or a count, as the venue's mode says."""
         value = to_decimal(precision, "precision")
         if self.exchange.precisionMode == ccxt.TICK_SIZE:
-            return max(0, -value.normalize().as_tuple().exponent)
+            return max(0, -int(value.normalize().as_tuple().exponent))  # finite: to_decimal refuses NaN
         return int(value)
 
     def _known(self, symbol: str) -> Market:
@@ -325,7 +325,7 @@ class CcxtPlatform(Platform):
             filled = to_decimal(o.get("filled") or 0)
             cost = to_decimal(o.get("cost") or 0)
             price = _decimal(o.get("average")) or (cost / filled if filled else ZERO)
-            status = {"rejected": "canceled", None: "pending"}.get(o.get("status"), o.get("status"))
+            status = str({"rejected": "canceled", None: "pending"}.get(o.get("status"), o.get("status")))
             done = status in ("closed", "canceled", "expired")
             closed_at = (o.get("lastTradeTimestamp") or o.get("lastUpdateTimestamp")) if done else None
             return Order(ref=o.get("clientOrderId") or ref, order_id=str(o["id"]), market=o["symbol"],

@@ -118,6 +118,7 @@ class FileLedger:
             os.close(fd)
 
     def save(self, state: dict[str, Any]) -> None:
+        assert self._fd is not None, "save() outside held()"
         try:
             os.pwrite(self._fd, json.dumps(state).encode().ljust(4096), 0)
         except OSError as exc:

@@ -124,4 +124,5 @@ def _order_to_json(order: Order) -> dict[str, Any]:
 
 def _order_from_json(data: dict[str, Any]) -> Order:
     decimals = ("volume", "filled", "price", "cost", "fee")
-    return Order(**{k: Decimal(v) if k in decimals else v for k, v in data.items()})
+    fields: dict[str, Any] = {k: Decimal(v) if k in decimals else v for k, v in data.items()}
+    return Order(**fields)
