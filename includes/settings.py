@@ -248,63 +248,86 @@ def scalar(tp: Any, given: Any) -> Any:
     from booleans; a bool only from a bool; a string only from a string.
     """
     if get_origin(tp) is Literal:
-        choices = get_args(tp)
-        for choice in choices:
-            if given == choice and type(given) is type(choice):
-                return choice
-        raise ValueError(f"must be one of {', '.join(map(repr, choices))}")
-    if tp is bool:
+        return _choice(get_args(tp), given)
+    if tp in _PLAIN:
+        return _PLAIN[tp](given)
+    if tp in _NUMBERS:
         if isinstance(given, bool):
-            return given
-        raise ValueError("must be true or false")
-    if tp is str:
-        if isinstance(given, str):
-            return given
-        raise ValueError("must be a string")
-    if tp is Path:
-        if not isinstance(given, (str, Path)):
-            raise ValueError("must be a path (a string)")
-        text = str(given)
-        if "\0" in text or not text.strip():
-            raise ValueError("must be a path: not empty, no NUL character")
-        if len(text) > PATH_MAX or any(len(part) > NAME_MAX for part in text.split("/")):
-            raise ValueError(f"is too long for a path ({PATH_MAX} characters, {NAME_MAX} a name)")
-        return Path(given)
-    if isinstance(given, bool):
-        raise ValueError("must be a whole number" if tp is int else "must be a number")
-    if isinstance(given, int) and abs(given) > LARGEST or isinstance(given, str) and len(given) > 60:
-        raise ValueError(f"must be a number between -{LARGEST:.0e} and {LARGEST:.0e}")
-    if tp is int:
-        if isinstance(given, int):
-            return given
-        if isinstance(given, float) and given.is_integer():
-            return int(given)
-        if isinstance(given, str) and _WHOLE.fullmatch(given):
-            return int(Decimal(given.strip()))
-        raise ValueError("must be a whole number")
-    if tp is float:
-        try:
-            value = float(given) if isinstance(given, (int, float, str)) else math.nan
-        except ValueError:
-            value = math.nan
-        if math.isnan(value):
-            raise ValueError("must be a number")
-        if not abs(value) <= LARGEST:
-            raise ValueError(f"must be a finite number between -{LARGEST:.0e} and {LARGEST:.0e}")
-        return value
-    if tp is Decimal:
-        try:
-            number = Decimal(str(given).strip()) if isinstance(given, (int, float, str, Decimal)) else None
-        except InvalidOperation:
-            number = None
-        if number is None:
-            raise ValueError("must be a number")
-        if not number.is_finite():
-            raise ValueError("must be a finite number")
-        if number and not SMALLEST <= abs(number) <= LARGEST:  # money stays in Decimal's default context
-            raise ValueError(f"must be 0 or between {SMALLEST:.0e} and {LARGEST:.0e} in size")
-        return number
+            raise ValueError("must be a whole number" if tp is int else "must be a number")
+        if isinstance(given, int) and abs(given) > LARGEST or isinstance(given, str) and len(given) > 60:
+            raise ValueError(f"must be a number between -{LARGEST:.0e} and {LARGEST:.0e}")
+        return _NUMBERS[tp](given)
     raise TypeError(f"no rule for settings of type {tp!r}")  # a new annotation needs a branch here
+
+
+def _choice(choices: tuple[Any, ...], given: Any) -> Any:
+    for choice in choices:
+        if given == choice and type(given) is type(choice):
+            return choice
+    raise ValueError(f"must be one of {', '.join(map(repr, choices))}")
+
+
+def _bool(given: Any) -> bool:
+    if isinstance(given, bool):
+        return given
+    raise ValueError("must be true or false")
+
+
+def _str(given: Any) -> str:
+    if isinstance(given, str):
+        return given
+    raise ValueError("must be a string")
+
+
+def _path(given: Any) -> Path:
+    if not isinstance(given, (str, Path)):
+        raise ValueError("must be a path (a string)")
+    text = str(given)
+    if "\0" in text or not text.strip():
+        raise ValueError("must be a path: not empty, no NUL character")
+    if len(text) > PATH_MAX or any(len(part) > NAME_MAX for part in text.split("/")):
+        raise ValueError(f"is too long for a path ({PATH_MAX} characters, {NAME_MAX} a name)")
+    return Path(given)
+
+
+def _int(given: Any) -> int:
+    if isinstance(given, int):
+        return given
+    if isinstance(given, float) and given.is_integer():
+        return int(given)
+    if isinstance(given, str) and _WHOLE.fullmatch(given):
+        return int(Decimal(given.strip()))
+    raise ValueError("must be a whole number")
+
+
+def _float(given: Any) -> float:
+    try:
+        value = float(given) if isinstance(given, (int, float, str)) else math.nan
+    except ValueError:
+        value = math.nan
+    if math.isnan(value):
+        raise ValueError("must be a number")
+    if not abs(value) <= LARGEST:
+        raise ValueError(f"must be a finite number between -{LARGEST:.0e} and {LARGEST:.0e}")
+    return value
+
+
+def _decimal(given: Any) -> Decimal:
+    try:
+        number = Decimal(str(given).strip()) if isinstance(given, (int, float, str, Decimal)) else None
+    except InvalidOperation:
+        number = None
+    if number is None:
+        raise ValueError("must be a number")
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    if number and not SMALLEST <= abs(number) <= LARGEST:  # money stays in Decimal's default context
+        raise ValueError(f"must be 0 or between {SMALLEST:.0e} and {LARGEST:.0e} in size")
+    return number
+
+
+_PLAIN: dict[Any, Callable[[Any], Any]] = {bool: _bool, str: _str, Path: _path}
+_NUMBERS: dict[Any, Callable[[Any], Any]] = {int: _int, float: _float, Decimal: _decimal}
 
 
 def _within(value: Any, rules: Mapping[str, Any]) -> Any:

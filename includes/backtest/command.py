@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from includes.config import Config
     from includes.model import Market
+    from includes.platforms.replay import Series
 
 from includes.backtest.replay import replay
 from includes.backtest.report import duration, print_report, report, timeframe_name, write_charts, write_json
@@ -44,26 +45,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         logging.getLogger("includes.agent").setLevel(logging.WARNING)
     _warnings_on_stderr()
     start, end = parse_time(args.start, "--start"), parse_time(args.end, "--end")
-    given = read_rules(args.markets) if args.markets else {}
-    if args.from_db:
-        if args.pair or args.timeframe:
-            raise InputError("--pair and --timeframe name a CSV file's market; --from-db reads the config's")
-        series, db_rules = read_market_db(cfg, start, end)
-        tables: tuple[dict[str, Market], ...] = (given, db_rules, kraken_rules())
-        runs = [series]
-    else:
-        if (args.pair or args.timeframe) and len(args.csv) > 1:
-            raise InputError("--pair and --timeframe name one file's market: give one --csv file with them")
-        series = [read_csv(Path(p), args.pair, args.timeframe) for p in args.csv]
-        runs = [series] if args.portfolio else [[s] for s in series]
-        tables = (given, kraken_rules())
-    for run in runs:
-        if len({s.interval for s in run}) > 1:
-            raise InputError("--portfolio: the series must share one timeframe, not "
-                             + ", ".join(f"{s.label} {timeframe_name(s.interval)}" for s in run))
-        if len({s.market.split("/")[1] for s in run}) > 1:
-            raise InputError("--portfolio: one account trades in one quote currency, not "
-                             + ", ".join(f"{s.label} {s.market}" for s in run))
+    runs, tables = _runs(cfg, args, start, end)
     if args.spread < 0 or args.step < 1:
         raise InputError("--step must be at least 1 minute and --spread not negative")
     for s in {s.market: s for run in runs for s in run}.values():
@@ -93,6 +75,32 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
         for path in write_charts(results, cfg.path(cfg.paths.img)):
             log.info("chart written: %s", path)
     return 0
+
+
+def _runs(cfg: Config, args: argparse.Namespace, start: int | None, end: int | None
+          ) -> tuple[list[list[Series]], tuple[dict[str, Market], ...]]:
+    """The replays the options ask for (one per file, or one portfolio), each a list of series
+    of one timeframe and one quote, and the tables of market rules to look them up in, first first."""
+    given = read_rules(args.markets) if args.markets else {}
+    tables: tuple[dict[str, Market], ...]
+    if args.from_db:
+        if args.pair or args.timeframe:
+            raise InputError("--pair and --timeframe name a CSV file's market; --from-db reads the config's")
+        series, db_rules = read_market_db(cfg, start, end)
+        runs, tables = [series], (given, db_rules, kraken_rules())
+    else:
+        if (args.pair or args.timeframe) and len(args.csv) > 1:
+            raise InputError("--pair and --timeframe name one file's market: give one --csv file with them")
+        series = [read_csv(Path(p), args.pair, args.timeframe) for p in args.csv]
+        runs, tables = [series] if args.portfolio else [[s] for s in series], (given, kraken_rules())
+    for run in runs:
+        if len({s.interval for s in run}) > 1:
+            raise InputError("--portfolio: the series must share one timeframe, not "
+                             + ", ".join(f"{s.label} {timeframe_name(s.interval)}" for s in run))
+        if len({s.market.split("/")[1] for s in run}) > 1:
+            raise InputError("--portfolio: one account trades in one quote currency, not "
+                             + ", ".join(f"{s.label} {s.market}" for s in run))
+    return runs, tables
 
 
 def _warnings_on_stderr() -> None:
