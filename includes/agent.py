@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import AuthenticationError, ExchangeError, MarketUnavailable, OrderTooSmall, UnknownMarket
 from includes.model import DEFAULT_AGENT, OPEN
 from includes.money import ZERO, percent_change
+from includes.rules import cooldown_until, net_gain, run_budget, sell_reason, spendable, under_cap
 from includes.storage.journal import value_left
 from includes.storage.state import ACTIVE, BUYING, DISABLED, SELLING, WAITING, StateStore, Thread
 from includes.trends import changes
@@ -312,9 +313,8 @@ class Agent:
 
     # --- selling ----------------------------------------------------------------------
     def gain(self, thread: Thread, bid: Decimal) -> Decimal:
-        """100 * net proceeds / quote spent - 100: both fees counted."""
-        proceeds = thread.volume * bid * (1 - self.cfg.fee_percent / 100)
-        return percent_change(thread.value, proceeds)
+        """The thread's net gain at `bid` (rules.net_gain)."""
+        return net_gain(thread.value, thread.volume, bid, self.cfg.fee_percent)
 
     def sell_pass(self, tickers: dict[str, Ticker]) -> None:
         now = self.platform.now()
@@ -339,14 +339,8 @@ class Agent:
             self.intelligent_sell(thread, ticker.bid, gain, reason)
 
     def sell_reason(self, thread: Thread, gain: Decimal, now: int) -> str | None:
-        if gain >= self.cfg.sell_percent:
-            return f"net gain {gain:.2f}% >= sell_percent {self.cfg.sell_percent}%"
-        if self.cfg.stop_loss_percent is not None and gain <= -self.cfg.stop_loss_percent:
-            return f"net loss {gain:.2f}% hit stop_loss_percent {self.cfg.stop_loss_percent}%"
-        if self.cfg.max_hold_hours is not None and now - thread.updated >= self.cfg.max_hold_hours * 3600:
-            # `updated` is the buy's time on the platform's clock (activate(at=...))
-            return f"held {(now - thread.updated) / 3600:.1f} h >= max_hold_hours {self.cfg.max_hold_hours}"
-        return None
+        """rules.sell_reason; `updated` is the buy's time on the platform's clock (activate(at=...))."""
+        return sell_reason(self.cfg, gain, thread.updated, now)
 
     def intelligent_sell(self, thread: Thread, bid: Decimal, gain: Decimal, reason: str) -> None:
         symbol = f"{thread.currency}/{self.cfg.quote}"
@@ -391,7 +385,7 @@ class Agent:
             while True:
                 left = spendable(self.summary.budget, committed, free)
                 choice = next((c for _, c in rising if c in orders and c not in refused
-                               and held[c] < self.cfg.currency_cap), None)
+                               and under_cap(self.cfg, held[c])), None)
                 if choice is None:
                     log.info("thread %d: no rising currency to buy (%s h trends: %s)", thread.n, window,
                              ", ".join(f"{c} {t[window]:+.2f}%" if window in t else f"{c} n/a"
@@ -426,7 +420,7 @@ class Agent:
         if currency in self.sold_now:
             self.left_out(currency, "sold in this run", f"{currency} left out of this run's choice: sold in this run")
             return True
-        until = cooldown_until(self.cfg, self.store, currency)
+        until = cooldown_until(self.cfg, self.store.get_value(f"platform:{currency}:lastsell"))
         if until is not None and self.platform.now() < until:
             self.left_out(currency, "rebuy cooldown", f"{currency} left out of this run's choice: sold less than "
                           f"rebuy_cooldown_minutes ({self.cfg.rebuy_cooldown_minutes}) ago")
@@ -570,26 +564,6 @@ class Agent:
     def _note(self, text: str, bucket: list[str]) -> None:
         log.info("%s", text)
         bucket.append(text)
-
-
-def run_budget(trading: TradingConfig, invested: Decimal, free: Decimal) -> Decimal:
-    """The money the threads may tie up this run: the configured budget, or less when what they
-    hold plus the free balance is less (a loss is not made good from elsewhere)."""
-    return min(trading.budget, invested + free)
-
-
-def spendable(budget: Decimal, committed: Decimal, free: Decimal) -> Decimal:
-    """What the next buy may cost: the free balance, within what the budget leaves.  Compared with
-    an order's real cost (Market.charges), so rounding never refuses a thread the money covers."""
-    return min(free, budget - committed)
-
-
-def cooldown_until(trading: TradingConfig, store: StateStore, currency: str) -> float | None:
-    """When `currency` may be bought again after its last sell (platform seconds); None: now."""
-    if not trading.rebuy_cooldown_minutes:
-        return None
-    sold = store.get_value(f"platform:{currency}:lastsell")
-    return None if sold is None else int(sold) + trading.rebuy_cooldown_minutes * 60
 
 
 def new_ref() -> str:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import StorageError
 from includes.files import write_atomic
 from includes.model import MARKET_RE, MODES
-from includes.money import ZERO, percent_change
+from includes.money import ZERO
+from includes.rules import net_gain
 from includes.storage.journal import FillTotals, fold
 from includes.storage.state import ACTIVE, SELLING
 from includes.trends import trends as compute_trends
@@ -141,10 +142,10 @@ def time_grid(start: int, end: int, orders: Sequence[Mapping[str, Any]], points:
 
 
 def gain(thread: Thread, price: Decimal, fee_percent: Decimal) -> Decimal | None:
-    """Net gain of an active thread sold at `price`, as the agent reckons it."""
+    """Net gain of an active thread sold at `price`, as the agent reckons it (rules.net_gain)."""
     if thread.value <= 0:
         return None
-    return percent_change(thread.value, thread.volume * price * (1 - fee_percent / 100))
+    return net_gain(thread.value, thread.volume, price, fee_percent)
 
 
 # --- drawing ------------------------------------------------------------------------------
