@@ -4,8 +4,9 @@ Between two runs that trade, its threads, balances and budget stand still and
 only prices move; so a run is needed only when a price crosses a held thread's
 sell threshold, when a hold time runs out, or when a currency it may buy
 shows a rising buy-window trend while a thread and the funds are free.  The
-Gate checks that on floats, with a margin that errs towards calling the
-agent, which then decides exactly, in Decimal."""
+Gate derives those bounds from the agent's own rules (includes/rules.py), once
+per agent run in Decimal, then scans the prices on floats with a margin that
+errs towards calling the agent, which then decides exactly, in Decimal."""
 from __future__ import annotations
 
 import logging
