@@ -9,14 +9,13 @@ only when drawing; the numbers are computed first, in plain Python, from Decimal
 from __future__ import annotations
 
 import hashlib
-import html
 import io
 import logging
 import re
 import time
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import StorageError
 from includes.files import write_atomic
 from includes.model import MARKET_RE, MODES
-from includes.money import ZERO, percent_change
+from includes.money import ZERO
+from includes.page import SIZE, Page, index_html, thread_row, utc
 from includes.storage.journal import FillTotals, fold
-from includes.storage.state import ACTIVE, SELLING
 from includes.trends import trends as compute_trends
 
 if TYPE_CHECKING:
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from includes.config import Config
     from includes.model import Candle
     from includes.storage.marketdb import MarketDB
-    from includes.storage.state import Thread
 
 log = logging.getLogger(__name__)
 logging.getLogger("matplotlib").setLevel(logging.WARNING)   # its DEBUG font search would flood --verbose
@@ -44,7 +42,6 @@ logging.getLogger("matplotlib").setLevel(logging.WARNING)   # its DEBUG font sea
 FILLED = ("closed", "canceled", "expired")           # final statuses that may carry a fill
 PLAIN_MARKET = re.compile(r"[A-Za-z0-9]{1,16}/[A-Za-z0-9]{1,16}")
 UNSAFE = re.compile(r"[^A-Za-z0-9_]")
-SIZE = (9, 4.2)                                       # inches at 100 dpi: 900 x 420 pixels
 
 
 def chart_stem(market: str) -> str:
@@ -138,13 +135,6 @@ def time_grid(start: int, end: int, orders: Sequence[Mapping[str, Any]], points:
     grid = set(range(start, end, step)) | {end}
     grid |= {int(order_time(o)) for o in orders if start <= order_time(o) <= end}
     return sorted(grid)
-
-
-def gain(thread: Thread, price: Decimal, fee_percent: Decimal) -> Decimal | None:
-    """Net gain of an active thread sold at `price`, as the agent reckons it."""
-    if thread.value <= 0:
-        return None
-    return percent_change(thread.value, thread.volume * price * (1 - fee_percent / 100))
 
 
 # --- drawing ------------------------------------------------------------------------------
@@ -258,15 +248,6 @@ def draw_global(path: Path, rows: Sequence[Mapping[str, Any]], hours: int) -> No
 
 
 # --- the run ------------------------------------------------------------------------------
-
-@dataclass
-class Page:
-    charts: list[tuple[str, str, str]] = field(default_factory=list)     # (section, file name, caption)
-    threads: dict[str, list[dict[str, str]]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    summary: list[tuple[str, str]] = field(default_factory=list)     # status.headline, and what needs attention
-    trades: list[dict[str, str]] = field(default_factory=list)       # the latest fills, newest first
-
 
 def tracked_markets(cfg: Config) -> list[str]:
     return cfg.plots.markets if cfg.plots.markets is not None else \
@@ -394,7 +375,7 @@ def trade_rows(db: MarketDB, namespace: str, agent: str, quote: str, limit: int 
     rows = []
     for r in reversed(filled_orders(latest)):
         pnl = made.get(r["ref"])
-        rows.append({"time": _utc(order_time(r)), "side": r["side"], "market": r["market"],
+        rows.append({"time": utc(order_time(r)), "side": r["side"], "market": r["market"],
                      "thread": str(r["thread"] or ""), "volume": f"{r['filled']:f}", "price": f"{r['price']:f}",
                      f"cost ({quote})": f"{r['cost']:f}" if r["cost"] is not None else "",
                      f"fee ({quote})": f"{r['fee']:f}" if r["fee"] is not None else "",
@@ -419,66 +400,3 @@ def summary(cfg: Config, db: MarketDB) -> list[tuple[str, str]]:
         return []
     return headline(status) + [("attention", line) for line in status.attention]
 
-
-def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[str, str]:
-    held = t.state in (ACTIVE, SELLING) and price is not None
-    g = gain(t, price, fee_percent) if held else None
-    return {"thread": str(t.n), "state": t.state, "currency": t.currency or "",
-            "invested": f"{t.value:f}" if t.value else "", "volume": f"{t.volume:f}" if t.volume else "",
-            "buy price": f"{t.lastbuyvalue:f}" if t.lastbuyvalue is not None else "",
-            "last sell": f"{t.lastsellvalue:f}" if t.lastsellvalue is not None else "",
-            "bid now": f"{price:f}" if held else "", "net gain": f"{g:+.2f}%" if g is not None else "",
-            "updated": _utc(t.updated) if t.updated else "", "order": t.order_ref}
-
-
-def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-STYLE = """body{font-family:sans-serif;margin:1em 2em;color:#222;background:#fff}
-h2{border-bottom:1px solid #ccc;padding-bottom:.2em}figure{display:inline-block;margin:.5em}
-img{max-width:100%;height:auto;border:1px solid #ddd}table{border-collapse:collapse;font-size:.9em}
-td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}.note{color:#a00}
-dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}dd{margin:0}
-@media (max-width:420px){body{margin:.5em}dl{grid-template-columns:auto}dd{margin-bottom:.4em}
-table,tr,td{display:block}tr:first-child{display:none}tr{border:1px solid #ccc;margin:.4em 0}
-td{border:none;text-align:left;overflow-wrap:anywhere}td:empty{display:none}
-td::before{content:attr(data-label) ": ";font-weight:bold}figure{margin:.5em 0}}"""
-
-
-def index_html(page: Page, now: int, hours: int) -> str:
-    """The page: every value escaped, every chart by a name chart_path made safe."""
-    e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           '<meta http-equiv="refresh" content="600">', "<title>crontrader</title>",
-           f"<style>{STYLE}</style></head><body>", "<h1>crontrader</h1>",
-           f'<p>Last update: <time datetime="{e(datetime.fromtimestamp(now, UTC).isoformat())}">'
-           f"{e(_utc(now))}</time>; charts cover the last {hours} h.</p>"]
-    out += [f'<p class="note">{e(note)}</p>' for note in page.notes]
-    if page.summary:
-        out.append("<h2>Summary</h2><dl>" + "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in page.summary)
-                   + "</dl>")
-    out.append("<h2>Threads</h2>")
-    if not page.threads:
-        out.append("<p>No thread yet.</p>")
-    for ns, rows in page.threads.items():
-        out.append(f"<h3>{e(ns)}</h3><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in rows[0]) + "</tr>")
-        out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
-                for row in rows]
-        out.append("</table>")
-    if page.trades:
-        out.append("<h2>Recent trades</h2><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in page.trades[0])
-                   + "</tr>")
-        out += ["<tr>" + "".join(f'<td data-label="{e(k)}">{e(v)}</td>' for k, v in row.items()) + "</tr>"
-                for row in page.trades]
-        out.append("</table>")
-    section = None
-    for title, name, caption in page.charts:
-        if title != section:
-            out.append(f"<h2>{e(title)}</h2>")
-            section = title
-        out.append(f'<figure><img src="{e(name)}?v={now}" alt="{e(caption)}" width="{SIZE[0] * 100:.0f}">'
-                   f"<figcaption>{e(caption)}</figcaption></figure>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from includes.model import OPEN
 from includes.money import ZERO, percent_change
+from includes.rules import net_gain, net_proceeds
 from includes.runtime import dry_run_requested, stop_requested
 from includes.storage.journal import INTENT_STEP, fold, is_fill
 
@@ -124,10 +125,11 @@ def holdings(store: StateStore, bids: dict[str, Decimal | None], quote: str, fee
         if not t.currency or not t.volume:
             continue
         bid = bids.get(f"{t.currency}/{quote}")
-        net = t.volume * bid * (1 - fee_percent / 100) if bid is not None else None
+        net = net_proceeds(t.volume, bid, fee_percent) if bid is not None else None
+        gain = net_gain(t.value, t.volume, bid, fee_percent) if bid is not None and t.value > 0 else None
         rows.append(Holding(t.n, t.state, t.currency, t.volume, t.value, t.lastbuyvalue, bid,
                             None if net is None else net - t.value,
-                            _percent(t.value, net)))
+                            None if gain is None else gain.quantize(Decimal("0.01"))))
     return rows
 
 

@@ -7,14 +7,18 @@ import math
 import random
 import subprocess
 import sys
+from array import array
 from bisect import bisect_left
 from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from includes.agent import Agent
+from includes.backtest import gate
 from includes.backtest.command import parse_time
 from includes.backtest.replay import ReplayAgent, replay
 from includes.backtest.report import summary
@@ -225,24 +229,67 @@ def test_the_replay_agent_computes_the_trends_of_the_live_agent(shared_data):
 
 # --- the gate: the same trades as running the agent at every decision -------------------------------
 
-@pytest.mark.parametrize("name, overrides", [
-    ("poloniex_XRP_BTC_1d.csv", {}),
-    ("poloniex_XRP_BTC_1d.csv", {"sell_percent": 1, "stop_loss_percent": 2, "max_threads": 4}),
-    ("binance_XRP_ETH_5m.csv", {"sell_percent": D("0.5"), "max_hold_hours": 5, "max_threads": 3,
-                                "stop_loss_percent": 1}),
-    ("unk_SOL_USD_1m.csv", {"sell_percent": D("0.3"), "trend_windows": [1, 2], "buy_trend_window": 1}),
-    # BTC/USD by Kraken's rules: bid and ask on a 0.1 USD tick, 0.0001 BTC at least
-    ("unk_BTC_USD_1m_20190329.csv", {"sell_percent": D("0.2"), "stop_loss_percent": D("0.3"), "max_threads": 3,
-                                     "trend_windows": [1, 2], "buy_trend_window": 1, "max_per_trade": 3}),
-])
-def test_skipping_quiet_decisions_changes_nothing(shared_data, name, overrides):
-    series = read_csv(shared_data / name)
-    config = trading_for(TradingConfig(), [series], {k: str(v) if not isinstance(v, list) else v
-                                                     for k, v in overrides.items()})
-    fast, slow = replay([series], config), replay([series], config, every_step=True)
-    assert fast.agent_runs < slow.agent_runs == slow.decisions
-    assert fast.trades == slow.trades and fast.trades
+def series_of(market: str, rows: list[tuple], interval: int) -> Series:
+    """A series straight from candle rows, as read_csv builds it."""
+    columns = list(zip(*rows, strict=True))
+    return Series(market, interval, array("q", columns[0]), *(array("d", c) for c in columns[1:]),
+                  label=f"walk_{market.replace('/', '_')}")
+
+
+def walk_of(seed: int, n: int, start: float, sigma: float, step: int) -> list[tuple]:
+    """A random walk like walk(), of volatility `sigma`."""
+    rng, price, rows = random.Random(seed), start, []
+    for i in range(n):
+        close = round(price * (1 + rng.gauss(0, sigma)), 6)
+        rows.append((T0 + i * step, price, max(price, close), min(price, close), close, 1.0))
+        price = close
+    return rows
+
+
+# Markets by Kraken's rules (BTC/EUR on a 0.1 EUR tick, XRP/EUR's 10 XRP minimum) and one by the
+# replay's fine fallback rules; prices from cents to thousands.
+walks = st.lists(st.tuples(st.integers(0, 2**32), st.sampled_from([0.5, 3.0, 100.0, 2500.0]),
+                           st.sampled_from([0.002, 0.006, 0.015])), min_size=1, max_size=3)
+gated_configs = st.fixed_dictionaries({
+    "sell_percent": st.sampled_from(["0.2", "0.5", "1", "3"]),
+    "stop_loss_percent": st.one_of(st.none(), st.sampled_from(["0.3", "1", "4"])),
+    "max_hold_hours": st.one_of(st.none(), st.sampled_from([1, 3, 12])),
+    "max_threads": st.integers(1, 5),
+    "threads_per_currency": st.one_of(st.none(), st.integers(1, 3)),
+    "rebuy_cooldown_minutes": st.sampled_from([0, 20, 240]),
+    "fee_percent": st.sampled_from(["0", "0.1", "0.26"]),
+    "max_per_trade": st.sampled_from(["3", "5", "12", "30"]),
+})
+
+
+@settings(max_examples=25, deadline=None)
+@given(config=gated_configs, paths=walks, length=st.integers(200, 400), interval=st.sampled_from([5, 60]))
+def test_gated_replay_trades_as_the_agent_at_every_step(config, paths, length, interval):
+    """The Gate skips only decisions at which the agent provably does nothing: over random configs
+    and price walks, the trades and the equity are those of calling the agent at every decision."""
+    bases = ["BTC", "XRP", "ZZZ"]
+    series = [series_of(f"{bases[i]}/EUR", walk_of(seed, length, start, sigma, interval * 60), interval)
+              for i, (seed, start, sigma) in enumerate(paths)]
+    overrides = {k: v for k, v in config.items() if v is not None} | {"trend_windows": [1, 2],
+                                                                        "buy_trend_window": 1}
+    trading = TradingConfig.from_dict(TradingConfig().as_dict() | {"currencies": [s.base for s in series]} | overrides)
+    fast = replay(series, trading, show_progress=False)
+    slow = replay(series, trading, every_step=True, show_progress=False)
+    assert fast.agent_runs <= slow.agent_runs == slow.decisions
+    assert fast.trades == slow.trades
     assert list(fast.equity) == list(slow.equity)
+
+
+def test_a_field_the_gate_does_not_model_runs_the_agent_at_every_step(tmp_path, monkeypatch):
+    """A decision field the Gate does not name (as a new rule would be) set away from its default:
+    no decision is skipped."""
+    series = read_csv(write_csv(tmp_path / "test_ABC_EUR_1h.csv", hourly([100.0] * 300)))
+    config = trading([series])
+    assert replay([series], config, show_progress=False).agent_runs == 1
+    monkeypatch.setattr(gate, "MODELS", gate.MODELS - {"fee_percent"})
+    assert gate.unmodelled(config) == ["fee_percent"]
+    result = replay([series], config, show_progress=False)
+    assert result.agent_runs == result.decisions > 250
 
 
 def test_a_portfolio_chooses_between_markets_under_the_currency_cap(tmp_path):

@@ -4,8 +4,9 @@ Between two runs that trade, its threads, balances and budget stand still and
 only prices move; so a run is needed only when a price crosses a held thread's
 sell threshold, when a hold time runs out, or when a currency it may buy
 shows a rising buy-window trend while a thread and the funds are free.  The
-Gate checks that on floats, with a margin that errs towards calling the
-agent, which then decides exactly, in Decimal."""
+Gate derives those bounds from the agent's own rules (includes/rules.py), once
+per agent run in Decimal, then scans the prices on floats with a margin that
+errs towards calling the agent, which then decides exactly, in Decimal."""
 from __future__ import annotations
 
 import logging
@@ -17,25 +18,43 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from itertools import compress, count, islice, repeat
 from operator import add, mul
-from typing import TYPE_CHECKING
 
-from includes.agent import BUSY, cooldown_until, run_budget, spendable
+from includes.agent import BUSY
 from includes.config import TradingConfig
 from includes.money import ZERO, to_decimal
 from includes.platforms.replay import ReplayPlatform, Series
+from includes.rules import cooldown_until, hold_deadline, run_budget, sell_bids, spendable, under_cap
 from includes.storage.memory import MemoryStateStore
 from includes.storage.state import ACTIVE, DISABLED, WAITING, Thread
-
-if TYPE_CHECKING:
-
-    pass
 
 log = logging.getLogger(__name__)
 
 MARGIN = 1e-9                       # relative: the Gate's floats call the agent a little early
 
+# The TradingConfig fields whose effect on the agent's decisions the Gate models (includes.rules,
+# the trends, the markets' minimum orders, the drawdown guard).  INERT ones no replay reads.  A
+# field in neither (one added later, say) set away from its default could make the agent act
+# where the Gate sees nothing to do: replay() then calls the agent at every decision instead.
+MODELS = frozenset({
+    "quote", "currencies", "max_per_trade", "max_threads", "total_invest", "threads_per_currency",
+    "sell_percent", "fee_percent", "stop_loss_percent", "max_hold_hours", "max_drawdown_percent",
+    "rebuy_cooldown_minutes", "trend_windows", "buy_trend_window", "dry_run_balance",
+})
+INERT = frozenset({"dry_run", "dry_run_file", "stop_file"})
+
+
+def unmodelled(trading: TradingConfig) -> list[str]:
+    """The decision fields `trading` sets away from their defaults that the Gate does not model."""
+    default = TradingConfig()
+    return [name for name in TradingConfig.field_names()
+            if name not in MODELS | INERT and getattr(trading, name) != getattr(default, name)]
+
+
 class Gate:
     """From which decision on the agent could act, found on floats; when in doubt, sooner.
+
+    `exact` is False for a config setting a field the Gate does not model
+    (unmodelled): the replay then skips no decision.
 
     Each market's price at every decision time, and whether its buy-window
     trend rises then, are computed once; what the threads allow is rebuilt
@@ -49,6 +68,7 @@ class Gate:
                  platform: ReplayPlatform) -> None:
         self.cfg = trading
         self.times = times
+        self.exact = not unmodelled(trading)
         self.bid = 1 - float(platform.half_spread)
         self.net = 1 - float(trading.fee_percent) / 100
         window, history = trading.buy_trend_window * 3600, (max(trading.trend_windows) + 2) * 3600
@@ -88,26 +108,31 @@ class Gate:
         can_buy = any(t.state in (WAITING, DISABLED) for t in threads)
         held = Counter(t.currency for t in busy)
         # each buyable currency's rising flags, and the first decision its rebuy cooldown allows
-        self.buyable = [(rising, bisect_left(self.times, cooldown_until(cfg, store, c) or 0))
+        self.buyable = [(rising, bisect_left(self.times, self.rebuy_at(store, c)))
                         for c, rising in self.rising.items()
-                        if can_buy and held[c] < cfg.currency_cap and left >= self.least[c] and c not in self.never]
+                        if can_buy and under_cap(cfg, held[c]) and left >= self.least[c] and c not in self.never]
         # Per currency held: the lowest price that sells a thread at a gain, the highest that
         # stops a loss, the earliest time a hold runs out.
         sells: dict[str, list[float]] = {}
         for t in threads:
             if t.state == ACTIVE and t.currency in self.prices:
-                even = float(t.value) / (float(t.volume) * self.net * self.bid)    # the price of a zero net gain
+                # rules.sell_bids on the bid; the prices here are mid, a half spread above it
+                high_bid, low_bid = sell_bids(cfg, t.value, t.volume)
                 tick = self.tick[t.currency] / self.bid
-                high = even * (1 + float(cfg.sell_percent) / 100) * (1 - MARGIN) - tick
-                low = even * (1 - float(cfg.stop_loss_percent) / 100) * (1 + MARGIN) + tick \
-                    if cfg.stop_loss_percent else 0.0
-                deadline = t.updated + cfg.max_hold_hours * 3600 if cfg.max_hold_hours else math.inf
+                high = float(high_bid) / self.bid * (1 - MARGIN) - tick
+                low = float(low_bid) / self.bid * (1 + MARGIN) + tick if low_bid is not None else 0.0
+                deadline = hold_deadline(cfg, t.updated)
+                deadline = math.inf if deadline is None else deadline
                 seen = sells.setdefault(t.currency, [high, low, deadline])
                 seen[:] = min(seen[0], high), max(seen[1], low), min(seen[2], deadline)
         self.sells = [(self.prices[c], *limits) for c, limits in sells.items()]
         self.holdings = [(prices, float(balances[c]) * self.bid * self.net)
                          for c, prices in self.prices.items() if balances.get(c)]
         self.free = float(free)
+
+    def rebuy_at(self, store: MemoryStateStore, currency: str) -> float:
+        """When the rebuy cooldown lets the agent buy `currency` again (0: now)."""
+        return cooldown_until(self.cfg, store.get_value(f"platform:{currency}:lastsell")) or 0
 
     def quiet_until(self, k: int, stop: int) -> int:
         """The first decision in [k, stop) at which the agent may act; `stop` if none.  With the

@@ -16,7 +16,7 @@ from operator import sub, truediv
 from typing import TYPE_CHECKING, Any
 
 from includes.agent import Agent
-from includes.backtest.gate import Gate
+from includes.backtest.gate import Gate, unmodelled
 from includes.backtest.report import iso
 from includes.backtest.sources import InputError, kraken_rules, rules_for
 from includes.config import TradingConfig
@@ -193,6 +193,10 @@ def replay(series: Sequence[Series], trading: TradingConfig, *, step_minutes: in
     db = MemoryMarketDB({(EXCHANGE, s.market, s.interval): s for s in series}, clock=platform.now)
     times = range(first, last + 1, step)
     gate = Gate(trading, series, times, platform)
+    if not gate.exact and not every_step:
+        log.info("the backtest's Gate does not model %s: the agent runs at every decision",
+                 ", ".join(unmodelled(trading)))
+        every_step = True
     equity = array("d")
     halted: list[str] = []          # the drawdown guard's stop file: no agent run after it
     notes = Notes({}, Counter())
