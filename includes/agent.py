@@ -204,7 +204,7 @@ class Agent(Settlement):
         computes them, from the one close each window needs (the backtest reads its arrays)."""
         windows = self.cfg.trend_windows
         then = self.db.closes_at(self.exchange, symbol, self.interval, [now - h * 3600 for h in windows], since)
-        return changes(current, dict(zip(windows, then)))
+        return changes(current, dict(zip(windows, then, strict=True)))
 
     # --- selling ----------------------------------------------------------------------
     def gain(self, thread: Thread, bid: Decimal) -> Decimal:

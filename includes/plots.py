@@ -223,7 +223,7 @@ def draw_portfolio(path: Path, namespace: str, points: Sequence[PortfolioPoint],
     top.legend(loc="upper left", fontsize=8)
     realised = [float(p.realised) for p in points]
     bottom.step(when, realised, where="post", color="#6a3d9a", label="realised")
-    bottom.plot(when, [e - float(start) - r for e, r in zip(equity, realised)], color="#e6550d", lw=1,
+    bottom.plot(when, [e - float(start) - r for e, r in zip(equity, realised, strict=True)], color="#e6550d", lw=1,
                 label="unrealised")
     bottom.axhline(0, color="#999999", lw=0.8)
     bottom.set_title(f"P&L, {quote}: realised {points[-1].realised:+.2f}, unrealised "

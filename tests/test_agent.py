@@ -12,6 +12,7 @@ from includes.storage import open_market_db, open_state
 from includes.storage.state import ACTIVE, DISABLED, WAITING
 from tests.plugins.agent import CURRENCIES, journal, move, threads
 
+
 def test_dry_run_buys_the_best_rising_currencies_without_private_calls(job_config, rising, kraken_venue):
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4, "dry_run": True})
     summary = run_agent(cfg)
@@ -33,8 +34,9 @@ def test_dry_run_buys_the_best_rising_currencies_without_private_calls(job_confi
 
 
 def test_the_seed_keys_are_written(job_config, rising, redis_namespace):
-    from tests.conftest import REDIS_URL
     import redis
+
+    from tests.conftest import REDIS_URL
 
     cfg = job_config(trading={"currencies": CURRENCIES, "max_threads": 4},
                      storage={"state": REDIS_URL, "namespace": redis_namespace})

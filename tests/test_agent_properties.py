@@ -8,9 +8,9 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from includes.agent import BUSY, run_agent
 from includes.money import percent_change, round_down
 from includes.storage import open_market_db, open_state
-from includes.agent import BUSY, run_agent
 from tests.plugins.agent import CURRENCIES, PAIRS
 
 configs = st.fixed_dictionaries({

@@ -72,7 +72,8 @@ def trading(series: list[Series], **overrides) -> TradingConfig:
 
 
 # 30 hours at 100, then 110 (the 24 h trend turns +10%: buy), 114 from hour 40 (+3.6%: sell,
-# and buy again at the next decision, never in the run that sold), 104 from hour 50 (the second position falls 8.8%) to hour 59.
+# and buy again at the next decision, never in the run that sold), 104 from hour 50 (the second position falls
+# 8.8%) to hour 59.
 HAND = [100.0] * 30 + [110.0] * 10 + [114.0] * 10 + [104.0] * 10
 
 

@@ -88,7 +88,7 @@ def test_with_enough_free_cash_every_waiting_thread_buys(kraken_venue, job_confi
                               "threads_per_currency": threads, "max_per_trade": str(stake),
                               "fee_percent": str(fee)})
     with caplog.at_level(logging.INFO):
-        summary = run_agent(cfg)
+        run_agent(cfg)
     store = open_state(cfg, "live")
     held = [t.state for t in store.threads()]
     store.close()

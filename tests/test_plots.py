@@ -180,7 +180,7 @@ def test_a_chart_name_never_leaves_img(tmp_path):
     stems = [chart_stem(name) for name in HOSTILE]
     assert chart_stem("BTC/EUR") == "BTC-EUR"
     assert len(set(stems)) == len(HOSTILE)                        # no two names share a file
-    for name, stem in zip(HOSTILE, stems):
+    for name, stem in zip(HOSTILE, stems, strict=True):
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,80}", stem), (name, stem)
         assert chart_path(img, stem).resolve().parent == img.resolve()
     assert not {"portfolio_live", "portfolio_dry", "global_market"} & set(stems)
@@ -355,6 +355,6 @@ def test_a_sale_and_the_rebuy_of_the_same_minute_both_show(tmp_path):
 
         def rows_of(colour: tuple[int, int, int]) -> set[int]:
             return {y for x in range(width // 3, 2 * width // 3) for y in range(height)   # not the legend
-                    if all(abs(a - b) < 40 for a, b in zip(pixels[x, y], colour))}
+                    if all(abs(a - b) < 40 for a, b in zip(pixels[x, y][:3], colour, strict=True))}
         green, red = rows_of((0x1a, 0x96, 0x41)), rows_of((0xd7, 0x19, 0x1c))
     assert green and red and min(green) > max(red), (sorted(green)[:3], sorted(red)[-3:])

@@ -175,4 +175,4 @@ def _rising(s: Series, times: range, prices: list[float], window: int, history: 
     ts, close, shift = s.ts, s.close, window + s.seconds
     counts = map(bisect_right, repeat(ts), range(times.start - shift, times.stop - shift, times.step))
     return [n > 0 and ts[n - 1] >= t - history and price > close[n - 1]
-            for n, t, price in zip(counts, times, prices)]
+            for n, t, price in zip(counts, times, prices, strict=True)]
