@@ -160,7 +160,8 @@ class Agent(Settlement):
                 volume = self.platform.buy_volume(market, self.cfg.max_per_trade, ticker.ask)
             except NOT_SENDABLE:
                 continue
-            costs.append(sum(market.charges(volume, ticker.ask, self.platform.fee_percent)))
+            cost, fee = market.charges(volume, ticker.ask, self.platform.fee_percent)
+            costs.append(cost + fee)
         return min(costs, default=None)
 
     def committed(self, thread: Thread) -> Decimal:

@@ -59,13 +59,13 @@ class Settlement:
         for thread in self.store.threads():
             if thread.state not in (BUYING, SELLING):
                 continue
-            row = self.db.journal_row(thread.order_ref)
-            if row is None:  # claimed, then died before the journal row: nothing was sent
+            its = self.db.journal_row(thread.order_ref)
+            if its is None:  # claimed, then died before the journal row: nothing was sent
                 self.store.abort(thread.n, thread.order_ref)
                 self._note(f"thread {thread.n}: claim {thread.order_ref} had no journal row; undone",
                            self.summary.recovered)
-            elif row["status"] not in OPEN:
-                self._follow(thread.n, _order_from_row(row), self.summary.recovered)
+            elif its["status"] not in OPEN:
+                self._follow(thread.n, _order_from_row(its), self.summary.recovered)
         self.resync_positions()
 
     def settle_row(self, row: dict[str, Any]) -> None:

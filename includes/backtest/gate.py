@@ -125,7 +125,7 @@ class Gate:
                 deadline = math.inf if deadline is None else deadline
                 seen = sells.setdefault(t.currency, [high, low, deadline])
                 seen[:] = min(seen[0], high), max(seen[1], low), min(seen[2], deadline)
-        self.sells = [(self.prices[c], *limits) for c, limits in sells.items()]
+        self.sells = [(self.prices[c], high, low, deadline) for c, (high, low, deadline) in sells.items()]
         self.holdings = [(prices, float(balances[c]) * self.bid * self.net)
                          for c, prices in self.prices.items() if balances.get(c)]
         self.free = float(free)

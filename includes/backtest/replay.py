@@ -272,6 +272,6 @@ def buy_hold_pct(series: Sequence[Series], first: int, last: int, half_spread: D
     """Every market bought in equal parts at decision `first`'s ask (or its first open, if later)
     and sold at the last decision's bid, fees paid: the percent change of the money."""
     fee, spread = float(fee_percent) / 100, float(half_spread)
-    changes = [s.last(last) * (1 - spread) * (1 - fee) / ((s.last(first) or s.open[0]) * (1 + spread) * (1 + fee))
-               for s in series if s.last(last)]
+    changes = [end * (1 - spread) * (1 - fee) / ((s.last(first) or s.open[0]) * (1 + spread) * (1 + fee))
+               for s in series if (end := s.last(last))]
     return (sum(changes) / len(changes) - 1) * 100 if changes else 0.0
