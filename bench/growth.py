@@ -236,7 +236,7 @@ def redis_threads(n_keys: int, port: int) -> None:
 
     import redis
 
-    from includes.storage.state import RedisStateStore
+    from includes.storage.state_redis import RedisStateStore
 
     subprocess.run(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
                     "--daemonize", "yes"], check=True, stdout=subprocess.DEVNULL)

@@ -633,3 +633,24 @@ def test_column_kinds_render_per_dialect():
     assert TABLES["orders"].types["lookups"].render(False) == "INTEGER NOT NULL DEFAULT 0"
     assert "CHARACTER SET ascii" in TABLES["candles"].ddl(True) and "ascii" not in TABLES["candles"].ddl(False)
     assert TABLES["orders"].amounts == {"amount_quote", "volume", "filled", "price", "cost", "fee"}
+
+
+def test_both_journals_are_the_journal_protocol(market_db):
+    """MarketDB and the backtest's MemoryMarketDB declare Journal and take its parameters, by
+    the same names: the agent may be given either."""
+    import inspect
+
+    from includes.storage.journal import Journal
+    from includes.storage.memory import MemoryMarketDB
+
+    methods = [name for name in vars(Journal) if name.startswith(("journal", "open_"))]
+    assert {"journal_intent", "journal_result", "journal", "open_intents", "open_positions"} <= set(methods)
+    for db in (market_db, MemoryMarketDB()):
+        assert isinstance(db, Journal)
+        for name in methods:
+            wanted = list(inspect.signature(getattr(Journal, name)).parameters)[1:]
+            assert list(inspect.signature(getattr(db, name)).parameters)[:len(wanted)] == wanted, (db, name)
+    with pytest.raises(ValueError, match="mode 'paper'"):
+        MemoryMarketDB().journal_intent("p", mode="paper", exchange="kraken", market="BTC/EUR", side="buy")
+    with pytest.raises(ValueError, match="order status 'lost'"):
+        market_db.journal_result("p", "lost")

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.model import DEFAULT_AGENT, EXCHANGE_FINAL, OPEN
-from includes.storage.journal import INTENT_STEP, FillTotals, Position, check_intent, check_result, positions, totals
+from includes.storage.journal import (
+    INTENT_STEP,
+    FillTotals,
+    Journal,
+    Position,
+    check_intent,
+    check_result,
+    positions,
+    totals,
+)
 from includes.storage.schema import TABLES
 from includes.storage.sql import Cursor, marks, names, quote
 
@@ -26,7 +35,7 @@ def select(table: str) -> str:
     return f"SELECT {names(TABLES[table].columns)} FROM {quote(table)}"
 
 
-class JournalTable:
+class JournalTable(Journal):
     """The journal's methods on the market DB (MarketDB mixes them in); they raise StorageError
     as the market DB does, ValueError for a mode, side or status not known."""
 

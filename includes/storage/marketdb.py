@@ -42,7 +42,7 @@ DELETE_BATCH = 5_000                # 4 parameters a row: SQLite takes at most 3
 DELISTED = "delisted"               # status of a market missing from the venue's listing
 
 
-class MarketDB(JournalTable, Database):
+class MarketDB(Database, JournalTable):
     """The market DB at `url` (sqlite:///PATH or mysql+pymysql://USER:PASS@HOST/DB); its
     schema is created or migrated on first use.  Database failures raise StorageError:
     DatabaseUnreachable when the server is gone, StorageRefused when it refuses us."""

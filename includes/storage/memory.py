@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
 from includes.model import DEFAULT_AGENT, OPEN
-from includes.storage.journal import INTENT_STEP, Position, check_intent, check_result, is_fill, positions
+from includes.storage.journal import INTENT_STEP, Journal, Position, check_intent, check_result, is_fill, positions
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
 from includes.trends import price_at
 
@@ -64,7 +64,7 @@ class MemoryStateStore(StateStore):
         return self._thread(key, n, fields) if fields else None
 
     def threads(self) -> list[Thread]:
-        prefix = self.namespace + "thread:"
+        prefix = self.key_prefix + "thread:"
         found = sorted((int(key[len(prefix):]), key, fields) for key, fields in list(self.data.items())
                        if key.startswith(prefix))
         return [self._thread(key, n, fields) for n, key, fields in found]
@@ -82,18 +82,18 @@ class MemoryStateStore(StateStore):
             self.data[key] = self.data.get(key, {}) | thread.fields()
 
     def set_many(self, values: Mapping[str, Value]) -> None:
-        texts = {self.namespace + k: _text(v) for k, v in values.items()}   # all or nothing
+        texts = {self.key_prefix + k: _text(v) for k, v in values.items()}   # all or nothing
         with self._lock:
             for key, text in texts.items():
                 self.data[key] = {"": text}
 
     def get_value(self, key: str) -> str | None:
-        return self.data.get(self.namespace + key, {}).get("")
+        return self.data.get(self.key_prefix + key, {}).get("")
 
     def keys(self, pattern: str = "*") -> list[str]:
-        start = len(self.namespace)
+        start = len(self.key_prefix)
         return sorted(key[start:] for key in list(self.data)
-                      if key.startswith(self.namespace) and fnmatch.fnmatchcase(key[start:], pattern))
+                      if key.startswith(self.key_prefix) and fnmatch.fnmatchcase(key[start:], pattern))
 
     def close(self) -> None:
         """Nothing to close: the data lives as long as the dict."""
@@ -124,7 +124,7 @@ class MemoryStateStore(StateStore):
             return True
 
 
-class MemoryMarketDB:
+class MemoryMarketDB(Journal):
     """The candles of a replay and an order journal, behind the MarketDB methods the agent calls.
 
     Candles come from `series` ((exchange, market, interval) -> Series) and only
