@@ -654,3 +654,11 @@ def test_both_journals_are_the_journal_protocol(market_db):
         MemoryMarketDB().journal_intent("p", mode="paper", exchange="kraken", market="BTC/EUR", side="buy")
     with pytest.raises(ValueError, match="order status 'lost'"):
         market_db.journal_result("p", "lost")
+
+
+def test_a_journal_archived_before_v7_restores_into_mode(market_db):
+    """A trading record backed up when the column was `namespace` comes back under `mode`."""
+    columns = ["ref", "namespace", "exchange", "market", "side", "thread", "intent_at", "status", "agent", "lookups"]
+    market_db.restore_rows("orders", columns, [["r1", "dry", "kraken", "BTC/EUR", "buy", 1, 10.0, "closed",
+                                                "crontrader", 0]])
+    assert [(r["ref"], r["mode"]) for r in market_db.journal("dry")] == [("r1", "dry")]

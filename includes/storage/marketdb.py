@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from includes.errors import StorageError
 from includes.model import Candle, Market
 from includes.storage.journal_db import JournalTable
-from includes.storage.schema import AGED, AMOUNTS, ARCHIVED, RULES, SCHEMA_VERSION, TABLES, upgrade
+from includes.storage.schema import AGED, AMOUNTS, ARCHIVED, RENAMED, RULES, SCHEMA_VERSION, TABLES, upgrade
 from includes.storage.sql import (
     BATCH,
     Cursor,
@@ -388,10 +388,12 @@ class MarketDB(Database, JournalTable):
 
     def restore_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Put archived rows back in one transaction; upserts, so restoring twice changes nothing.
-        The journal too: the trading record's backup (includes/record.py) brings it back."""
+        The journal too: the trading record's backup (includes/record.py) brings it back.  Columns
+        renamed since the archive was written (RENAMED) are read by their new names."""
         if table not in (*ARCHIVED, "orders"):
             raise ValueError(f"{table!r} is not one of {', '.join(ARCHIVED)}, orders")
         t = TABLES[table]
+        columns = [RENAMED.get(table, {}).get(c, c) for c in columns]
         unknown = [c for c in columns if c not in t.types]
         if unknown:
             raise StorageError(f"market DB {self.where}: table {table} has no column {', '.join(unknown)}")
@@ -399,7 +401,6 @@ class MarketDB(Database, JournalTable):
         with self._begin(write=True) as db:
             self._upsert(db, t, ({c: Decimal(v) if c in amounts and v is not None else v
                                   for c, v in zip(columns, row, strict=True)} for row in rows), columns=columns)
-
 
 
 def table_layout(table: str) -> tuple[list[str], list[str]]:

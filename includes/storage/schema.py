@@ -106,6 +106,9 @@ INDEXES = {
     "orders_thread": ("orders", ("agent", "mode", "thread", "status", "side", "intent_at")),
 }
 
+# Columns renamed by a migration, by table (old name -> new): archives written before still restore.
+RENAMED = {"orders": {"namespace": "mode"}}
+
 # Time column of the tables the backup job trims; never the order journal (orders).
 AGED = {"candles": "ts", "tickers": "ts", "global_metrics": "ts"}
 # What the backup job archives, with the time that dates a row; markets last, after their rows.
