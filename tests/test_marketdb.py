@@ -662,3 +662,15 @@ def test_a_journal_archived_before_v7_restores_into_mode(market_db):
     market_db.restore_rows("orders", columns, [["r1", "dry", "kraken", "BTC/EUR", "buy", 1, 10.0, "closed",
                                                 "crontrader", 0]])
     assert [(r["ref"], r["mode"]) for r in market_db.journal("dry")] == [("r1", "dry")]
+
+
+def test_mariadb_candle_batches_are_traced_without_their_values(mariadb_url, caplog):
+    db = MarketDB(mariadb_url)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="includes.storage.sql"):
+            db.upsert_candles("kraken", "BTC/EUR", 1, [candle(i) for i in range(3)])
+        traced = [r.getMessage() for r in caplog.records if "INSERT INTO `candles`" in r.getMessage()]
+        assert len(traced) == 1 and "(3 rows)" in traced[0] and "BTC/EUR" not in traced[0]
+        assert db.candles("kraken", "BTC/EUR", 1) == [candle(i) for i in range(3)]
+    finally:
+        db.close()

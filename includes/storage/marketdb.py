@@ -30,6 +30,7 @@ from includes.storage.sql import (
     marks,
     names,
     quote,
+    trace,
 )
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ class MarketDB(Database, JournalTable):
                                  for c in batch)
                 if sent:
                     sent.result()
-                sent = sender.submit(db.cursor.execute, head + rows + tail)  # no parameters: sent as is
+                sent = sender.submit(_send, db.cursor, head + rows + tail, f"{head}({len(batch)} rows){tail}")
             if sent:
                 sent.result()
 
@@ -401,6 +402,12 @@ class MarketDB(Database, JournalTable):
         with self._begin(write=True) as db:
             self._upsert(db, t, ({c: Decimal(v) if c in amounts and v is not None else v
                                   for c, v in zip(columns, row, strict=True)} for row in rows), columns=columns)
+
+
+def _send(cursor: Any, sql: str, shown: str) -> None:
+    """One statement with its values in it (no parameters: sent as is), traced as `shown`."""
+    with trace(shown):
+        cursor.execute(sql)
 
 
 def table_layout(table: str) -> tuple[list[str], list[str]]:
