@@ -162,7 +162,7 @@ def job(name: str, db: MarketDB, n_markets: int) -> None:
         for m in symbols[:5]:
             db.closes_at("kraken", m, 5, [NOW - h * 3600 for h in (0, 2, 6, 12, 24, 48, 72)], since=NOW - 4 * 86400)
         ref = f"b{uuid.uuid4().hex[:12]}"
-        db.journal_intent(ref, namespace="dry", exchange="kraken", market=symbols[0], side="buy", thread=1,
+        db.journal_intent(ref, mode="dry", exchange="kraken", market=symbols[0], side="buy", thread=1,
                           agent=AGENT)
         db.journal_result(ref, "failed", error="bench")
     elif name == "plot_graphs":      # the window's orders, what came before, the latest fills, the summary
@@ -236,7 +236,7 @@ def redis_threads(n_keys: int, port: int) -> None:
 
     import redis
 
-    from includes.storage.state import RedisStateStore
+    from includes.storage.state_redis import RedisStateStore
 
     subprocess.run(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
                     "--daemonize", "yes"], check=True, stdout=subprocess.DEVNULL)

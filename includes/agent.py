@@ -250,7 +250,7 @@ class Agent(Settlement):
             log.warning("thread %d: moved by someone else; not selling", thread.n)
             return
         self.checkpoint("sell:claimed")
-        self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
+        self.db.journal_intent(ref, mode=self.mode, agent=self.name, exchange=self.exchange, market=symbol,
                                side="sell", thread=thread.n, volume=volume, amount_quote=None,
                                at=self.platform.clock())
         self.checkpoint("sell:journaled")
@@ -362,7 +362,7 @@ class Agent(Settlement):
             log.warning("thread %d: taken by another agent", thread.n)
             return None
         self.checkpoint("buy:claimed")
-        self.db.journal_intent(ref, namespace=self.mode, agent=self.name, exchange=self.exchange,
+        self.db.journal_intent(ref, mode=self.mode, agent=self.name, exchange=self.exchange,
                                market=market.symbol, side="buy", thread=thread.n, volume=volume,
                                amount_quote=self.cfg.max_per_trade, at=self.platform.clock())
         self.checkpoint("buy:journaled")

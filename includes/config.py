@@ -204,8 +204,8 @@ def _db_url(value: str) -> str:
         return value
     if not value.startswith("mysql+pymysql://"):
         raise ValueError("must be sqlite:///PATH or mysql+pymysql://USER:PASS@HOST/DB")
-    from includes.storage.marketdb import _mysql_args  # the store's own parser: one rule
-    _mysql_args(value)
+    from includes.storage.sql import mysql_args  # the store's own parser: one rule
+    mysql_args(value)
     return value
 
 

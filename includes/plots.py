@@ -194,7 +194,7 @@ def draw_market(path: Path, market: str, candles: Sequence[Candle], trends: Mapp
             label="close")
     for side, marker, color, shift in (("buy", "^", "#1a9641", -7), ("sell", "v", "#d7191c", 7)):
         for ns in MODES:
-            mine = [o for o in orders if o["side"] == side and o["namespace"] == ns]
+            mine = [o for o in orders if o["side"] == side and o["mode"] == ns]
             if mine:
                 ax.scatter(_dates(order_time(o) for o in mine), [float(o["price"]) for o in mine], s=70,
                            marker=marker, edgecolors=color, facecolors=color if ns == "live" else "none",

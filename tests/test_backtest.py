@@ -440,19 +440,19 @@ def test_the_memory_journal_keeps_the_market_db_semantics(tmp_path):
     real = MarketDB(f"sqlite:///{tmp_path / 'm.db'}")
 
     def story(db):
-        db.journal_intent("b1", namespace="dry", exchange="kraken", market="BTC/EUR", side="buy", thread=1,
+        db.journal_intent("b1", mode="dry", exchange="kraken", market="BTC/EUR", side="buy", thread=1,
                           amount_quote=D(5), at=100)
-        db.journal_intent("b2", namespace="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=2, at=100)
-        db.journal_intent("x", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1, at=100)
+        db.journal_intent("b2", mode="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=2, at=100)
+        db.journal_intent("x", mode="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1, at=100)
         with pytest.raises(StorageError, match="order 'b1' is already journaled"):
-            db.journal_intent("b1", namespace="dry", exchange="kraken", market="BTC/EUR", side="buy")
+            db.journal_intent("b1", mode="dry", exchange="kraken", market="BTC/EUR", side="buy")
         seen = [[r["ref"] for r in db.open_intents("dry")]]
         db.journal_order(Order("b1", "O1", "BTC/EUR", "buy", "closed", D("0.1"), D("0.1"), D(50), D(5), D("0.01"),
                                closed_at=101))
         db.journal_result("b2", "failed", error="refused", at=102)
         seen.append([r["ref"] for r in db.open_intents("dry")])
         seen.append({n: p.ref for n, p in db.open_positions("dry").items()})
-        db.journal_intent("s1", namespace="dry", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
+        db.journal_intent("s1", mode="dry", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
                           volume=D("0.1"), at=200)
         db.journal_result("s1", "unknown", error="no reply", at=201)
         seen.append(({n: p.ref for n, p in db.open_positions("dry").items()},
@@ -466,8 +466,8 @@ def test_the_memory_journal_keeps_the_market_db_semantics(tmp_path):
         assert db.journal_row("nope") is None
         with pytest.raises(StorageError, match="no journaled order 'nope'"):
             db.journal_result("nope", "failed")
-        with pytest.raises(ValueError, match="namespace 'paper'"):
-            db.journal_intent("p", namespace="paper", exchange="kraken", market="BTC/EUR", side="buy")
+        with pytest.raises(ValueError, match="mode 'paper'"):
+            db.journal_intent("p", mode="paper", exchange="kraken", market="BTC/EUR", side="buy")
         return seen
 
     assert story(MemoryMarketDB()) == story(real)

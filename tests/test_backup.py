@@ -59,7 +59,7 @@ def fill(db: MarketDB, data: Path) -> None:
         GlobalMetrics(NOW - d * DAY, "EUR", D("1234567890123456.75"), D("98765432101.5"), D("52.123456789"), 9001)
         for d in range(60)])
     for ref, at in (("old-buy", NOW - 90 * DAY), ("new-buy", NOW - DAY)):
-        db.journal_intent(ref, namespace="live", exchange="kraken", market="OLD/EUR", side="buy", thread=1,
+        db.journal_intent(ref, mode="live", exchange="kraken", market="OLD/EUR", side="buy", thread=1,
                           amount_quote=D(5), at=at)
         db.journal_result(ref, "closed", order_id="O" + ref, filled=D("0.001"), price=D("5000"),
                           cost=D("5"), fee=D("0.013"), at=at + 1)

@@ -34,11 +34,11 @@ def test_a_hung_mariadb_fails_the_call_after_the_timeout_and_the_next_call_recon
 
 def test_the_default_timeout_bounds_reads_and_writes_too():
     """Without one, PyMySQL waits for ever on a server that accepted the connection."""
-    from includes.storage.marketdb import _mysql_args
+    from includes.storage.sql import mysql_args
 
-    args = _mysql_args("mysql+pymysql://root@127.0.0.1/crontrader", 20)
+    args = mysql_args("mysql+pymysql://root@127.0.0.1/crontrader", 20)
     assert (args["connect_timeout"], args["read_timeout"], args["write_timeout"]) == (20, 20, 20)
-    assert _mysql_args("mysql+pymysql://root@127.0.0.1/crontrader?read_timeout=5", 20)["read_timeout"] == 5
+    assert mysql_args("mysql+pymysql://root@127.0.0.1/crontrader?read_timeout=5", 20)["read_timeout"] == 5
 
 
 def test_get_api_data_spools_while_mariadb_is_hung_and_replays_after(private_mariadb, job_config, tmp_path):

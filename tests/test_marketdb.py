@@ -1,6 +1,8 @@
 """The market DB, on SQLite and on MariaDB: schema, idempotent upserts, exact decimals, journal."""
 from __future__ import annotations
 
+import logging
+import re
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from includes.errors import StorageError, StorageRefused
 from includes.model import Candle, GlobalMetrics, Market, Order, Ticker
 from includes.storage import marketdb
 from includes.storage.marketdb import RULES, SCHEMA_VERSION, TABLES, DatabaseUnreachable, MarketDB, Table
+from includes.storage.schema import INDEXES, MIGRATIONS, migration_name
+from includes.storage.sql import Cursor, mysql_args, quote
 from includes.trends import price_at
 from tests.conftest import ROOT
 
@@ -101,10 +105,26 @@ def test_mysql_types_are_those_of_the_schema(mariadb_url):
     db.close()
 
 
+def v6_orders() -> Table:
+    """The orders table before v7, whose live/dry column was `namespace`."""
+    t = TABLES["orders"]
+    return Table("orders", {"namespace" if c == "mode" else c: k for c, k in t.types.items()}, t.key)
+
+
 def without(table: str, *columns: str) -> Table:
-    """TABLES[table] as an older version had it, without `columns`."""
-    current = TABLES[table]
+    """TABLES[table] as an older version had it (orders as before v7), without `columns`."""
+    current = v6_orders() if table == "orders" else TABLES[table]
     return Table(table, {c: t for c, t in current.types.items() if c not in columns}, current.key)
+
+
+def old_schema(conn: Any, mysql: bool, version: int, *changed: Table) -> None:
+    """A database at schema `version` as the code of its day built it: the tables, the
+    `changed` ones as they were then, and no migration history."""
+    tables = {**TABLES, "orders": v6_orders(), **{t.name: t for t in changed}}
+    for name, table in tables.items():
+        if name != "migrations":
+            execute(conn, table.ddl(mysql))
+    execute(conn, "INSERT INTO schema_version (version) VALUES (%s)", (version,))
 
 
 def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
@@ -112,10 +132,7 @@ def test_a_v1_database_is_migrated_without_losing_a_row(db_url):
     mysql = not db_url.startswith("sqlite")
     listing = [("BTC/EUR", "online", True, 100), ("ETH/EUR", "cancel_only", False, 200)]
     with driver(db_url) as conn:
-        old = [without("markets", "status_changed", *RULES), without("orders", "agent", "lookups")]
-        for table in old + [t for name, t in TABLES.items() if name not in ("markets", "orders")]:
-            execute(conn, table.ddl(mysql))
-        execute(conn, "INSERT INTO schema_version (version) VALUES (1)")
+        old_schema(conn, mysql, 1, without("markets", "status_changed", *RULES), without("orders", "agent", "lookups"))
         for m, s, a, t in listing:
             execute(conn, "INSERT INTO markets (exchange, market, base, quote, status, available, first_seen, "
                           "last_seen) VALUES ('kraken', %s, %s, 'EUR', %s, %s, %s, 300)", (m, m[:3], s, a, t))
@@ -138,10 +155,7 @@ def test_a_v2_journal_belongs_to_the_default_agent_after_the_upgrade(db_url):
     """v3 adds orders.agent; the rows before it were the default namespace's (v4 counts lookups)."""
     mysql = not db_url.startswith("sqlite")
     with driver(db_url) as conn:
-        for table in [without("orders", "agent", "lookups"), without("markets", *RULES)] + [
-                t for name, t in TABLES.items() if name not in ("orders", "markets")]:
-            execute(conn, table.ddl(mysql))
-        execute(conn, "INSERT INTO schema_version (version) VALUES (2)")
+        old_schema(conn, mysql, 2, without("orders", "agent", "lookups"), without("markets", *RULES))
         execute(conn, "INSERT INTO orders (ref, namespace, exchange, market, side, thread, intent_at, status, "
                       "filled) VALUES ('old', 'live', 'kraken', 'BTC/EUR', 'buy', 1, 10, 'closed', '0.1')")
     db = MarketDB(db_url)
@@ -157,9 +171,7 @@ def test_a_v5_listing_gains_its_order_rules_at_the_next_listing(db_url):
     market_rules) until available_markets lists it again, and then they read back whole."""
     mysql = not db_url.startswith("sqlite")
     with driver(db_url) as conn:
-        for table in [without("markets", *RULES)] + [t for name, t in TABLES.items() if name != "markets"]:
-            execute(conn, table.ddl(mysql))
-        execute(conn, "INSERT INTO schema_version (version) VALUES (5)")
+        old_schema(conn, mysql, 5, without("markets", *RULES))
         execute(conn, "INSERT INTO markets (exchange, market, base, quote, status, available, first_seen, "
                       "last_seen, status_changed) VALUES ('kraken', 'BTC/EUR', 'BTC', 'EUR', 'online', 1, 1, 1, 1)")
     db = MarketDB(db_url)
@@ -183,7 +195,7 @@ def test_agents_sharing_a_db_never_see_each_others_orders(market_db):
     """Recovery settles and rebuilds from its own agent's rows only (storage.namespace)."""
     db = market_db
     for agent, ref in (("alpha", "a-buy"), ("beta", "b-buy"), ("beta", "b-open")):
-        db.journal_intent(ref, namespace="live", agent=agent, exchange="kraken", market="BTC/EUR", side="buy",
+        db.journal_intent(ref, mode="live", agent=agent, exchange="kraken", market="BTC/EUR", side="buy",
                           thread=1, amount_quote=D(5))
     db.journal_result("a-buy", "closed", filled=D("0.1"), price=D(50), cost=D(5), fee=D("0.01"))
     db.journal_result("b-buy", "closed", filled=D("0.2"), price=D(25), cost=D(5), fee=D("0.01"))
@@ -194,6 +206,55 @@ def test_agents_sharing_a_db_never_see_each_others_orders(market_db):
     assert [r["ref"] for r in db.journal("live", agent="alpha")] == ["a-buy"]
     assert db.journal("live") == []                      # nothing of the default agent's
     assert db.journal_row("b-open")["agent"] == "beta"
+
+
+def index_columns(conn: Any, mysql: bool, index: str) -> list[str]:
+    if mysql:
+        return [c for c, in execute(conn, "SELECT column_name FROM information_schema.statistics WHERE table_schema "
+                                          "= DATABASE() AND index_name = %s ORDER BY seq_in_index", (index,))]
+    return [name for _, _, name in execute(conn, f"PRAGMA index_info({quote(index)})")]
+
+
+def test_a_v6_journal_gets_its_mode_column_and_the_history_its_names(db_url):
+    """v7 renames orders.namespace to mode, rows and indexes kept; a database from before the
+    history gets the names of the migrations its schema_version counted, undated, once."""
+    mysql = not db_url.startswith("sqlite")
+    with driver(db_url) as conn:
+        old_schema(conn, mysql, 6)
+        MIGRATIONS[3](Cursor(conn.cursor(), mysql))          # v5's indexes, on orders.namespace
+        execute(conn, "INSERT INTO orders (ref, namespace, exchange, market, side, thread, intent_at, status, "
+                      "filled, cost, fee, result_at) VALUES ('old', 'live', 'kraken', 'BTC/EUR', 'buy', 1, 10, "
+                      "'closed', '0.1', '5', '0.01', 11)")
+    db = MarketDB(db_url)
+    assert [(r["ref"], r["mode"]) for r in db.journal("live")] == [("old", "live")]
+    assert list(db.open_positions("live")) == [1]
+    assert db.schema_version() == SCHEMA_VERSION == 7
+    history = dict(db._all("SELECT `name`, `applied_at` FROM `migrations`")[i].values()
+                   for i in range(len(MIGRATIONS)))
+    assert sorted(history) == sorted(map(migration_name, MIGRATIONS))
+    assert [name for name, at in history.items() if at is not None] == ["v7_journal_mode"]
+    db.close()
+    MarketDB(db_url).ensure_schema()                       # nothing more to apply, nor to record
+    with driver(db_url) as conn:
+        assert execute(conn, "SELECT COUNT(*) FROM migrations")[0][0] == len(MIGRATIONS)
+        for index, (_, columns) in INDEXES.items():
+            assert index_columns(conn, mysql, index) == list(columns), index
+
+
+def test_a_new_database_records_every_migration_as_applied(market_db, db_url):
+    market_db.ensure_schema()
+    history = {r["name"]: r["applied_at"] for r in market_db._all("SELECT * FROM `migrations`")}
+    assert sorted(history) == sorted(map(migration_name, MIGRATIONS))
+    assert all(at is not None for at in history.values())
+
+
+def test_a_migration_unknown_to_the_code_is_refused(market_db, db_url):
+    market_db.ensure_schema()
+    with driver(db_url) as conn:
+        execute(conn, "INSERT INTO migrations (name, applied_at) VALUES ('v8_from_the_future', 1)")
+        execute(conn, "UPDATE schema_version SET version = 1")   # so that the upgrade runs
+    with pytest.raises(StorageError, match="migration v8_from_the_future, unknown"):
+        MarketDB(db_url).markets("kraken")
 
 
 def test_a_schema_newer_than_the_code_is_refused(market_db, db_url):
@@ -355,12 +416,12 @@ def test_global_metrics_are_upserted_idempotently(market_db):
 
 def test_the_journal_records_intents_then_results(market_db):
     db = market_db
-    db.journal_intent("ref-1", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1,
+    db.journal_intent("ref-1", mode="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1,
                       amount_quote=D("5"), at=100)
-    db.journal_intent("ref-2", namespace="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=1,
+    db.journal_intent("ref-2", mode="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=1,
                       amount_quote=D("5"), at=101)
     with pytest.raises(StorageError, match="order 'ref-1' is already journaled"):
-        db.journal_intent("ref-1", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1)
+        db.journal_intent("ref-1", mode="live", exchange="kraken", market="BTC/EUR", side="buy", thread=1)
     assert [r["ref"] for r in db.open_intents("live")] == ["ref-1"]
 
     db.journal_result("ref-1", "sent", order_id="OQCLML-BW3P3-BUCMWZ", at=102)
@@ -372,12 +433,12 @@ def test_the_journal_records_intents_then_results(market_db):
     assert (row["status"], row["filled"], row["price"], row["cost"], row["fee"], row["intent_at"],
             row["result_at"]) == ("closed", D("0.00012345"), D("40501.3"), D("4.99988"), D("0.01299969"),
                                   100, 103.9)
-    assert row["amount_quote"] == D(5) and row["volume"] is None and row["namespace"] == "live"
+    assert row["amount_quote"] == D(5) and row["volume"] is None and row["mode"] == "live"
     assert db.open_intents("live") == []
     assert {n: p.ref for n, p in db.open_positions("live").items()} == {1: "ref-1"}
     assert db.open_positions("dry") == {}
 
-    db.journal_intent("ref-3", namespace="live", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
+    db.journal_intent("ref-3", mode="live", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
                       volume=D("0.00012345"), at=200)
     db.journal_result("ref-3", "unknown", error="no reply within 10 s", at=201)
     assert [r["ref"] for r in db.open_intents("live")] == ["ref-3"]
@@ -391,15 +452,15 @@ def test_the_journal_records_intents_then_results(market_db):
     assert db.journal_row("nope") is None
     with pytest.raises(StorageError, match="no journaled order 'nope'"):
         db.journal_result("nope", "failed")
-    with pytest.raises(ValueError, match="namespace 'paper'"):
-        db.journal_intent("ref-4", namespace="paper", exchange="kraken", market="BTC/EUR", side="buy")
+    with pytest.raises(ValueError, match="mode 'paper'"):
+        db.journal_intent("ref-4", mode="paper", exchange="kraken", market="BTC/EUR", side="buy")
     with pytest.raises(ValueError, match="order status 'done'"):
         db.journal_result("ref-3", "done")
 
 
 def test_the_journal_keeps_the_order_of_intents_made_in_the_same_second(market_db):
     for ref in ("z-first", "a-second", "m-third"):
-        market_db.journal_intent(ref, namespace="dry", exchange="kraken", market="BTC/EUR", side="buy", thread=1)
+        market_db.journal_intent(ref, mode="dry", exchange="kraken", market="BTC/EUR", side="buy", thread=1)
     assert [r["ref"] for r in market_db.journal("dry")] == ["z-first", "a-second", "m-third"]
 
 
@@ -416,7 +477,7 @@ def test_old_rows_are_deleted_in_batches(market_db):
     db.insert_tickers("kraken", [Ticker("BTC/EUR", t, D(1), D(1), D(1), D(1)) for t in (10, 20, 30)])
     assert db.delete_older_than("tickers", 25) == 2 and count(db, "tickers") == 1
 
-    db.journal_intent("settled", namespace="live", exchange="kraken", market="BTC/EUR", side="buy", at=10)
+    db.journal_intent("settled", mode="live", exchange="kraken", market="BTC/EUR", side="buy", at=10)
     db.journal_result("settled", "closed", at=20)
     for table in ("orders", "markets"):  # the journal is never trimmed; markets go with the archive
         with pytest.raises(ValueError, match=f"'{table}' is not one of"):
@@ -499,18 +560,18 @@ def test_a_malformed_url_is_named_without_its_password(url):
 
 def test_mysql_urls_are_read_as_before():
     """As SQLAlchemy read them: a password may hold / ? #, an @ is %40; options go to PyMySQL."""
-    args = marketdb._mysql_args("mysql+pymysql://ct:p%40ss/w?rd#@db.example:3307/market?read_timeout=30")
+    args = mysql_args("mysql+pymysql://ct:p%40ss/w?rd#@db.example:3307/market?read_timeout=30")
     assert {k: args[k] for k in ("host", "port", "user", "password", "database", "read_timeout")} == {
         "host": "db.example", "port": 3307, "user": "ct", "password": "p@ss/w?rd#", "database": "market",
         "read_timeout": 30}
-    assert marketdb._mysql_args("mysql+pymysql://root@127.0.0.1/market")["port"] == 3306
+    assert mysql_args("mysql+pymysql://root@127.0.0.1/market")["port"] == 3306
 
 
 def test_tls_to_mysql_is_what_the_url_asks_for(mariadb_url):
     """No TLS unless asked (the server here offers none); asked, it is required and verified."""
-    plain = marketdb._mysql_args("mysql+pymysql://root@127.0.0.1/market")
+    plain = mysql_args("mysql+pymysql://root@127.0.0.1/market")
     assert plain["ssl_disabled"] is True
-    asked = marketdb._mysql_args("mysql+pymysql://root@db.example/market?ssl_ca=/etc/ssl/ca.pem&ssl_verify_identity=1")
+    asked = mysql_args("mysql+pymysql://root@db.example/market?ssl_ca=/etc/ssl/ca.pem&ssl_verify_identity=1")
     assert "ssl_disabled" not in asked and asked["ssl_ca"] == "/etc/ssl/ca.pem"
     db = MarketDB(mariadb_url)
     try:
@@ -529,3 +590,87 @@ def test_a_refused_login_is_named_without_its_password(mariadb_url):
     with pytest.raises(StorageRefused, match="Access denied") as caught:
         MarketDB(url).markets("kraken")
     assert "ct_nobody:***@127.0.0.1" in str(caught.value) and "s3cret-pw" not in str(caught.value)
+
+
+# --- the dialect layer (includes/storage/sql.py) ----------------------------------------------
+
+def test_quote_makes_any_name_one_identifier(market_db, db_url):
+    """A reserved word and a backtick in a name: both dialects read the quoted name back whole."""
+    assert quote("interval") == "`interval`" and quote("a`b") == "`a``b`"
+    with market_db._transaction(write=True) as db:
+        db.execute(f"CREATE TABLE {quote('we`ird')} ({quote('select')} INTEGER, {quote('interval')} INTEGER)")
+        db.execute(f"INSERT INTO {quote('we`ird')} ({quote('select')}, {quote('interval')}) VALUES (%s, %s)", (1, 2))
+        assert db.query(f"SELECT {quote('select')}, {quote('interval')} FROM {quote('we`ird')}") == [
+            {"select": 1, "interval": 2}]
+
+
+def test_statements_are_traced_at_debug_without_their_parameters(market_db, caplog):
+    """--verbose sets DEBUG: each statement with its duration, never its values (secrets)."""
+    market_db.ensure_schema()
+    with caplog.at_level(logging.INFO, logger="includes.storage.sql"):
+        market_db.markets("kraken")
+    assert not caplog.records
+    with caplog.at_level(logging.DEBUG, logger="includes.storage.sql"):
+        market_db.markets("secret-exchange")
+    traced = [r.getMessage() for r in caplog.records if r.name == "includes.storage.sql"]
+    assert any(re.match(r"\d+\.\d ms SELECT .* FROM `markets` WHERE `exchange` = %s", m) for m in traced), traced
+    assert not any("secret-exchange" in m for m in traced)
+
+
+def test_a_url_option_pymysql_is_not_given_is_refused():
+    """The accepted options are a documented list (sql.URL_OPTIONS); others are one-line errors."""
+    assert mysql_args("mysql+pymysql://u@h/db?charset=utf8mb4&ssl_ca=/ca.pem")["ssl_ca"] == "/ca.pem"
+    for option in ("nope", "cursorclass", "autocommit", "client_flag"):
+        with pytest.raises(ValueError, match=f"PyMySQL takes no option {option}"):
+            mysql_args(f"mysql+pymysql://u@h/db?{option}=1")
+    with pytest.raises(StorageError, match="is malformed or unsupported: PyMySQL takes no option nope"):
+        MarketDB("mysql+pymysql://u:pw@h/db?nope=1")
+
+
+def test_column_kinds_render_per_dialect():
+    assert TABLES["candles"].types["close"].render(True) == "DECIMAL(30, 12) NOT NULL"
+    assert TABLES["candles"].types["close"].render(False) == "VARCHAR(40) NOT NULL"
+    assert TABLES["orders"].types["lookups"].render(False) == "INTEGER NOT NULL DEFAULT 0"
+    assert "CHARACTER SET ascii" in TABLES["candles"].ddl(True) and "ascii" not in TABLES["candles"].ddl(False)
+    assert TABLES["orders"].amounts == {"amount_quote", "volume", "filled", "price", "cost", "fee"}
+
+
+def test_both_journals_are_the_journal_protocol(market_db):
+    """MarketDB and the backtest's MemoryMarketDB declare Journal and take its parameters, by
+    the same names: the agent may be given either."""
+    import inspect
+
+    from includes.storage.journal import Journal
+    from includes.storage.memory import MemoryMarketDB
+
+    methods = [name for name in vars(Journal) if name.startswith(("journal", "open_"))]
+    assert {"journal_intent", "journal_result", "journal", "open_intents", "open_positions"} <= set(methods)
+    for db in (market_db, MemoryMarketDB()):
+        assert isinstance(db, Journal)
+        for name in methods:
+            wanted = list(inspect.signature(getattr(Journal, name)).parameters)[1:]
+            assert list(inspect.signature(getattr(db, name)).parameters)[:len(wanted)] == wanted, (db, name)
+    with pytest.raises(ValueError, match="mode 'paper'"):
+        MemoryMarketDB().journal_intent("p", mode="paper", exchange="kraken", market="BTC/EUR", side="buy")
+    with pytest.raises(ValueError, match="order status 'lost'"):
+        market_db.journal_result("p", "lost")
+
+
+def test_a_journal_archived_before_v7_restores_into_mode(market_db):
+    """A trading record backed up when the column was `namespace` comes back under `mode`."""
+    columns = ["ref", "namespace", "exchange", "market", "side", "thread", "intent_at", "status", "agent", "lookups"]
+    market_db.restore_rows("orders", columns, [["r1", "dry", "kraken", "BTC/EUR", "buy", 1, 10.0, "closed",
+                                                "crontrader", 0]])
+    assert [(r["ref"], r["mode"]) for r in market_db.journal("dry")] == [("r1", "dry")]
+
+
+def test_mariadb_candle_batches_are_traced_without_their_values(mariadb_url, caplog):
+    db = MarketDB(mariadb_url)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="includes.storage.sql"):
+            db.upsert_candles("kraken", "BTC/EUR", 1, [candle(i) for i in range(3)])
+        traced = [r.getMessage() for r in caplog.records if "INSERT INTO `candles`" in r.getMessage()]
+        assert len(traced) == 1 and "(3 rows)" in traced[0] and "BTC/EUR" not in traced[0]
+        assert db.candles("kraken", "BTC/EUR", 1) == [candle(i) for i in range(3)]
+    finally:
+        db.close()

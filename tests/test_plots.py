@@ -41,7 +41,7 @@ def csv_candles(path: Path, end: int) -> list[Candle]:
 def trade(db: MarketDB, ref: str, ns: str, market: str, side: str, thread: int, at: int) -> D:
     price = db.close_at("kraken", market, 1, at)
     volume = (D(5) / price).quantize(D("0.00000001"))
-    db.journal_intent(ref, namespace=ns, exchange="kraken", market=market, side=side, thread=thread, at=at)
+    db.journal_intent(ref, mode=ns, exchange="kraken", market=market, side=side, thread=thread, at=at)
     db.journal_result(ref, "closed", order_id="O" + ref, filled=volume, price=price, cost=volume * price,
                       fee=(volume * price * D("0.0026")).quantize(D("0.00000001")), at=at + 1)
     return price
@@ -207,7 +207,7 @@ def test_hostile_market_names_get_no_data_charts_inside_img(tmp_path, sqlite_url
 
 def order(ref: str, side: str, thread: int, at: int, filled: str, price: str, cost: str, fee: str,
           market: str = "BTC/EUR") -> dict:
-    return {"ref": ref, "namespace": "dry", "market": market, "side": side, "thread": thread, "status": "closed",
+    return {"ref": ref, "mode": "dry", "market": market, "side": side, "thread": thread, "status": "closed",
             "intent_at": at - 1, "result_at": at, "filled": D(filled), "price": D(price), "cost": D(cost),
             "fee": D(fee)}
 
@@ -345,7 +345,7 @@ def test_a_sale_and_the_rebuy_of_the_same_minute_both_show(tmp_path):
 
     candles = [Candle(1_700_000_000 + 60 * i, D(100), D(101), D(99), D(100 + i % 7), D(1)) for i in range(300)]
     at, price = candles[150].ts, candles[150].close
-    orders = [{"side": side, "namespace": "live", "price": price, "result_at": at, "intent_at": at}
+    orders = [{"side": side, "mode": "live", "price": price, "result_at": at, "intent_at": at}
               for side in ("sell", "buy")]
     draw_market(tmp_path / "m.png", "BTC/EUR", candles, {}, orders, 5)
     with Image.open(tmp_path / "m.png") as picture:

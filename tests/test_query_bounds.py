@@ -32,7 +32,7 @@ def fill(db: MarketDB, rng: random.Random) -> None:
         ref = f"r{i}"
         roll = rng.random()
         side = "buy" if roll < 0.8 or i % 7 else "sell"
-        db.journal_intent(ref, namespace="live", exchange="kraken", market=MARKETS[n], side=side, thread=n,
+        db.journal_intent(ref, mode="live", exchange="kraken", market=MARKETS[n], side=side, thread=n,
                           amount_quote=D(5), at=at)
         if roll < 0.7:
             db.journal_result(ref, "failed", error="EOrder:Insufficient funds", at=at + 1)
@@ -133,7 +133,7 @@ def test_every_hot_query_reads_candles_and_orders_through_an_index(db_url, monke
         db.fill_totals("live", before=T0 + 86400 * 3 - 48 * 3600)
         db.latest_fills("live")
         db.first_intent("live")
-        db.journal_intent("new", namespace="live", exchange="kraken", market=MARKETS[1], side="buy", thread=1)
+        db.journal_intent("new", mode="live", exchange="kraken", market=MARKETS[1], side="buy", thread=1)
         db.journal_result("new", "failed", error="EOrder:Insufficient funds")
         db.journal_looked_up("new")
         for table in ("candles", "tickers"):                                    # the backup's dry run

@@ -16,8 +16,9 @@ import pytest
 import redis
 
 from includes.errors import StorageError
-from includes.storage.state import (ACTIVE, BUYING, DISABLED, SELLING, WAITING, LockHeld,
-                                    RedisStateStore, SQLiteStateStore, Thread, open_state_store)
+from includes.storage.state import ACTIVE, BUYING, DISABLED, SELLING, WAITING, LockHeld, Thread, open_state_store
+from includes.storage.state_redis import RedisStateStore
+from includes.storage.state_sqlite import SQLiteStateStore
 from tests.conftest import REDIS_URL
 
 VALUE, VOLUME, BUY, SELL = Decimal("5.00"), Decimal("0.00012345"), Decimal("40501.3"), Decimal("41999.95")
@@ -398,10 +399,10 @@ def test_sqlite_store_uses_wal_and_one_table(tmp_path):
 @pytest.mark.services   # the shared Redis, by URL: no fixture tells tests/conftest.py
 def test_open_state_store_picks_the_backend_by_scheme(tmp_path):
     store = open_state_store(f"sqlite:///{tmp_path / 's.db'}", "crontrader", "dry")
-    assert isinstance(store, SQLiteStateStore) and store.namespace == "crontrader:dry:"
+    assert isinstance(store, SQLiteStateStore) and store.key_prefix == "crontrader:dry:"
     store.close()
     store = open_state_store(REDIS_URL)
-    assert isinstance(store, RedisStateStore) and store.namespace == "crontrader:live:"
+    assert isinstance(store, RedisStateStore) and store.key_prefix == "crontrader:live:"
     store.close()
     with pytest.raises(StorageError, match="not mysql://"):
         open_state_store("mysql://user:pw@host/db")
@@ -434,11 +435,11 @@ def test_a_lock_without_a_ttl_or_with_more_than_ours_is_bounded_reported_and_tak
     """Set by hand, by another program, by a host whose clock is far ahead: it gets our ttl,
     acquire() says so once, and a later run takes it after that ttl at most."""
     if isinstance(state_store, RedisStateStore):
-        key = state_store.namespace + "lock:agent"
+        key = state_store.key_prefix + "lock:agent"
         state_store.client.set(key, "otherhost:1:foreign")               # no ttl
         forever = lambda: state_store.client.set(key, "otherhost:1:foreign", px=10 ** 12)
     elif isinstance(state_store, SQLiteStateStore):
-        key = state_store.namespace + "lock:agent"
+        key = state_store.key_prefix + "lock:agent"
         with state_store._transaction():
             state_store._write(key, {"token": "otherhost:1:foreign"})    # no expires
         def forever():

@@ -124,9 +124,9 @@ def test_an_order_in_doubt_for_over_an_hour_needs_attention(tmp_path, job_config
     get_api_data(cfg)
     db = open_market_db(cfg)
     clock = kraken_venue.sim.clock
-    db.journal_intent("old", namespace="dry", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
+    db.journal_intent("old", mode="dry", exchange="kraken", market="BTC/EUR", side="sell", thread=1,
                       volume=D("0.0001"), at=clock - 7200)
-    db.journal_intent("young", namespace="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=2,
+    db.journal_intent("young", mode="dry", exchange="kraken", market="ETH/EUR", side="buy", thread=2,
                       amount_quote=D(5), at=clock - 1800)
     db.journal_result("young", "unknown", error="no reply within 2 s")
     db.close()

@@ -288,7 +288,7 @@ def test_every_promql_query_of_the_second_dashboard_finds_what_it_charts(victori
 def journal_fill(db, ref: str, side: str, thread: int, at: float, filled: str, price: str, *,
                  status: str = "closed", settled_at: float | None = None) -> None:
     """An order of the dry journal, from intent to its result `settled_at` (by default 2 s after)."""
-    db.journal_intent(ref, namespace="dry", exchange="kraken", market="BTC/EUR", side=side, thread=thread,
+    db.journal_intent(ref, mode="dry", exchange="kraken", market="BTC/EUR", side=side, thread=thread,
                       amount_quote=Decimal(10), at=at, agent="fills")
     if status != "intent":
         cost = Decimal(filled) * Decimal(price)

@@ -20,11 +20,12 @@ from includes.backtest.gate import Gate, unmodelled
 from includes.backtest.report import iso
 from includes.backtest.sources import InputError, kraken_rules, rules_for
 from includes.config import TradingConfig
+from includes.model import FINAL
 from includes.money import ZERO
 from includes.platforms.paper import PaperPlatform
 from includes.platforms.replay import ReplayPlatform, Series
 from includes.runtime import progress
-from includes.storage.memory import FINAL, MemoryMarketDB, MemoryStateStore
+from includes.storage.memory import MemoryMarketDB, MemoryStateStore
 from includes.storage.state import Thread
 from includes.trends import trends as compute_trends
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from includes.model import FINAL
+from includes.model import DEFAULT_AGENT, FINAL, MODES, OPEN, SIDES
+
+if TYPE_CHECKING:
+    from includes.model import Order
 
 INTENT_STEP = 0.001  # seconds between two intents of one agent, at least: their order is the journal's
 
@@ -138,3 +141,51 @@ def totals(rows: Iterable[Mapping[str, Any]]) -> FillTotals:
     held, sales = fold(fills())
     realised = sum((sale.pnl for sale in sales), realised)
     return FillTotals(bought, sold, fees, count, held, realised)
+
+
+# --- the journal's interface and row checks ----------------------------------------------------
+
+@runtime_checkable
+class Journal(Protocol):
+    """The order journal as the agent uses it: MarketDB (the `orders` table) and the backtest's
+    MemoryMarketDB both are one, so a replay runs the agent's own recovery and bookkeeping.
+    Rows are dicts of the `orders` columns; `mode` is live or dry, `agent` the storage.namespace.
+    journal_intent and journal_result raise ValueError for a mode, side or status not known
+    (check_intent, check_result) and StorageError for a ref journaled twice or not at all."""
+
+    def journal_intent(self, ref: str, *, mode: str, exchange: str, market: str, side: str,
+                       thread: int | None = None, amount_quote: Decimal | None = None,
+                       volume: Decimal | None = None, at: float | None = None,
+                       agent: str = DEFAULT_AGENT) -> None: ...
+
+    def journal_result(self, ref: str, status: str, *, order_id: str | None = None,
+                       filled: Decimal | None = None, price: Decimal | None = None, cost: Decimal | None = None,
+                       fee: Decimal | None = None, error: str | None = None, at: float | None = None) -> None: ...
+
+    def journal_looked_up(self, ref: str) -> int: ...
+
+    def journal_order(self, order: Order, status: str | None = None) -> None: ...
+
+    def journal_row(self, ref: str) -> dict[str, Any] | None: ...
+
+    def journal(self, mode: str, since: int | None = None, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]: ...
+
+    def open_intents(self, mode: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]: ...
+
+    def open_positions(self, mode: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]: ...
+
+
+def check_intent(mode: str, side: str) -> None:
+    """An intent's mode and side, before anything is written.  Raises ValueError."""
+    _check(mode, MODES, "mode")
+    _check(side, SIDES, "side")
+
+
+def check_result(status: str) -> None:
+    """A result's status, before anything is written.  Raises ValueError."""
+    _check(status, OPEN + FINAL, "order status")
+
+
+def _check(value: str, allowed: Iterable[str], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")

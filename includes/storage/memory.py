@@ -17,8 +17,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from includes.errors import StorageError
-from includes.model import DEFAULT_AGENT, FINAL, MODES, OPEN, SIDES
-from includes.storage.journal import INTENT_STEP, Position, is_fill, positions
+from includes.model import DEFAULT_AGENT, OPEN
+from includes.storage.journal import INTENT_STEP, Journal, Position, check_intent, check_result, is_fill, positions
 from includes.storage.state import MISSING, StateStore, Thread, Value, _now_ms, _text
 from includes.trends import price_at
 
@@ -64,7 +64,7 @@ class MemoryStateStore(StateStore):
         return self._thread(key, n, fields) if fields else None
 
     def threads(self) -> list[Thread]:
-        prefix = self.namespace + "thread:"
+        prefix = self.key_prefix + "thread:"
         found = sorted((int(key[len(prefix):]), key, fields) for key, fields in list(self.data.items())
                        if key.startswith(prefix))
         return [self._thread(key, n, fields) for n, key, fields in found]
@@ -82,18 +82,18 @@ class MemoryStateStore(StateStore):
             self.data[key] = self.data.get(key, {}) | thread.fields()
 
     def set_many(self, values: Mapping[str, Value]) -> None:
-        texts = {self.namespace + k: _text(v) for k, v in values.items()}   # all or nothing
+        texts = {self.key_prefix + k: _text(v) for k, v in values.items()}   # all or nothing
         with self._lock:
             for key, text in texts.items():
                 self.data[key] = {"": text}
 
     def get_value(self, key: str) -> str | None:
-        return self.data.get(self.namespace + key, {}).get("")
+        return self.data.get(self.key_prefix + key, {}).get("")
 
     def keys(self, pattern: str = "*") -> list[str]:
-        start = len(self.namespace)
+        start = len(self.key_prefix)
         return sorted(key[start:] for key in list(self.data)
-                      if key.startswith(self.namespace) and fnmatch.fnmatchcase(key[start:], pattern))
+                      if key.startswith(self.key_prefix) and fnmatch.fnmatchcase(key[start:], pattern))
 
     def close(self) -> None:
         """Nothing to close: the data lives as long as the dict."""
@@ -124,7 +124,7 @@ class MemoryStateStore(StateStore):
             return True
 
 
-class MemoryMarketDB:
+class MemoryMarketDB(Journal):
     """The candles of a replay and an order journal, behind the MarketDB methods the agent calls.
 
     Candles come from `series` ((exchange, market, interval) -> Series) and only
@@ -186,17 +186,16 @@ class MemoryMarketDB:
     # Rows live in `_rows` in the order they were written.  A replay asks for the open
     # intents and positions at every run, so both are kept up to date as rows change
     # rather than found by scanning thousands of rows.
-    def journal_intent(self, ref: str, *, namespace: str, exchange: str, market: str, side: str,
+    def journal_intent(self, ref: str, *, mode: str, exchange: str, market: str, side: str,
                        thread: int | None = None, amount_quote: Decimal | None = None,
                        volume: Decimal | None = None, at: float | None = None, agent: str = DEFAULT_AGENT) -> None:
-        _check(namespace, MODES, "namespace")
-        _check(side, SIDES, "side")
+        check_intent(mode, side)
         if ref in self._rows:
             raise StorageError(f"{self.where}: order {ref!r} is already journaled")
-        at = max(float(self.clock() if at is None else at), self._last_intent.get((agent, namespace), 0.0) + INTENT_STEP)
-        self._last_intent[(agent, namespace)] = at
+        at = max(float(self.clock() if at is None else at), self._last_intent.get((agent, mode), 0.0) + INTENT_STEP)
+        self._last_intent[(agent, mode)] = at
         row = self._rows[ref] = {
-            "ref": ref, "agent": agent, "namespace": namespace, "exchange": exchange, "market": market, "side": side,
+            "ref": ref, "agent": agent, "mode": mode, "exchange": exchange, "market": market, "side": side,
             "thread": thread, "intent_at": at,
             "amount_quote": amount_quote, "volume": volume, "status": "intent", "order_id": None,
             "filled": None, "price": None, "cost": None, "fee": None, "result_at": None, "error": None,
@@ -207,7 +206,7 @@ class MemoryMarketDB:
     def journal_result(self, ref: str, status: str, *, order_id: str | None = None,
                        filled: Decimal | None = None, price: Decimal | None = None, cost: Decimal | None = None,
                        fee: Decimal | None = None, error: str | None = None, at: float | None = None) -> None:
-        _check(status, OPEN + FINAL, "order status")
+        check_result(status)
         row = self._rows.get(ref)
         if row is None:
             raise StorageError(f"{self.where}: no journaled order {ref!r}")
@@ -234,28 +233,28 @@ class MemoryMarketDB:
         row = self._rows.get(ref)
         return dict(row) if row is not None else None
 
-    def journal(self, namespace: str, since: int | None = None, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
-        """The agent's orders in the namespace, oldest intent first."""
+    def journal(self, mode: str, since: int | None = None, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+        """The agent's orders in the mode, oldest intent first."""
         return [dict(r) for r in self._ordered(self._rows.values())
-                if (r["agent"], r["namespace"]) == (agent, namespace) and (since is None or r["intent_at"] >= since)]
+                if (r["agent"], r["mode"]) == (agent, mode) and (since is None or r["intent_at"] >= since)]
 
-    def open_intents(self, namespace: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
+    def open_intents(self, mode: str, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
         """Orders whose fate must be asked of the exchange before anything else."""
-        return [dict(r) for r in self._ordered(self._open.values()) if (r["agent"], r["namespace"]) == (agent, namespace)]
+        return [dict(r) for r in self._ordered(self._open.values()) if (r["agent"], r["mode"]) == (agent, mode)]
 
-    def open_positions(self, namespace: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
+    def open_positions(self, mode: str, agent: str = DEFAULT_AGENT) -> dict[int, Position]:
         """Per thread, what its settled fills leave it holding (journal.positions)."""
-        return positions(row for (a, ns, _), rows in self._fills.items() if (a, ns) == (agent, namespace)
+        return positions(row for (a, ns, _), rows in self._fills.items() if (a, ns) == (agent, mode)
                          for row in self._ordered(rows))
 
     def _place(self, row: dict[str, Any]) -> None:
         """Keep, per thread, its fills from its latest filled buy on: all a position needs."""
-        key = (row["agent"], row["namespace"], row["thread"])
+        key = (row["agent"], row["mode"], row["thread"])
         fills = self._fills.setdefault(key, [])
         known = any(r is row for r in fills)
         if known and not is_fill(row):      # no longer a fill (rare): look at the thread's rows again
             rows = self._ordered(r for r in self._rows.values()
-                                 if (r["agent"], r["namespace"], r["thread"]) == key and is_fill(r))
+                                 if (r["agent"], r["mode"], r["thread"]) == key and is_fill(r))
             buys = [i for i, r in enumerate(rows) if r["side"] == "buy"]
             self._fills[key] = rows[buys[-1]:] if buys else []
         elif is_fill(row) and not known:
@@ -268,7 +267,3 @@ class MemoryMarketDB:
         """By intent time, then in the order written (MarketDB's fractional stamps keep that order)."""
         return sorted(rows, key=self._key)
 
-
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")

@@ -1,6 +1,7 @@
 """The agent's state store: threads, plain values and run locks.
 
-Redis in production, SQLite as the embedded default, behind one interface.
+Redis in production (state_redis.py), SQLite as the embedded default (state_sqlite.py),
+behind one interface: StateStore, here, with the thread moves written once.
 Keys keep the seed's names under `<prefix>:<live|dry>:` (`invest:total`,
 `thread:<n>`, `platform:<CUR>:value`, ...) so a user can read them with
 redis-cli, and live and dry-run state never mix.
@@ -17,11 +18,9 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
@@ -111,7 +110,7 @@ class Lock:
         if ttl_seconds <= 0:
             raise ValueError(f"lock {name}: ttl must be positive, not {ttl_seconds}")
         self.store, self.ttl_ms = store, int(ttl_seconds * 1000)
-        self.key = store.namespace + f"lock:{name}"
+        self.key = store.key_prefix + f"lock:{name}"
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         self.problem: str | None = None   # set by acquire() when the holder's lock had no bound
 
@@ -177,11 +176,13 @@ class StateStore(ABC):
     where: str
 
     def __init__(self, prefix: str, mode: str) -> None:
+        """prefix: the agent's storage.namespace; every key starts with key_prefix, <prefix>:<mode>:
+        (the one place the name is still 'namespace' is the config key, which users write)."""
         if mode not in MODES:
             raise ValueError(f"state store mode must be one of {MODES}, not {mode!r}")
         if not PREFIX_RE.match(prefix):
             raise ValueError(f"state store prefix {prefix!r} may hold only letters, digits, _ . -")
-        self.namespace = f"{prefix}:{mode}:"
+        self.key_prefix = f"{prefix}:{mode}:"
 
     # -- what each backend provides -------------------------------------------------
     @abstractmethod
@@ -208,7 +209,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def keys(self, pattern: str = "*") -> list[str]:
-        """Names (without the namespace) matching a glob pattern, for debugging."""
+        """Names (without the key prefix) matching a glob pattern, for debugging."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -294,7 +295,7 @@ class StateStore(ABC):
         return self._move(n, expected, expected_ref, {k: _text(v) for k, v in fields.items()})
 
     def _thread_key(self, n: int) -> str:
-        return self.namespace + f"thread:{n}"
+        return self.key_prefix + f"thread:{n}"
 
 
 def _ref(order_ref: str) -> str:
@@ -304,289 +305,16 @@ def _ref(order_ref: str) -> str:
     return order_ref
 
 
-class RedisStateStore(StateStore):
-
-    # KEYS[1] thread, KEYS[2] the set of thread numbers; ARGV: expected state ('' = missing),
-    # expected ref ('' = any), thread number, field, value...
-    MOVE = """
-        if (redis.call('HGET', KEYS[1], 'state') or '') ~= ARGV[1] then return 0 end
-        if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'order_ref') ~= ARGV[2] then return 0 end
-        redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-        redis.call('SADD', KEYS[2], ARGV[3])
-        return 1"""
-    UNLOCK = """
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        return redis.call('DEL', KEYS[1])"""
-    EXTEND = """
-        if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-        return redis.call('PEXPIRE', KEYS[1], ARGV[2])"""
-    BOUND = """
-        local left = redis.call('PTTL', KEYS[1])
-        if left == -1 or left > tonumber(ARGV[1]) then
-            redis.call('PEXPIRE', KEYS[1], ARGV[1])
-            return left
-        end
-        return false"""
-
-    def __init__(self, url: str, prefix: str = "crontrader", mode: str = "live", timeout: float = 20.0) -> None:
-        import redis  # here, not at the top: the SQLite store must not pay for it
-
-        super().__init__(prefix, mode)
-        self.backend_errors = redis.RedisError
-        self.refused_errors = redis.AuthenticationError
-        # Timeouts (storage.timeout): a cron run must fail, not hang, when the server is gone or hung.
-        self.client = redis.Redis.from_url(url, decode_responses=True,
-                                           socket_connect_timeout=timeout, socket_timeout=timeout)
-        kw = self.client.connection_pool.connection_kwargs
-        server = kw.get("path") or f"{kw.get('host')}:{kw.get('port')}"
-        self.where = f"Redis at {server}/{kw.get('db', 0)}"
-        self._scripts = {name: self.client.register_script(getattr(self, name))
-                         for name in ("MOVE", "UNLOCK", "EXTEND", "BOUND")}
-        self._registered = False   # _register_old_threads has run
-
-    @_translated
-    def _move(self, n: int, expected: str, expected_ref: str | None, fields: dict[str, str]) -> bool:
-        args = [expected, expected_ref or "", n, *(x for item in fields.items() for x in item)]
-        return bool(self._scripts["MOVE"](keys=[self._thread_key(n), self._numbers], args=args))
-
-    @property
-    def _numbers(self) -> str:
-        """The set of the namespace's thread numbers: the agent finds its threads by their own
-        keys, never by scanning a Redis database that may hold a million keys of others."""
-        return self.namespace + "threads"
-
-    def _register_old_threads(self) -> None:
-        """Threads written before the set existed are found by a scan, once, and registered."""
-        if self._registered:
-            return
-        if not self.client.exists(self._numbers):
-            numbers = [key.rsplit(":", 1)[1] for key in
-                       self.client.scan_iter(match=self.namespace + "thread:*", count=1000)]
-            if numbers:
-                self.client.sadd(self._numbers, *numbers)
-        self._registered = True
-
-    @_translated
-    def ensure_threads(self, total: int) -> int:
-        self._register_old_threads()
-        return super().ensure_threads(total)
-
-    @_translated
-    def get_thread(self, n: int) -> Thread | None:
-        fields = self.client.hgetall(self._thread_key(n))
-        return Thread.from_fields(n, fields) if fields else None
-
-    @_translated
-    def threads(self) -> list[Thread]:
-        self._register_old_threads()
-        keys = [self._thread_key(int(n)) for n in self.client.smembers(self._numbers)]
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        found = [Thread.from_fields(int(key.rsplit(":", 1)[1]), fields)
-                 for key, fields in zip(keys, pipe.execute()) if fields]
-        return sorted(found, key=lambda t: t.n)
-
-    @_translated
-    def put_thread(self, thread: Thread) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._thread_key(thread.n), mapping=thread.fields())
-        pipe.sadd(self._numbers, thread.n)
-        pipe.execute()
-
-    @_translated
-    def set_many(self, values: Mapping[str, Value]) -> None:
-        if values:
-            self.client.mset({self.namespace + k: _text(v) for k, v in values.items()})
-
-    @_translated
-    def get_value(self, key: str) -> str | None:
-        return self.client.get(self.namespace + key)
-
-    @_translated
-    def keys(self, pattern: str = "*") -> list[str]:
-        """As the interface says; the set of thread numbers is the store's own index, not a value."""
-        start = len(self.namespace)
-        return sorted(k[start:] for k in self.client.scan_iter(match=self.namespace + pattern, count=1000)
-                      if k != self._numbers)
-
-    def close(self) -> None:
-        self.client.close()
-
-    @_translated
-    def _lock_acquire(self, key: str, token: str, ttl_ms: int) -> bool:
-        return bool(self.client.set(key, token, nx=True, px=ttl_ms))
-
-    @_translated
-    def _lock_holder(self, key: str) -> str | None:
-        return self.client.get(key)
-
-    @_translated
-    def _lock_release(self, key: str, token: str) -> bool:
-        return bool(self._scripts["UNLOCK"](keys=[key], args=[token]))
-
-    @_translated
-    def _lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        return bool(self._scripts["EXTEND"](keys=[key], args=[token, ttl_ms]))
-
-    @_translated
-    def _lock_bound(self, key: str, ttl_ms: int) -> int | None:
-        left = self._scripts["BOUND"](keys=[key], args=[ttl_ms])
-        return None if left is None else int(left)
-
-
-class SQLiteStateStore(StateStore):
-    """One (key, field, value) table; plain values have the field ''.
-
-    WAL lets readers run beside the writer; every write is BEGIN IMMEDIATE, so
-    a move's read and write are one step even across processes.
-    """
-    backend_errors = sqlite3.Error
-
-    def __init__(self, path: str, prefix: str = "crontrader", mode: str = "live") -> None:
-        super().__init__(prefix, mode)
-        self.path = path
-        self.where = f"SQLite state store {path}"
-        self._open()
-
-    @_translated
-    def _open(self) -> None:
-        """Retried a little: while the last connection of another process closes, SQLite
-        checkpoints and drops the WAL, and an opener can then be told "locked" at once,
-        without its busy timeout."""
-        for attempt in range(50):
-            try:
-                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    # Persistent in the file; switching needs the database to itself.
-                    self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT NOT NULL, field TEXT NOT NULL,"
-                                " value TEXT NOT NULL, PRIMARY KEY (key, field)) WITHOUT ROWID")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                self.db.close()
-                time.sleep(0.1)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.db:                                   # commits, or rolls back on error
-            self.db.execute("BEGIN IMMEDIATE")
-            yield self.db
-
-    def _hash(self, key: str) -> dict[str, str]:
-        return dict(self.db.execute("SELECT field, value FROM state WHERE key = ?", (key,)))
-
-    def _write(self, key: str, fields: Mapping[str, str]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?)",
-                            [(key, f, v) for f, v in fields.items()])
-
-    @_translated
-    def _move(self, n: int, expected: str, expected_ref: str | None, fields: dict[str, str]) -> bool:
-        key = self._thread_key(n)
-        with self._transaction():
-            current = self._hash(key)
-            if current.get("state", MISSING) != expected:
-                return False
-            if expected_ref is not None and current.get("order_ref") != expected_ref:
-                return False
-            self._write(key, fields)
-            return True
-
-    @_translated
-    def get_thread(self, n: int) -> Thread | None:
-        fields = self._hash(self._thread_key(n))
-        return Thread.from_fields(n, fields) if fields else None
-
-    @_translated
-    def threads(self) -> list[Thread]:
-        rows = self.db.execute("SELECT key, field, value FROM state WHERE key GLOB ?",
-                               (self.namespace + "thread:*",))
-        found: dict[int, dict[str, str]] = {}
-        for key, field, value in rows:
-            found.setdefault(int(key.rsplit(":", 1)[1]), {})[field] = value
-        return [Thread.from_fields(n, found[n]) for n in sorted(found)]
-
-    @_translated
-    def put_thread(self, thread: Thread) -> None:
-        with self._transaction():
-            self._write(self._thread_key(thread.n), thread.fields())
-
-    @_translated
-    def set_many(self, values: Mapping[str, Value]) -> None:
-        with self._transaction():
-            self.db.executemany("INSERT OR REPLACE INTO state VALUES (?, '', ?)",
-                                [(self.namespace + k, _text(v)) for k, v in values.items()])
-
-    @_translated
-    def get_value(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM state WHERE key = ? AND field = ''",
-                              (self.namespace + key,)).fetchone()
-        return row[0] if row else None
-
-    @_translated
-    def keys(self, pattern: str = "*") -> list[str]:
-        rows = self.db.execute("SELECT DISTINCT key FROM state WHERE key GLOB ? ORDER BY key",
-                               (self.namespace + pattern,))
-        return [key[len(self.namespace):] for (key,) in rows]
-
-    def close(self) -> None:
-        self.db.close()
-
-    def _lock_holder(self, key: str) -> str | None:
-        """The token of the unexpired lock `key`, if any (one without an end is unexpired)."""
-        lock = self._hash(key)
-        return lock.get("token", "?") if lock and _expires(lock) > _now_ms() else None
-
-    @_translated
-    def _lock_bound(self, key: str, ttl_ms: int) -> int | None:
-        with self._transaction():
-            lock = self._hash(key)
-            if not lock or _expires(lock) <= _now_ms() + ttl_ms:
-                return None
-            self._write(key, {"token": lock.get("token", "?"), "expires": str(_now_ms() + ttl_ms)})
-            return -1 if _expires(lock) == _NO_END else _expires(lock) - _now_ms()
-
-    @_translated
-    def _lock_acquire(self, key: str, token: str, ttl_ms: int) -> bool:
-        with self._transaction():
-            if self._lock_holder(key):
-                return False
-            self._write(key, {"token": token, "expires": str(_now_ms() + ttl_ms)})
-            return True
-
-    @_translated
-    def _lock_release(self, key: str, token: str) -> bool:
-        with self._transaction() as db:
-            if self._lock_holder(key) != token:
-                return False
-            db.execute("DELETE FROM state WHERE key = ?", (key,))
-            return True
-
-    @_translated
-    def _lock_extend(self, key: str, token: str, ttl_ms: int) -> bool:
-        with self._transaction():
-            if self._lock_holder(key) != token:
-                return False
-            self._write(key, {"expires": str(_now_ms() + ttl_ms)})
-            return True
-
-
-_NO_END = 2 ** 62
-
-
-def _expires(lock: Mapping[str, str]) -> int:
-    """A lock row's end in ms; a missing or malformed one never ends (until bounded)."""
-    value = lock.get("expires", "")
-    return int(value) if value.isdigit() else _NO_END
-
-
 def open_state_store(url: str, prefix: str = "crontrader", mode: str = "live", timeout: float = 20.0) -> StateStore:
-    """redis://host:port/db (or rediss://) for Redis, sqlite:///path for the embedded store."""
+    """redis://host:port/db (or rediss://) for Redis, sqlite:///path for the embedded store.
+    Raises StorageError for another scheme, ValueError for a bad prefix or mode."""
     if url.startswith(("redis://", "rediss://")):
+        from includes.storage.state_redis import RedisStateStore
+
         return RedisStateStore(url, prefix, mode, timeout)
     if url.startswith("sqlite:///"):
+        from includes.storage.state_sqlite import SQLiteStateStore
+
         return SQLiteStateStore(url[len("sqlite:///"):], prefix, mode)
     scheme = url.split("://", 1)[0] + "://" if "://" in url else "no scheme"
     raise StorageError(f"state store URL must start with redis:// or sqlite:///, not {scheme}")
