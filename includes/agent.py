@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from includes.model import Market, Order, Ticker
     from includes.platforms.base import Platform
     from includes.storage.marketdb import MarketDB
+    from includes.storage.memory import MemoryMarketDB
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class RunSummary:
 class Agent(Settlement):
     """The decisions of one run; the order sequence and crash recovery are Settlement's."""
 
-    def __init__(self, trading: TradingConfig, platform: Platform, store: StateStore, db: MarketDB, *,
+    def __init__(self, trading: TradingConfig, platform: Platform, store: StateStore, db: MarketDB | MemoryMarketDB, *,
                  mode: str, exchange: str, candle_interval: int, name: str = DEFAULT_AGENT,
                  stop_requested: Callable[[], bool] = lambda: False,
                  request_stop: Callable[[str], None] = lambda why: None,

@@ -40,7 +40,7 @@ def gain(thread: Thread, price: Decimal, fee_percent: Decimal) -> Decimal | None
 
 def thread_row(t: Thread, price: Decimal | None, fee_percent: Decimal) -> dict[str, str]:
     held = t.state in (ACTIVE, SELLING) and price is not None
-    g = gain(t, price, fee_percent) if held else None
+    g = gain(t, price, fee_percent) if held and price is not None else None
     return {"thread": str(t.n), "state": t.state, "currency": t.currency or "",
             "invested": f"{t.value:f}" if t.value else "", "volume": f"{t.volume:f}" if t.volume else "",
             "buy price": f"{t.lastbuyvalue:f}" if t.lastbuyvalue is not None else "",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from includes.model import Order
     from includes.platforms.base import Platform
     from includes.storage.marketdb import MarketDB
+    from includes.storage.memory import MemoryMarketDB
     from includes.storage.state import StateStore
 
 log = logging.getLogger("includes.agent")   # the agent's log lines, wherever their code lives
@@ -39,7 +40,7 @@ class Settlement:
     name: str
     platform: Platform
     store: StateStore
-    db: MarketDB
+    db: MarketDB | MemoryMarketDB   # the backtest's journal is in memory
     mode: str
     exchange: str
     summary: RunSummary

@@ -274,7 +274,7 @@ def write_timeseries(cfg: Config, mode: str) -> None:
             s = gather(cfg, db, store, mode)
             figures = {"equity": s.equity, "free": s.free, "realised": s.realised_total, "change": s.change,
                        "unrealised": s.change - s.realised_total, "fees": s.fees, "in_doubt": len(s.in_doubt)}
-            positions: dict[str, dict[str, object]] = {}
+            positions: dict[str, dict[str, Decimal]] = {}
             for h in s.holdings:
                 p = positions.setdefault(h.currency, {"volume": ZERO, "value": ZERO, "market_value": ZERO})
                 p["volume"] += h.volume

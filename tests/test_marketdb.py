@@ -290,7 +290,8 @@ def test_candles_are_upserted_idempotently_and_read_back(market_db):
     assert market_db.candles("kraken", "BTC/EUR", 60) == btc[:1]
     assert market_db.last_candle_ts("kraken", "BTC/EUR", 1) == btc[-1].ts
     assert market_db.last_candle_ts("kraken", "DOGE/EUR", 1) is None
-    assert market_db.last_candle_ts_by_market("kraken", 1, ["BTC/EUR", "DOGE/EUR", "ETH/EUR"]) == {"BTC/EUR": btc[-1].ts, "ETH/EUR": btc[3].ts}
+    assert market_db.last_candle_ts_by_market("kraken", 1, ["BTC/EUR", "DOGE/EUR", "ETH/EUR"]) == {
+        "BTC/EUR": btc[-1].ts, "ETH/EUR": btc[3].ts}
     assert market_db.last_candle_ts_by_market("kraken", 5, ["BTC/EUR"]) == {}
 
 

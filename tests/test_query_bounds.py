@@ -8,8 +8,6 @@ import re
 from decimal import Decimal as D
 from typing import Any
 
-import pytest
-
 from includes.model import FINAL, Candle
 from includes.storage.journal import fold, is_fill, positions
 from includes.storage.marketdb import Cursor, MarketDB
@@ -87,7 +85,7 @@ def plans(db: MarketDB, statements: list[tuple[str, Any]]) -> list[str]:
                 c.cursor.execute("EXPLAIN " + sql, params)
                 names = [d[0] for d in c.cursor.description]
                 for row in c.cursor.fetchall():
-                    r = dict(zip(names, row))
+                    r = dict(zip(names, row, strict=True))
                     if r["table"] in ("candles", "orders") and r["type"] in ("ALL", "index"):
                         scans.append(f"{r['table']}: {r['type']} {r['Extra']} in {sql}")
             else:

@@ -33,7 +33,7 @@ def everything(cfg) -> dict:
     db.close()
     for mode in MODES:
         store = open_state(cfg, mode)
-        found[mode] = (store.threads(), {k: store.get_value(k) for k in store.keys() if not k.startswith(
+        found[mode] = (store.threads(), {k: store.get_value(k) for k in store.keys() if not k.startswith(  # noqa: SIM118 -- StateStore.keys()
             ("thread:", "lock:"))})
         store.close()
     ledger = cfg.path(cfg.paths.tmp) / f"paper-{cfg.storage.namespace}.json"

@@ -7,7 +7,6 @@ from decimal import Decimal as D
 
 import pytest
 
-from includes.errors import StorageError
 from includes.model import Candle, GlobalMetrics, Market, Ticker
 from includes.storage.marketdb import DatabaseUnreachable, MarketDB
 from includes.storage.spool import Spool

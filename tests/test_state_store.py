@@ -1,9 +1,8 @@
 """The state store contract, on SQLite and on Redis, plus what only Redis shows."""
 from __future__ import annotations
 
-import os
-
 import multiprocessing
+import os
 import queue
 import random
 import socket
@@ -203,10 +202,9 @@ def test_lock_is_exclusive_until_released(state_store, open_store):
 
 
 def test_lock_as_context_manager(state_store):
-    with state_store.lock("agent", 60):
-        with pytest.raises(LockHeld, match="held by another run"):
-            with state_store.lock("agent", 60):
-                pass
+    with (state_store.lock("agent", 60), pytest.raises(LockHeld, match="held by another run"),
+          state_store.lock("agent", 60)):
+        pass
     with state_store.lock("agent", 60):        # released on the way out
         pass
 

@@ -149,7 +149,9 @@ class ReplayAgent(Agent):
 
     def trends_from_db(self, symbol: str, now: int, since: int, current: Decimal) -> dict[int, Decimal]:
         windows = self.cfg.trend_windows
-        candles = self.db.last_closed(self.exchange, symbol, self.interval,
+        db = self.db
+        assert isinstance(db, MemoryMarketDB), "a replay's journal is in memory"
+        candles = db.last_closed(self.exchange, symbol, self.interval,
                                       [now - hours * 3600 for hours in windows], since)
         return compute_trends(candles, now, windows, self.interval, current=current)
 

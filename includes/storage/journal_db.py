@@ -102,7 +102,8 @@ class JournalTable(Journal):
 
     def journal(self, mode: str, since: int | None = None, agent: str = DEFAULT_AGENT) -> list[dict[str, Any]]:
         """The agent's orders in the mode, oldest intent first."""
-        sql, params = f"{select('orders')} WHERE `agent` = %s AND `mode` = %s", [agent, mode]
+        sql = f"{select('orders')} WHERE `agent` = %s AND `mode` = %s"
+        params: list[object] = [agent, mode]
         if since is not None:
             sql += " AND `intent_at` >= %s"
             params.append(since)

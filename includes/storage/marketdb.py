@@ -131,7 +131,7 @@ class MarketDB(Database, JournalTable):
                 rows.append({"exchange": exchange, "market": m.symbol, "base": m.base, "quote": m.quote,
                              "status": m.status, "available": m.available, "first_seen": seen_at,
                              "last_seen": seen_at,
-                             "status_changed": seen_at if changed else old["status_changed"],
+                             "status_changed": seen_at if changed or old is None else old["status_changed"],
                              "price_decimals": m.price_decimals, "volume_decimals": m.volume_decimals,
                              "cost_decimals": m.cost_decimals, "min_volume": m.min_volume,
                              "min_cost": m.min_cost})
@@ -272,7 +272,8 @@ class MarketDB(Database, JournalTable):
 
     def tickers(self, exchange: str, market: str, since: int | None = None) -> list[dict[str, Any]]:
         """The market's ticker snapshots, oldest first."""
-        sql, params = f"{select('tickers')} WHERE `exchange` = %s AND `market` = %s", [exchange, market]
+        sql = f"{select('tickers')} WHERE `exchange` = %s AND `market` = %s"
+        params: list[object] = [exchange, market]
         if since is not None:
             sql += " AND `ts` >= %s"
             params.append(since)

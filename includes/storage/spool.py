@@ -261,7 +261,7 @@ class Spool:
         except FileNotFoundError:
             return                          # another job moved it meanwhile
         log.error("%s; moved to %s", str(exc)[:300] if isinstance(exc, StorageError) else
-                  f"spool file {path} is unreadable ({exc.strerror or exc})", self.bad)
+                  f"spool file {path} is unreadable ({getattr(exc, 'strerror', None) or exc})", self.bad)
 
 
 def read(path: Path) -> tuple[str, dict[str, Any]]:

@@ -95,7 +95,8 @@ class RedisStateStore(StateStore):
     @_translated
     def put_thread(self, thread: Thread) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self._thread_key(thread.n), mapping=thread.fields())
+        fields: dict[str | bytes, bytes | float | int | str] = {k: v for k, v in thread.fields().items()}
+        pipe.hset(self._thread_key(thread.n), mapping=fields)
         pipe.sadd(self._numbers, thread.n)
         pipe.execute()
 

@@ -13,7 +13,8 @@ import, so only the scripts that build a writer pay for it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from includes.errors import StorageError, cause
@@ -69,7 +70,7 @@ class TimeSeriesWriter:
         self._write([self._point("bot", tags, figures, ts)]
                     + [self._point("position", {**tags, "currency": c}, f, ts) for c, f in positions.items()])
 
-    def write_fills(self, agent: str, mode: str, exchange: str, fills: list[Mapping[str, object]]) -> None:
+    def write_fills(self, agent: str, mode: str, exchange: str, fills: Sequence[Mapping[str, object]]) -> None:
         """Each fill (journal rows: market, side, thread, filled, price, cost, fee) as a point of
         measurement `fill` at its fill time: the same fill written again is the same point."""
         self._write([self._point("fill", {"agent": agent, "mode": mode, "exchange": exchange,
@@ -96,9 +97,9 @@ class TimeSeriesWriter:
         point = Point(measurement).time(ts, WritePrecision.S)
         for key, value in tags.items():
             point.tag(key, value)
-        for key, value in fields.items():
-            if value is not None:  # an absent value (a venue without vwap) is no field, not a zero
-                point.field(key, float(value))  # one type per field: InfluxDB refuses a change
+        for name, number in fields.items():
+            if number is not None:  # an absent value (a venue without vwap) is no field, not a zero
+                point.field(name, _number(number))  # one type per field: InfluxDB refuses a change
         return point
 
     def _write(self, points: list[Point]) -> None:
@@ -109,9 +110,17 @@ class TimeSeriesWriter:
         from urllib3.exceptions import HTTPError
 
         try:
-            self._write_api.write(self.bucket, record=points, write_precision=WritePrecision.S)
+            self._write_api.write(self.bucket, record=points,
+                                  write_precision=WritePrecision.S)  # type: ignore[arg-type]  # typed str there
         except ApiException as exc:  # the server answered 4xx/5xx; its body says why
             raise StorageError(f"time series write to {self.url} failed: HTTP {exc.status} "
                                f"{cause(exc.message or '')}") from exc
         except (HTTPError, OSError) as exc:  # refused, unresolvable, timed out
             raise StorageError(f"time series write to {self.url} failed: {cause(exc)}") from exc
+
+
+def _number(value: object) -> float:
+    """A field's value as the float a point holds: money and counts, never a string."""
+    if isinstance(value, (Decimal, int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"a time-series field must be a number, not {value!r}")
