@@ -19,6 +19,7 @@ import yaml
 
 from includes.errors import ConfigError
 from includes.files import shown
+from includes.model import CURRENCY_RE
 from includes.redaction import masked
 from includes.settings import InvalidConfig, Refused, Section, cut, example_yaml, one_line, read_yaml, scalar, setting
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "conf" / "config.yaml"
 EXAMPLE_CONFIG = ROOT / "conf" / "config.example.yaml"
 
-CURRENCY = r"^[A-Z0-9]{1,16}$"
+CURRENCY = CURRENCY_RE.pattern   # the one rule for a currency code (includes/model.py)
 MOST_SHOWN = 20   # problems listed of one file: past that, the owner fixes those and runs again
 
 EXAMPLE_HEADER = """\

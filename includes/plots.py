@@ -26,7 +26,7 @@ from includes.files import write_atomic
 from includes.model import MARKET_RE, MODES
 from includes.money import ZERO
 from includes.page import SIZE, Page, index_html, thread_row, utc
-from includes.storage.journal import FillTotals, fold
+from includes.storage.journal import FillTotals, fold, is_fill
 from includes.trends import trends as compute_trends
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 logging.getLogger("matplotlib").setLevel(logging.WARNING)   # its DEBUG font search would flood --verbose
 
-FILLED = ("closed", "canceled", "expired")           # final statuses that may carry a fill
 PLAIN_MARKET = re.compile(r"[A-Za-z0-9]{1,16}/[A-Za-z0-9]{1,16}")
 UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
@@ -69,7 +68,7 @@ def chart_path(img: Path, stem: str) -> Path:
 
 def filled_orders(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Journal rows that moved money, in the order they filled."""
-    done = [r for r in rows if r["status"] in FILLED and r["filled"] and r["price"]]
+    done = [r for r in rows if is_fill(r) and r["price"]]
     return sorted(done, key=order_time)
 
 
