@@ -5,8 +5,18 @@ redis is imported when a store is opened, never by the SQLite store's users.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from includes.storage.state import StateStore, Thread, Value, _text, _translated
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
+
+def _str(value: bytes | str) -> str:
+    """A reply's text: the client decodes replies (decode_responses=True), redis-py's types
+    cannot know it."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisStateStore(StateStore):
@@ -51,7 +61,7 @@ class RedisStateStore(StateStore):
 
     @_translated
     def _move(self, n: int, expected: str, expected_ref: str | None, fields: dict[str, str]) -> bool:
-        args = [expected, expected_ref or "", n, *(x for item in fields.items() for x in item)]
+        args: list[EncodableT] = [expected, expected_ref or "", n, *(x for item in fields.items() for x in item)]
         return bool(self._scripts["MOVE"](keys=[self._thread_key(n), self._numbers], args=args))
 
     @property
@@ -79,7 +89,7 @@ class RedisStateStore(StateStore):
     @_translated
     def get_thread(self, n: int) -> Thread | None:
         fields = self.client.hgetall(self._thread_key(n))
-        return Thread.from_fields(n, fields) if fields else None
+        return Thread.from_fields(n, {_str(k): _str(v) for k, v in fields.items()}) if fields else None
 
     @_translated
     def threads(self) -> list[Thread]:
@@ -95,7 +105,7 @@ class RedisStateStore(StateStore):
     @_translated
     def put_thread(self, thread: Thread) -> None:
         pipe = self.client.pipeline(transaction=True)
-        fields: dict[str | bytes, bytes | float | int | str] = {k: v for k, v in thread.fields().items()}
+        fields: dict[FieldT, EncodableT] = {k: v for k, v in thread.fields().items()}
         pipe.hset(self._thread_key(thread.n), mapping=fields)
         pipe.sadd(self._numbers, thread.n)
         pipe.execute()
@@ -107,7 +117,8 @@ class RedisStateStore(StateStore):
 
     @_translated
     def get_value(self, key: str) -> str | None:
-        return self.client.get(self.key_prefix + key)
+        value = self.client.get(self.key_prefix + key)
+        return None if value is None else _str(value)
 
     @_translated
     def keys(self, pattern: str = "*") -> list[str]:
@@ -125,7 +136,8 @@ class RedisStateStore(StateStore):
 
     @_translated
     def _lock_holder(self, key: str) -> str | None:
-        return self.client.get(key)
+        holder = self.client.get(key)
+        return None if holder is None else _str(holder)
 
     @_translated
     def _lock_release(self, key: str, token: str) -> bool:
