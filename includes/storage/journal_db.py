@@ -7,6 +7,7 @@ and the position fold are journal.py's, shared with the backtest's MemoryMarketD
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class JournalTable(Journal):
         def _begin(self, write: bool = False) -> AbstractContextManager[Cursor]: ...
         def _all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]: ...
         def _one(self, sql: str, params: Any = ()) -> Any: ...
+        def _streamed(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]: ...
 
     # --- the order journal -------------------------------------------------------------------
     def journal_intent(self, ref: str, *, mode: str, exchange: str, market: str, side: str,
@@ -173,9 +175,8 @@ class JournalTable(Journal):
         if before is not None:    # + 0: not by orders_time, which would read every failed attempt before it
             sql += " AND `intent_at` + 0 < %s"
             params.append(before)
-        with self._begin() as db:
-            rows = db.tuples(sql, params)
-        rows.sort(key=lambda r: (float(r[5]), r[0]))     # sorted here, as settled()
+        # + 0: sorted by the server after orders_status found the fills, not read down orders_time
+        rows = self._streamed(sql + " ORDER BY `intent_at` + 0, `ref`", params)
         return totals(dict(zip(columns, row, strict=True)) for row in rows)
 
     def first_intent(self, mode: str, agent: str = DEFAULT_AGENT) -> float | None:

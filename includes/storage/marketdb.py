@@ -365,6 +365,11 @@ class MarketDB(Database, JournalTable):
         where, params = " OR ".join(f"({w})" for w, _ in parts), [p for _, ps in parts for p in ps]
         sql = (f"{select(table)} WHERE {where} "
                f"ORDER BY {quote(ARCHIVED[table])}, {names(TABLES[table].key)}")
+        yield from self._streamed(sql, params)
+
+    def _streamed(self, sql: str, params: Sequence[Any]) -> Iterator[tuple]:
+        """The rows of one query, a batch at a time, never all of them in memory (an unbuffered
+        cursor on MySQL), on a connection of their own."""
         if not self._schema_ready:
             self.ensure_schema()
         conn = self._open()
