@@ -6,7 +6,7 @@ and value always equal its orders' final fills.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -60,21 +60,24 @@ def fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None 
     a thread holds its last filled buy, less the fills of the sells after it (its value in
     proportion); a thread whose sells took it all holds nothing.  `held`: what the rows before
     these left (MarketDB.open_positions(before=...)), so that a window of the journal folds alone."""
-    held, sales, _ = _fold(rows, held)
-    return held, sales
+    sales: list[Sale] = []
+    return _fold(rows, held, on_sale=sales.append), sales
 
 
 def left_as_dust(rows: Iterable[Mapping[str, Any]]) -> list[Position]:
     """What threads held when they bought again: only dust, too little to sell, which the agent
     frees a thread from (Agent.is_dust); the coins stay in the account."""
-    return _fold(rows)[2]
-
-
-def _fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None = None
-          ) -> tuple[dict[int, Position], list[Sale], list[Position]]:
-    held = dict(held or {})
-    sales: list[Sale] = []
     dust: list[Position] = []
+    _fold(rows, on_dust=dust.append)
+    return dust
+
+
+def _fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None = None,
+          on_sale: Callable[[Sale], None] | None = None, on_dust: Callable[[Position], None] | None = None
+          ) -> dict[int, Position]:
+    """The fold itself, keeping nothing but what each thread holds: each sale and each position
+    left as dust goes to its callback, so that a long journal folds in constant memory."""
+    held = dict(held or {})
     for row in rows:
         n = row["thread"]
         if n is None or not is_fill(row):
@@ -82,8 +85,8 @@ def _fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None
         filled, at = Decimal(row["filled"]), float(row["result_at"] or row["intent_at"])
         cost, fee = Decimal(row["cost"] or 0), Decimal(row["fee"] or 0)
         if row["side"] == "buy":
-            if n in held:
-                dust.append(held[n])
+            if n in held and on_dust is not None:
+                on_dust(held[n])
             held[n] = Position(n, row["market"], filled, cost + fee, Decimal(row["price"] or 0), row["ref"], at)
         elif n in held:
             before = held[n]
@@ -94,8 +97,9 @@ def _fold(rows: Iterable[Mapping[str, Any]], held: Mapping[int, Position] | None
             else:
                 kept = value_left(before.value, before.volume, left)
                 held[n] = Position(n, before.market, left, kept, before.price, before.ref, before.at)
-            sales.append(Sale(n, before.market, at, cost - fee - (before.value - kept), fee, row["ref"]))
-    return held, sales, dust
+            if on_sale is not None:
+                on_sale(Sale(n, before.market, at, cost - fee - (before.value - kept), fee, row["ref"]))
+    return held
 
 
 def value_left(value: Decimal, volume: Decimal, left: Decimal) -> Decimal:
@@ -138,8 +142,11 @@ def totals(rows: Iterable[Mapping[str, Any]]) -> FillTotals:
                     sold += cost - fee
             yield row
 
-    held, sales = fold(fills())
-    realised = sum((sale.pnl for sale in sales), realised)
+    def realise(sale: Sale) -> None:
+        nonlocal realised
+        realised += sale.pnl
+
+    held = _fold(fills(), on_sale=realise)
     return FillTotals(bought, sold, fees, count, held, realised)
 
 

@@ -33,6 +33,7 @@ from includes.storage import SQLITE_REFUSED
 log = logging.getLogger(__name__)
 
 BATCH = 10_000                      # rows per statement: ~1.2 MB of SQL, below any max_allowed_packet
+FETCH = 256                         # rows decoded at a time: what a streamed read holds
 LOST = (2002, 2003, 2006, 2013)     # MySQL client errors: no server there, or the connection broke
 REFUSED = (1044, 1045, 1049)        # MySQL: access denied (to the database, for the user), unknown database
 
@@ -166,9 +167,9 @@ class Cursor:
             self.cursor.executemany(self.sql(sql), rows if self.mysql else map(self.params, rows))
 
     def fetch(self) -> Iterator[tuple]:
-        """The rows of the last query, BATCH at a time (an unbuffered cursor streams them)."""
+        """The rows of the last query, FETCH at a time (an unbuffered cursor streams them)."""
         decode = decoder([d[0] for d in self.cursor.description], self.mysql, self.amounts)
-        while rows := self.cursor.fetchmany(BATCH):
+        while rows := self.cursor.fetchmany(FETCH):
             yield from map(decode, rows)
 
     def tuples(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
