@@ -88,7 +88,9 @@ class Spool:
     def write(self, db: MarketDB, method: str, **kwargs: Any) -> Any:
         """db.<method>(**kwargs), or, when the DB is unreachable, the same call saved for later.
 
-        Returns what the method returns, or None when the rows were spooled.
+        Returns what the method returns, or None when the rows were spooled.  Raises what the
+        method raises but DatabaseUnreachable (StorageRefused is never spooled: waiting will
+        not cure it), and OSError naming the file when the spool cannot be written (a full disk).
         """
         rows_arg = WRITES[method].rows
         kwargs[rows_arg] = list(kwargs[rows_arg])

@@ -169,7 +169,14 @@ def _dead_local_holder(token: str) -> bool:
 
 
 class StateStore(ABC):
-    """One interface over Redis and SQLite; the thread moves are written once, here."""
+    """One interface over Redis and SQLite; the thread moves are written once, here.
+
+    What every method raises, once for all: StorageError when the server or the file
+    fails, naming it (never a password); StorageRefused, its subclass, when waiting will
+    not help (a refused login, a file that cannot be opened).  A thread move that finds
+    the thread in another state, or under another order's ref, returns False: someone
+    else moved it, which is no error.  lock() raises LockHeld while another run holds it.
+    """
 
     backend_errors: type[Exception] | tuple[type[Exception], ...]
     refused_errors: type[Exception] | tuple[type[Exception], ...] = ()

@@ -27,7 +27,9 @@ GLOBAL_FIELDS = ("total_market_cap", "total_volume_24h", "btc_dominance", "activ
 
 
 class TimeSeriesWriter:
-    """Writes tickers, candles and global metrics to one bucket, seconds precision."""
+    """Writes tickers, candles, global metrics and the bot's own figures to one bucket, seconds
+    precision.  Every write raises StorageError naming the server and the cause (its HTTP status
+    and body, or the connection's failure); nothing is retried here: the job says so and goes on."""
 
     def __init__(self, url: str, org: str, bucket: str, token: str = "", timeout: float = 10.0) -> None:
         from influxdb_client import InfluxDBClient
