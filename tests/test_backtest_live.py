@@ -10,6 +10,7 @@ import sys
 from decimal import Decimal as D
 from pathlib import Path
 
+import requests
 import yaml
 
 from includes.backtest.replay import replay
@@ -111,14 +112,20 @@ def test_the_default_rules_are_the_simulators_own_table():
     assert kraken_rules()["BTC/EUR"].min_volume == D("0.0001") and kraken_rules()["ETH/BTC"].price_decimals == 5
 
 
-def test_a_markets_file_sets_the_rules_the_replay_trades_by(tmp_path):
-    """--markets: a saved AssetPairs reply; a coarser lot and a bigger minimum change the volumes."""
+def coarse_pairs_file(tmp_path: Path) -> Path:
+    """A saved AssetPairs reply, as the simulator serves it, with BTC/EUR traded in lots of
+    0.001 and at least 0.001 BTC: rules that visibly change the volumes."""
     with KrakenSimulator(clock=T0) as sim:
-        reply = {"error": [], "result": sim._asset_pairs({})}
+        reply = requests.get(sim.url + "/0/public/AssetPairs", timeout=5).json()   # as a client reads it
     reply["result"]["XXBTZEUR"].update(lot_decimals=3, ordermin="0.001")
     path = tmp_path / "pairs.json"
     path.write_text(json.dumps(reply))
-    rules = read_rules(path)
+    return path
+
+
+def test_a_markets_file_sets_the_rules_the_replay_trades_by(tmp_path):
+    """--markets: a saved AssetPairs reply; a coarser lot and a bigger minimum change the volumes."""
+    rules = read_rules(coarse_pairs_file(tmp_path))
     assert rules["BTC/EUR"].volume_decimals == 3 and rules["BTC/EUR"].min_volume == D("0.001")
     series = read_csv(write_csv(tmp_path / "kraken_BTC_EUR_5m.csv", candles(12 * 30, seed=11)))
     config = trading_for(TradingConfig(**TRADING), [series], {"max_per_trade": "40"})
@@ -129,11 +136,7 @@ def test_a_markets_file_sets_the_rules_the_replay_trades_by(tmp_path):
 
 
 def test_the_script_trades_by_the_markets_file_it_is_given(tmp_path):
-    with KrakenSimulator(clock=T0) as sim:
-        reply = {"error": [], "result": sim._asset_pairs({})}
-    reply["result"]["XXBTZEUR"].update(lot_decimals=3, ordermin="0.001")
-    pairs = tmp_path / "pairs.json"
-    pairs.write_text(json.dumps(reply))
+    pairs = coarse_pairs_file(tmp_path)
     csv = write_csv(tmp_path / "kraken_BTC_EUR_5m.csv", candles(12 * 30, seed=11))
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({

@@ -64,14 +64,20 @@ def test_a_buy_that_fills_partly_then_is_canceled_holds_what_filled(live, kraken
     assert held_btc(kraken_venue) == thread.volume
 
 
-def test_a_sell_that_fills_partly_keeps_the_rest_held(live, kraken_venue):
+def sell_filling(live, venue, fill: str):
+    """A buy, BTC up 10 %, then a run whose sell fills `fill` of its volume and is canceled:
+    (the thread as bought, the selling run's summary, the thread after it, the sell's row)."""
     run_agent(live)
     (bought,) = threads(live)
-    move(kraken_venue.sim, "BTC", "1.1")
-    kraken_venue.sim.inject("AddOrder", "lifecycle", open=1, fill="0.5", end="canceled")
+    move(venue.sim, "BTC", "1.1")
+    venue.sim.inject("AddOrder", "lifecycle", open=1, fill=fill, end="canceled")
     summary = run_agent(live)
     (thread,) = threads(live)
-    sell = journal(live)[-1]
+    return bought, summary, thread, journal(live)[-1]
+
+
+def test_a_sell_that_fills_partly_keeps_the_rest_held(live, kraken_venue):
+    bought, summary, thread, sell = sell_filling(live, kraken_venue, "0.5")
     assert sell["side"] == "sell" and sell["status"] == "canceled" and 0 < sell["filled"] < bought.volume
     assert thread.state == ACTIVE and thread.volume == bought.volume - sell["filled"] == held_btc(kraken_venue)
     assert thread.value == (bought.value * thread.volume / bought.volume).quantize(Decimal("1e-8"))
@@ -87,13 +93,7 @@ def test_a_sell_that_leaves_dust_frees_its_thread_and_the_dust_stays_in_the_acco
     a thread holding it could never sell it and would keep its slot for ever."""
     settings = {"currencies": ["BTC"], "max_threads": 1, "dry_run": False, "sell_percent": 3, "max_per_trade": 20}
     live = job_config(trading=settings)
-    run_agent(live)
-    (bought,) = threads(live)
-    move(kraken_venue.sim, "BTC", "1.1")
-    kraken_venue.sim.inject("AddOrder", "lifecycle", open=1, fill="0.9", end="canceled")
-    summary = run_agent(live)
-    (thread,) = threads(live)
-    sell = journal(live)[-1]
+    bought, summary, thread, sell = sell_filling(live, kraken_venue, "0.9")
     dust = bought.volume - sell["filled"]
     assert sell["status"] == "canceled" and 0 < dust < Decimal("0.0001") and held_btc(kraken_venue) == dust
     assert thread.state == WAITING and thread.volume == 0
