@@ -26,12 +26,16 @@ BAD_REQUEST; CLIENTORDERID_ALREADY_EXISTS is 409 with
 Market orders fill at once, in full, at the ask (buy) or bid (sell); the
 commission is in quote currency.
 
-A real exchange is harder than that, and `inject` (or POST /_sim/fault from
-another process) makes it so: errors before the request is carried out or
-after (after=True: a POST /orders has placed its order), a dropped
-connection, a lost reply, and `lifecycle`, which scripts an order: OPEN with
-nothing filled for a while, then partly filled, then CLOSED filled or
-cancelled, and first invisible to the account's queries for a while (see
+It is served by simulators.http's `SimulatorServer` (the signature is checked
+over the raw request target it keeps): `calls` counts requests by "VERB route
+template", e.g. "POST /v3/orders", and /_sim/ takes the control calls of
+every simulator plus POST /_sim/complete_orders.  A real exchange is harder
+than the happy path, and `inject` (or POST /_sim/fault from another process)
+makes it so: errors before the request is carried out or after (after=True:
+a POST /orders has placed its order), a dropped connection, a lost reply, a
+partial fill, and `lifecycle`, which scripts an order: OPEN with nothing
+filled for a while, then partly filled, then CLOSED filled or cancelled, and
+first invisible to the account's queries for a while (see
 `Lifecycle` and `inject`).  Our choices there: a lifecycle order cancelled
 without fills stays visible (unless `forget_unfilled_cancels`); a scripted
 fill is at the current ask or bid but never beyond the order's limit; a
@@ -50,23 +54,19 @@ import json
 import math
 import random
 import re
-import threading
 import time
 import uuid
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import accumulate, islice
-from typing import NamedTuple, Self
-from urllib.parse import parse_qsl
+from typing import NamedTuple
 
 from includes.money import to_decimal
-from simulators.http import CONTROL_PREFIX, Fault, Reply, cloudflare_reply, json_reply
+from simulators.http import Fault, Reply, Request, SimulatorServer, json_reply
 from simulators.lifecycle import Lifecycle
 
 MINUTE = 60
@@ -86,8 +86,6 @@ TIMES_IN_FORCE = ("GOOD_TIL_CANCELLED", "IMMEDIATE_OR_CANCEL", "FILL_OR_KILL",
                   "POST_ONLY_GOOD_TIL_CANCELLED", "BUY_NOW", "INSTANT")
 IMMEDIATE = ("IMMEDIATE_OR_CANCEL", "FILL_OR_KILL")
 RESTING = ("GOOD_TIL_CANCELLED", "POST_ONLY_GOOD_TIL_CANCELLED")
-ERROR_FAULTS = ("http_500", "http_503", "malformed_json", "throttled")  # take after=True
-FAULTS = ("delay", *ERROR_FAULTS, "drop", "partial_fill", "lost_reply", "lifecycle")
 LOOKUP_ROUTES = {("GET", "/v3/orders/{orderId}"), ("GET", "/v3/orders/open"), ("GET", "/v3/orders/closed")}
 
 
@@ -424,27 +422,35 @@ class Order:
 
 
 @dataclass
-class Request:
+class Call:
     """What a route handler gets."""
-    params: dict[str, str]
+    params: dict[str, str]      # the route template's parameters
     query: dict[str, str]
     body: bytes
-    account: Account | None
-    fault: Fault | None
-    where: frozenset[str] = frozenset()  # the fault keys this request matches
+    account: Account | None     # the signed-in account of a signed route
+    fault_keys: Collection[str]  # what a fault's `method` may be to match this call
+
+
+class Route(NamedTuple):
+    method: str
+    template: str               # "/v3/orders/{orderId}": with the method, the name `calls` counts
+    regex: re.Pattern
+    handler: Callable[[Call], tuple[int, object]]
+    signed: bool
 
 
 # ---------------------------------------------------------------- the simulator
 
-class BittrexSimulator:
+class BittrexSimulator(SimulatorServer):
     """Bittrex v3 on 127.0.0.1: markets on a simulated clock, accounts, orders, faults.
 
-    `url` has no /v3 suffix.  `calls` counts requests by (method, route template),
-    e.g. ("POST", "/v3/orders").
-
-    It has its own small server rather than simulators.http's: the
-    signature covers the raw request target, which that base does not keep.
+    `url` has no /v3 suffix.  `calls` counts requests by "VERB route template",
+    e.g. "POST /v3/orders".
     """
+
+    ERROR_FAULTS = frozenset({"http_503", "throttled"})
+    SHAPING_FAULTS = frozenset({"partial_fill", "lifecycle"})
+    MALFORMED_BODY = b'[{"symbol": "BTC-EUR", "lastTradeRate": "3'
 
     ROUTES = [  # (method, template, handler, signed); literal paths before {parameters}
         ("GET", "/v3/ping", "ping", False),
@@ -475,79 +481,32 @@ class BittrexSimulator:
         """`timestamp_window`: how far (real seconds) Api-Timestamp may be from now, None for no check
         (our choice: 60 s and code INVALID_TIMESTAMP; the real value is unconfirmed).
         `forget_unfilled_cancels`: a cancelled order without fills then vanishes (the spec's "may")."""
+        super().__init__(port=port)
         self.now = float(start_time)
         self.commission_percent = Decimal(commission_percent)
         self.spread_percent = Decimal(spread_percent)
         self.rate_limit = rate_limit
         self.timestamp_window = timestamp_window
         self.forget_unfilled_cancels = forget_unfilled_cancels
-        self.calls: Counter[tuple[str, str]] = Counter()
         self.created_at = float(start_time) - 400 * 86400  # a year of candles behind every market
         self._seed, self._volatility = seed, volatility
-        self._lock = threading.RLock()
         self._markets: dict[str, MarketSpec] = {}
         self._paths: dict[str, PricePath] = {}
         self._accounts: dict[str, Account] = {}
         self._orders: dict[str, Order] = {}
-        self._faults: list[Fault] = []
         self._scripted: list[Order] = []  # lifecycle orders whose script still runs or that still lag
         self._ids = random.Random(seed)
         self._window = (0, 0)  # (real minute, requests in it)
-        self._routes = [(m, t, route_regex(t), getattr(self, "_on_" + h), signed) for m, t, h, signed in self.ROUTES]
-        self._port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.stopping = threading.Event()
+        self._routes = [Route(m, t, route_regex(t), getattr(self, "_on_" + h), signed)
+                        for m, t, h, signed in self.ROUTES]
+        self.controls["complete_orders"] = lambda payload: self.complete_orders() or {}
         for spec in markets if markets is not None else default_markets():
             self.add_market(spec)
-
-    # ---------------------------------------------------------------- lifecycle
-
-    @property
-    def url(self) -> str:
-        """http://127.0.0.1:PORT (a free port unless one was given)."""
-        if self._server is None:
-            raise RuntimeError("the Bittrex simulator is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> Self:
-        sim = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                sim._serve(self)
-
-            do_POST = do_DELETE = do_GET
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.stopping.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._server.daemon_threads = True  # a reply held by a fault never blocks stop()
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="bittrex-simulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()  # wakes replies held by a fault
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-            self._server = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------ test controls
 
     def add_market(self, spec: MarketSpec) -> None:
-        with self._lock:
+        with self.lock:
             self._markets[spec.symbol] = spec
             self._paths[spec.symbol] = PricePath(spec, str(self._seed), self.now, self.created_at,
                                                  self._volatility)
@@ -556,23 +515,23 @@ class BittrexSimulator:
         """ONLINE or OFFLINE; an OFFLINE market refuses new orders with MARKET_OFFLINE."""
         if status not in ("ONLINE", "OFFLINE"):
             raise ValueError(f"market status {status!r} is neither ONLINE nor OFFLINE")
-        with self._lock:
+        with self.lock:
             self._markets[market].status, self._markets[market].notice = status, notice
 
     def add_account(self, key: str, secret: str, balances: Mapping[str, object] | None = None) -> None:
-        with self._lock:
+        with self.lock:
             account = self._accounts[key] = Account(key, secret)
             for currency, value in (balances or {}).items():
                 account.change(currency, to_decimal(value, currency), self.now)
 
     def balances(self, key: str) -> dict[str, Decimal]:
         """Totals per currency of one account."""
-        with self._lock:
+        with self.lock:
             return dict(self._accounts[key].totals)
 
     def orders(self, key: str) -> list[dict]:
         """Every order of one account as the API shows it, oldest first (hidden ones included)."""
-        with self._lock:
+        with self.lock:
             return [o.wire() for o in self._orders.values() if o.key == key]
 
     def account_orders(self, key: str) -> list[Order]:
@@ -581,30 +540,30 @@ class BittrexSimulator:
         side ("buy"/"sell"), symbol ("BTC-EUR"), status ("OPEN"/"CLOSED"), quantity,
         fill_quantity, proceeds, commission (Decimal, quote currency), created, closed
         (simulated unix seconds or None), visible, script (the Lifecycle or None)."""
-        with self._lock:
+        with self.lock:
             return [replace(o, executions=list(o.executions), script=replace(o.script) if o.script else None)
                     for o in self._orders.values() if o.key == key]
 
     def complete_orders(self) -> None:
         """Finish every lifecycle order now, as its script ends (at the current prices), and show it."""
-        with self._lock:
+        with self.lock:
             for order in self._scripted:
                 order.script.elapsed = math.inf
                 self._run_script(order)
             self._scripted.clear()
 
     def price(self, market: str) -> Decimal:
-        with self._lock:
+        with self.lock:
             return self._paths[market].price(self.now)
 
     def set_time(self, ts: float) -> None:
-        with self._lock:
+        with self.lock:
             self.now = float(ts)
             self._advance_scripts(None, "seconds")
             self._match_open_orders()
 
     def advance(self, seconds: float) -> None:
-        with self._lock:
+        with self.lock:
             self.set_time(self.now + seconds)
 
     def set_price(self, market: str, price: object) -> None:
@@ -612,7 +571,7 @@ class BittrexSimulator:
         value = to_decimal(price, "price")
         if value <= 0:
             raise ValueError(f"price {value} is not positive")
-        with self._lock:
+        with self.lock:
             self._paths[market].set_price(self.now, value)
             self._match_open_orders()
 
@@ -621,26 +580,28 @@ class BittrexSimulator:
         `interval` seconds long: the path of `market` follows them (see PricePath)."""
         candles = sorted(Candle(int(ts), int(ts) + interval, *(to_decimal(v) for v in values), int(ts) + interval)
                          for ts, *values in rows)
-        with self._lock:
+        with self.lock:
             self._paths[market].load(candles)
             self._match_open_orders()
 
-    def inject(self, where: str, fault: str, times: int | None = 1, **params: object) -> None:
-        """Make the next `times` requests matching `where` (None: all, until clear_faults) fail.
+    def inject(self, method: str, fault: str, times: int | None = 1, **params: object) -> None:
+        """Make the next `times` requests matching `method` (None: all, until clear_faults) fail.
 
-        `where`: "*", an HTTP method, a route template or a path, optionally after
+        `method`: "*", an HTTP method, a route template or a path, optionally after
         the method, with or without /v3: "POST /v3/orders" and "POST /orders" are
         the same.  Faults, named as in simulators.http:
 
         - delay (seconds=1): wait, then answer normally;
-        - http_500 (an HTML page), http_503 (JSON SERVICE_UNAVAILABLE), throttled
-          (429 THROTTLED), malformed_json (200, cut-off body): with after=False
+        - http_500 and http_520 (an HTML page), http_503 (JSON
+          SERVICE_UNAVAILABLE), throttled (429 THROTTLED), malformed_json (200,
+          cut-off body): with after=False
           (the default) the request is not carried out; with after=True it is (a
           POST /orders places its order), then its reply is replaced by the error;
         - drop: the connection is closed without a reply; not carried out;
         - lost_reply: carried out, then the connection is closed without a reply,
           or with seconds=N the reply is held N seconds;
-        - partial_fill: an order fills half at once; a FILL_OR_KILL one is refused;
+        - partial_fill: the next order placed fills half at once (a FILL_OR_KILL
+          one is refused); a POST /orders takes it with an answer fault too;
         - lifecycle (pending=0, open=0, fill=None, end="closed", hidden=0,
           unit="lookups"): the next `times` orders placed (only a POST /orders
           that places an order takes it) are scripted, see `Lifecycle`.  The
@@ -663,123 +624,56 @@ class BittrexSimulator:
           apart from the other faults: the same POST can also take one of those
           (lost_reply, http_500 with after=True...).
         """
-        if fault not in FAULTS:
-            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-        if times is not None and times < 1:
-            raise ValueError(f"times must be at least 1 (or None for ever), not {times}")
         if fault == "lifecycle":
             Lifecycle.from_params(params)
-        with self._lock:
-            self._faults.append(Fault(where, fault, times, dict(params)))
+        super().inject(method, fault, times, **params)
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    # -------------------------------------------------------------------- HTTP
 
-    # ----------------------------------------------------------------- dispatch
-
-    def _serve(self, h: BaseHTTPRequestHandler) -> None:
-        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
-        reply = self._dispatch(h.command, h.path, h.headers, body)
-        if reply.delay:
-            self.stopping.wait(reply.delay)
-        if reply.drop:
-            h.close_connection = True
-            return
-        h.send_response(reply.status)
-        h.send_header("Content-Type", reply.content_type)
-        h.send_header("Content-Length", str(len(reply.body)))
-        h.end_headers()
-        h.wfile.write(reply.body)
-
-    def _dispatch(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Reply:
-        """`target` is the raw request target: the path and query exactly as received."""
-        path, _, query = target.partition("?")
-        if path.startswith(CONTROL_PREFIX):
-            return self._control(method, path[len(CONTROL_PREFIX):], query, body)
-        for verb, template, regex, handler, signed in self._routes:  # noqa: B007 -- the match is used after the loop
-            match = regex.fullmatch(path)
-            if verb == method and match:
-                break
-        else:
-            return json_reply({"code": "NOT_FOUND"}, 404)
-        where = {"*", method}
-        for route in (template, path):
-            for form in (route, route.removeprefix("/v3")):
-                where |= {form, f"{method} {form}"}
-        with self._lock:
-            self.calls[(method, template)] += 1
-            fault = self._take_fault(where)
-        kind = fault.kind if fault else None
-        after = kind in ERROR_FAULTS and bool(fault.params.get("after"))
-        if kind == "drop":
-            return Reply(drop=True)
-        if kind == "delay":
-            self.stopping.wait(float(fault.params.get("seconds", 1)))
-        if kind in ERROR_FAULTS and not after:
-            return error_fault_reply(kind)
-        try:
-            with self._lock:
-                self._count_request()
-                account = self._authenticate(method, target, headers, body) if signed else None
-                if (method, template) in LOOKUP_ROUTES:
-                    self._advance_scripts(account, "lookups")
-                params = {k: v for k, v in match.groupdict().items() if v is not None}
-                status, payload = handler(Request(params, dict(parse_qsl(query, keep_blank_values=True)),
-                                                  body, account, fault, frozenset(where)))
-        except ApiError as error:
-            status, payload = error.status, error.body()
-        if after:
-            return error_fault_reply(kind)
-        reply = json_reply(payload, status)
-        if kind == "lost_reply":
-            if "seconds" in fault.params:
-                reply.delay = float(fault.params["seconds"])
-            else:
-                reply.drop = True
-        return reply
-
-    def _take_fault(self, keys: Iterable[str], lifecycle: bool = False) -> Fault | None:
-        """The first fault for `keys`: a lifecycle one, or (lifecycle False) any other."""
-        for fault in self._faults:
-            if fault.method in keys and (fault.kind == "lifecycle") == lifecycle:
-                if fault.times is not None:
-                    fault.times -= 1
-                    if fault.times <= 0:
-                        self._faults.remove(fault)
-                return fault
+    def _route(self, request: Request) -> tuple[Route, re.Match] | None:
+        for route in self._routes:
+            match = route.regex.fullmatch(request.path)
+            if route.method == request.method and match:
+                return route, match
         return None
 
-    def _control(self, method: str, name: str, query: str, body: bytes) -> Reply:
-        """The /_sim/ control API, as simulators.http's: another process drives faults.
+    def method_name(self, request: Request) -> str:
+        found = self._route(request)
+        return f"{request.method} {found[0].template if found else request.path}"
 
-        GET /_sim/calls; GET /_sim/fault lists the faults, POST /_sim/fault
-        {"where" (or "method"), "fault", "times", ...params} injects one and
-        {"clear": true} clears them; POST /_sim/complete_orders."""
+    def fault_keys(self, request: Request, name: str) -> Collection[str]:
+        """"*", the HTTP method, and the route template and the path, each with or without
+        /v3, alone or after the method."""
+        keys = {"*", request.method}
+        for route in (name.partition(" ")[2], request.path):
+            for form in (route, route.removeprefix("/v3")):
+                keys |= {form, f"{request.method} {form}"}
+        return keys
+
+    def handle(self, request: Request) -> Reply:
+        found = self._route(request)
+        if found is None:
+            return json_reply({"code": "NOT_FOUND"}, 404)
+        route, match = found
         try:
-            payload = json.loads(body or b"{}") if method == "POST" else dict(parse_qsl(query))
-            if not isinstance(payload, dict):
-                raise ValueError("the body must be a JSON object")
-            if name == "calls" and method == "GET":
-                with self._lock:
-                    return json_reply({f"{m} {t}": n for (m, t), n in self.calls.items()})
-            if name == "complete_orders" and method == "POST":
-                self.complete_orders()
-                return json_reply({})
-            if name != "fault" or method not in ("GET", "POST"):
-                return json_reply({"error": f"no control {method} /_sim/{name}; known: GET calls, "
-                                            f"GET|POST fault, POST complete_orders"}, 404)
-            if method == "POST" and payload.get("clear"):
-                self.clear_faults()
-            elif method == "POST":
-                params = {k: v for k, v in payload.items() if k not in ("where", "method", "fault", "times")}
-                where = payload["where"] if "where" in payload else payload["method"]
-                self.inject(where, payload["fault"], payload.get("times", 1), **params)
-            with self._lock:
-                return json_reply([{"method": f.method, "fault": f.kind, "times": f.times, **f.params}
-                                   for f in self._faults])
-        except (ValueError, KeyError, TypeError) as exc:
-            return json_reply({"error": f"{type(exc).__name__}: {exc}"}, 400)
+            with self.lock:
+                self._count_request()
+                account = self._authenticate(request) if route.signed else None
+                if (route.method, route.template) in LOOKUP_ROUTES:
+                    self._advance_scripts(account, "lookups")
+                params = {k: v for k, v in match.groupdict().items() if v is not None}
+                keys = self.fault_keys(request, f"{route.method} {route.template}")
+                status, payload = route.handler(Call(params, request.query, request.body, account, keys))
+        except ApiError as error:
+            status, payload = error.status, error.body()
+        return json_reply(payload, status)
+
+    def error_reply(self, fault: Fault) -> Reply:
+        if fault.kind == "http_503":
+            return json_reply(ApiError(503, "SERVICE_UNAVAILABLE").body(), 503)  # code: our choice
+        if fault.kind == "throttled":
+            return json_reply(ApiError(429, "THROTTLED").body(), 429)
+        return super().error_reply(fault)
 
     def _count_request(self) -> None:
         """Per real minute, reset when the minute turns (spec §4.5)."""
@@ -789,8 +683,9 @@ class BittrexSimulator:
         if count > self.rate_limit:
             raise ApiError(429, "THROTTLED", f"more than {self.rate_limit} requests this minute")
 
-    def _authenticate(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Account:
+    def _authenticate(self, request: Request) -> Account:
         """Spec §4.4: the URI is rebuilt from the Host header and the raw request target."""
+        headers = request.headers
         account = self._accounts.get(headers.get("Api-Key", ""))
         if account is None:
             raise ApiError(401, "APIKEY_INVALID")
@@ -802,11 +697,11 @@ class BittrexSimulator:
                                    and abs(int(stamp) / 1000 - time.time()) > self.timestamp_window):
             raise ApiError(401, "INVALID_TIMESTAMP",  # our choice of code
                            f"Api-Timestamp must be epoch milliseconds within {self.timestamp_window} s of now")
-        body_hash = content_hash(body)
+        body_hash = content_hash(request.body)
         if headers.get("Api-Content-Hash", "").lower() != body_hash:
             raise ApiError(401, "INVALID_SIGNATURE", "Api-Content-Hash is not the SHA-512 of the body")
-        uri = f"http://{headers.get('Host', '')}{target}"
-        expected = signature(account.secret, stamp, uri, method, body_hash,
+        uri = f"http://{headers.get('Host', '')}{request.target}"
+        expected = signature(account.secret, stamp, uri, request.method, body_hash,
                              headers.get("Api-Subaccount-Id", ""))
         if not hmac.compare_digest(sent.lower(), expected):
             raise ApiError(401, "INVALID_SIGNATURE")
@@ -821,7 +716,7 @@ class BittrexSimulator:
             raise ApiError(400, "MARKET_NAME_REVERSED", f"markets are BASE-QUOTE, not {symbol}")
         raise ApiError(404, "MARKET_DOES_NOT_EXIST", f"no market {symbol}")
 
-    def _on_ping(self, r: Request) -> tuple[int, object]:
+    def _on_ping(self, r: Call) -> tuple[int, object]:
         return 200, {"serverTime": int(self.now) * 1000}
 
     def _market_wire(self, spec: MarketSpec) -> dict:
@@ -830,10 +725,10 @@ class BittrexSimulator:
                 "status": spec.status, "createdAt": iso(self.created_at, "seconds"), "notice": spec.notice,
                 "prohibitedIn": [], "associatedTermsOfService": [], "tags": []}
 
-    def _on_markets(self, r: Request) -> tuple[int, object]:
+    def _on_markets(self, r: Call) -> tuple[int, object]:
         return 200, [self._market_wire(spec) for spec in self._markets.values()]
 
-    def _on_market(self, r: Request) -> tuple[int, object]:
+    def _on_market(self, r: Call) -> tuple[int, object]:
         return 200, self._market_wire(self._resolve(r.params["marketSymbol"]))
 
     def _summary_wire(self, spec: MarketSpec) -> dict:
@@ -849,10 +744,10 @@ class BittrexSimulator:
         out["updatedAt"] = iso(self.now)
         return out
 
-    def _on_summaries(self, r: Request) -> tuple[int, object]:
+    def _on_summaries(self, r: Call) -> tuple[int, object]:
         return 200, [self._summary_wire(spec) for spec in self._markets.values()]
 
-    def _on_summary(self, r: Request) -> tuple[int, object]:
+    def _on_summary(self, r: Call) -> tuple[int, object]:
         return 200, self._summary_wire(self._resolve(r.params["marketSymbol"]))
 
     def _bid_ask(self, spec: MarketSpec) -> tuple[Decimal, Decimal]:
@@ -865,13 +760,13 @@ class BittrexSimulator:
         return {"symbol": spec.symbol, "lastTradeRate": rate(self._paths[spec.symbol].price(self.now), spec),
                 "bidRate": rate(bid, spec), "askRate": rate(ask, spec)}
 
-    def _on_tickers(self, r: Request) -> tuple[int, object]:
+    def _on_tickers(self, r: Call) -> tuple[int, object]:
         return 200, [self._ticker_wire(spec) for spec in self._markets.values()]
 
-    def _on_ticker(self, r: Request) -> tuple[int, object]:
+    def _on_ticker(self, r: Call) -> tuple[int, object]:
         return 200, self._ticker_wire(self._resolve(r.params["marketSymbol"]))
 
-    def _candle_args(self, r: Request) -> tuple[MarketSpec, str, int]:
+    def _candle_args(self, r: Call) -> tuple[MarketSpec, str, int]:
         """TRADE and MIDPOINT candles are the same here: the path is the mid price."""
         spec = self._resolve(r.params["marketSymbol"])
         if r.params.get("candleType", "TRADE") not in ("TRADE", "MIDPOINT"):
@@ -887,13 +782,13 @@ class BittrexSimulator:
                  "quoteVolume": f"{quote_volume(c):.8f}"}
                 for c in self._paths[spec.symbol].candles(first, last, interval, self.now)]
 
-    def _on_recent(self, r: Request) -> tuple[int, object]:
+    def _on_recent(self, r: Call) -> tuple[int, object]:
         """Up to the candle in progress, whose close is the current price."""
         spec, name, interval = self._candle_args(r)
         last = int(self.now // interval) * interval
         return 200, self._candles_wire(spec, last - RECENT_SPAN[name] + interval, last, interval)
 
-    def _on_historical(self, r: Request) -> tuple[int, object]:
+    def _on_historical(self, r: Call) -> tuple[int, object]:
         """The day (minute intervals), month (HOUR_1) or year (DAY_1) named by the path, up to now."""
         spec, name, interval = self._candle_args(r)
         names = ("year", "month", "day")
@@ -927,46 +822,46 @@ class BittrexSimulator:
 
     # ---------------------------------------------------------- account routes
 
-    def _on_balances(self, r: Request) -> tuple[int, object]:
+    def _on_balances(self, r: Call) -> tuple[int, object]:
         return 200, [r.account.wire(c) for c in sorted(r.account.totals)]
 
-    def _on_balance(self, r: Request) -> tuple[int, object]:
+    def _on_balance(self, r: Call) -> tuple[int, object]:
         currency = r.params["currencySymbol"]
         known = {c for spec in self._markets.values() for c in (spec.base, spec.quote)} | set(r.account.totals)
         if currency not in known:
             raise ApiError(404, "CURRENCY_DOES_NOT_EXIST", f"no currency {currency}")
         return 200, r.account.wire(currency)
 
-    def _own_order(self, r: Request) -> Order:
+    def _own_order(self, r: Call) -> Order:
         order = self._orders.get(r.params["orderId"])
         if order is None or order.key != r.account.key or not order.visible:
             raise ApiError(404, "ORDER_DOES_NOT_EXIST", f"no order {r.params['orderId']}")
         return order
 
-    def _on_get_order(self, r: Request) -> tuple[int, object]:
+    def _on_get_order(self, r: Call) -> tuple[int, object]:
         return 200, self._own_order(r).wire()
 
-    def _on_executions(self, r: Request) -> tuple[int, object]:
+    def _on_executions(self, r: Call) -> tuple[int, object]:
         return 200, self._own_order(r).executions
 
-    def _on_cancel_order(self, r: Request) -> tuple[int, object]:
+    def _on_cancel_order(self, r: Call) -> tuple[int, object]:
         order = self._own_order(r)
         if order.closed is not None:
             raise ApiError(409, "ORDER_NOT_OPEN", f"order {order.id} is closed")
         self._cancel(order, r.account)
         return 200, order.wire()
 
-    def _market_filter(self, r: Request) -> str | None:
+    def _market_filter(self, r: Call) -> str | None:
         symbol = r.query.get("marketSymbol")
         return self._resolve(symbol).symbol if symbol else None
 
-    def _on_open_orders(self, r: Request) -> tuple[int, object]:
+    def _on_open_orders(self, r: Call) -> tuple[int, object]:
         market = self._market_filter(r)
         return 200, [o.wire() for o in self._orders.values()
                      if o.key == r.account.key and o.closed is None and o.visible
                      and market in (None, o.market.symbol)]
 
-    def _on_closed_orders(self, r: Request) -> tuple[int, object]:
+    def _on_closed_orders(self, r: Call) -> tuple[int, object]:
         """Newest closed first; the page tokens are order ids (spec §4.3)."""
         q, market = r.query, self._market_filter(r)
         start = parse_iso(q["startDate"], "startDate") if q.get("startDate") else -math.inf
@@ -1000,7 +895,7 @@ class BittrexSimulator:
 
     # ------------------------------------------------------------------ orders
 
-    def _on_post_order(self, r: Request) -> tuple[int, object]:
+    def _on_post_order(self, r: Call) -> tuple[int, object]:
         """Validate a NewOrder as Bittrex did, then fill what crosses at once (spec §4.3, §4.5)."""
         try:
             new = json.loads(r.body, parse_float=Decimal)
@@ -1051,11 +946,11 @@ class BittrexSimulator:
         if tif == "POST_ONLY_GOOD_TIL_CANCELLED" and crosses:
             raise ApiError(409, "POST_ONLY", "the order would fill at once")
         fill = quantity if crosses else Decimal(0)
-        if r.fault is not None and r.fault.kind == "partial_fill":
+        scripted = self.next_fault(r.fault_keys, shaping=True, kinds=("lifecycle",)) is not None
+        if not scripted and self.take_fault(r.fault_keys, shaping=True, kinds=("partial_fill",)):
             fill = (fill / 2).quantize(EIGHT, ROUND_DOWN)
         if tif == "FILL_OR_KILL" and fill < quantity:
             raise ApiError(409, "FILL_OR_KILL", "the order cannot fill completely at once")
-        scripted = any(f.kind == "lifecycle" and f.method in r.where for f in self._faults)
         rests = tif in RESTING or scripted
         hold_rate = limit if limit is not None else taker_rate
         if scripted:
@@ -1073,7 +968,8 @@ class BittrexSimulator:
                       client_id, created=self.now, seq=len(self._orders), updated=self.now, hold_rate=hold_rate)
         self._orders[order.id] = order
         if scripted:  # taken only now: a refused order leaves the script to the next one
-            order.script = Lifecycle.from_params(self._take_fault(r.where, lifecycle=True).params)
+            script = self.take_fault(r.fault_keys, shaping=True, kinds=("lifecycle",))
+            order.script = Lifecycle.from_params(script.params)
             self._scripted.append(order)
             self._set_hold(order, r.account)
             return 201, order.wire()
@@ -1213,17 +1109,6 @@ class BittrexSimulator:
                 self._close(order, account)
 
 
-def error_fault_reply(kind: str) -> Reply:
-    """The reply of an http_500, http_503, throttled or malformed_json fault."""
-    if kind == "http_500":
-        return cloudflare_reply(500)
-    if kind == "http_503":
-        return json_reply(ApiError(503, "SERVICE_UNAVAILABLE").body(), 503)  # code: our choice
-    if kind == "throttled":
-        return json_reply(ApiError(429, "THROTTLED").body(), 429)
-    return Reply(200, b'[{"symbol": "BTC-EUR", "lastTradeRate": "3')
-
-
 def amount(value: object, name: str) -> Decimal | None:
     """A positive decimal from a JSON number or string; None when absent."""
     if value is None:
@@ -1260,7 +1145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"Bittrex v3 simulator: {sim.url}/v3  key {args.key}  secret {args.secret}  (Ctrl-C stops it)",
               flush=True)
         try:
-            while not sim.stopping.wait(1):
+            while True:
+                time.sleep(1)
                 sim.set_time(time.time())
         except KeyboardInterrupt:
             pass

@@ -51,7 +51,7 @@ def dump(value: object) -> str:
 class CoinMarketCapSimulator(SimulatorServer):
     """The global-metrics endpoint with key checks, a per-minute limit and faults."""
 
-    FAULTS = frozenset({"server_error"})
+    ERROR_FAULTS = frozenset({"server_error"})
 
     def __init__(self, api_keys: Iterable[str] = (), rate_limit: int = 30, port: int = 0) -> None:
         """`rate_limit`: calls a key may make per real minute (30 on the basic plan)."""
@@ -83,10 +83,13 @@ class CoinMarketCapSimulator(SimulatorServer):
                 self.rates[currency] = to_decimal(value, currency)
             self.last_updated = time.time() if last_updated is None else last_updated
 
-    def handle(self, request: Request, fault: Fault | None) -> Reply:
-        started = time.monotonic()
-        if fault is not None:  # server_error, the only fault the base leaves to us
+    def error_reply(self, fault: Fault) -> Reply:
+        if fault.kind == "server_error":
             return self._error(500, 500, "An internal server error occurred.")
+        return super().error_reply(fault)
+
+    def handle(self, request: Request) -> Reply:
+        started = time.monotonic()
         if request.path != ENDPOINT:
             return self._error(404, 404, f"{request.path} is not an endpoint of this simulator.")
         key = request.headers.get("X-CMC_PRO_API_KEY") or request.query.get("CMC_PRO_API_KEY")

@@ -1,32 +1,33 @@
 """The threaded loopback HTTP server that every exchange simulator is built on.
 
 A simulator subclasses `SimulatorServer` and implements two methods:
-`method_name(request)`, the API method a request calls (it keys `calls` and
-fault injection), and `handle(request, fault)`, which answers it.  The base adds
+`method_name(request)`, the API method a request calls (it keys `calls`), and
+`handle(request)`, which carries the call out and answers it.  The base adds
 what every simulator needs and nothing venue-specific:
 
 - a real `ThreadingHTTPServer` on a free port, in a background thread
   (`start`/`stop`, or use it as a context manager) and its `url`;
 - `calls`, a Counter of the API methods requested;
-- fault injection with `inject(method, fault, times=1, **params)`, `method` "*"
-  matching every call.  The base carries out the faults that look the same on
-  any venue (GENERIC_FAULTS); any other fault the subclass declares in `FAULTS`
-  reaches its `handle()`:
+- fault injection with `inject(method, fault, times=1, **params)`.  A fault
+  matches a call when its `method` is one of the call's `fault_keys` (by
+  default "*" and the method name; a subclass may add other names a call
+  answers to).  The base carries out every fault that decides a call's answer:
     delay           seconds=1: wait, then answer normally (client timeouts)
-    http_500/520    a Cloudflare-style HTML error page
-    malformed_json  HTTP 200 with a truncated JSON body
     drop            the connection is closed without an answer; the call is
                     not processed (it never reached the server)
     lost_reply      the call IS processed, then the connection is closed without
                     an answer, or with seconds=N the answer is held N seconds
                     (past the client's timeout);
-  http_500, http_520 and malformed_json take after=False: the call is not
-  processed (the failure sits in front of the server); with after=True it IS
-  processed (an order reaches the book) and its answer is replaced, the case a
-  client must settle by asking what became of its call.  A subclass may also
-  declare SHAPING_FAULTS: faults that change how a call is carried out rather
-  than what it answers (a partial fill, an order's life cycle).  dispatch()
-  leaves them in the queue; the subclass takes them with take_fault(name,
+    error faults    http_500/520 (a Cloudflare-style HTML error page),
+                    malformed_json (HTTP 200, a truncated JSON body) and the
+                    venue's own ERROR_FAULTS, whose reply `error_reply` gives;
+  an error fault takes after=False: the call is not processed (the failure
+  sits in front of the server); with after=True it IS processed (an order
+  reaches the book) and its answer is replaced, the case a client must settle
+  by asking what became of its call.  A subclass may also declare
+  SHAPING_FAULTS: faults that change how a call is carried out rather than
+  what it answers (a partial fill, an order's life cycle).  dispatch() leaves
+  them in the queue; the subclass takes them with take_fault(keys,
   shaping=True) when it carries the call out, so one call can meet a shaping
   fault and an answer fault together;
 - a JSON control API under /_sim/ so that another process can drive the
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-GENERIC_FAULTS = frozenset({"delay", "http_500", "http_520", "malformed_json", "drop", "lost_reply"})
+GENERIC_FAULTS = frozenset({"delay", "drop", "lost_reply", "http_500", "http_520", "malformed_json"})
 CONTROL_PREFIX = "/_sim/"
 
 CLOUDFLARE_PAGE = """<!DOCTYPE html>
@@ -71,6 +72,7 @@ CLOUDFLARE_TITLES = {500: "Internal server error", 502: "Bad gateway", 503: "Ser
 class Request:
     method: str                 # HTTP verb
     path: str                   # without the mount prefix and the query string
+    target: str                 # the request target as received: path and query, undecoded (what Bittrex signs)
     query: dict[str, str]       # query string, decoded; the last value of a repeated name wins
     headers: Mapping[str, str]
     body: bytes                 # raw, exactly as received (signatures are computed over it)
@@ -112,8 +114,9 @@ def cloudflare_reply(status: int) -> Reply:
 class SimulatorServer:
     """Base of the exchange simulators (see the module docstring)."""
 
-    FAULTS: frozenset[str] = frozenset()    # venue-specific faults handled by handle()
-    SHAPING_FAULTS: frozenset[str] = frozenset()    # of FAULTS, those the subclass takes itself
+    ERROR_FAULTS: frozenset[str] = frozenset()      # the venue's own error answers (see error_reply)
+    SHAPING_FAULTS: frozenset[str] = frozenset()    # the venue's faults it takes itself (see take_fault)
+    MALFORMED_BODY = b'{"error": [], "result": {"'  # a malformed_json answer: the start of a typical reply
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, prefix: str = "") -> None:
         self.host, self.port, self.prefix = host, port, prefix.rstrip("/")
@@ -132,11 +135,22 @@ class SimulatorServer:
 
     # --- what a simulator implements ------------------------------------------------
     def method_name(self, request: Request) -> str:
-        """The API method `request` calls, as counted in `calls` and matched by faults."""
+        """The API method `request` calls, as counted in `calls`."""
         return request.path
 
-    def handle(self, request: Request, fault: Fault | None) -> Reply:
+    def fault_keys(self, request: Request, name: str) -> Collection[str]:
+        """What a fault's `method` may be to match `request`, whose method name is `name`."""
+        return ("*", name)
+
+    def handle(self, request: Request) -> Reply:
+        """Carry the call out and answer it."""
         raise NotImplementedError
+
+    def error_reply(self, fault: Fault) -> Reply:
+        """The answer of an error fault: the generic ones here, a subclass's ERROR_FAULTS in its override."""
+        if fault.kind == "malformed_json":
+            return Reply(200, self.MALFORMED_BODY)
+        return cloudflare_reply(int(fault.kind.removeprefix("http_")))
 
     def server_time(self) -> float:
         """The server's clock, sent in every reply's Date header, as a real server does."""
@@ -195,7 +209,7 @@ class SimulatorServer:
     # --- faults ---------------------------------------------------------------------
     def inject(self, method: str, fault: str, times: int | None = 1, **params: object) -> None:
         """Make the next `times` calls of `method` ("*": any) fail with `fault` (None: until cleared)."""
-        known = GENERIC_FAULTS | self.FAULTS
+        known = GENERIC_FAULTS | self.ERROR_FAULTS | self.SHAPING_FAULTS
         if fault not in known:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(sorted(known))}")
         if times is not None and times < 1:
@@ -207,17 +221,25 @@ class SimulatorServer:
         with self.lock:
             self._faults.clear()
 
-    def take_fault(self, name: str, shaping: bool = False, kinds: Collection[str] | None = None) -> Fault | None:
-        """The next fault for a call of `name`, counted as used: an answer fault, or
-        with `shaping` one of SHAPING_FAULTS (of `kinds` only, when given).  Call it
-        holding `self.lock`."""
+    def take_fault(self, keys: Collection[str], shaping: bool = False,
+                   kinds: Collection[str] | None = None) -> Fault | None:
+        """The next fault whose `method` is one of `keys`, counted as used: an answer
+        fault, or with `shaping` one of SHAPING_FAULTS (of `kinds` only, when given).
+        Call it holding `self.lock`."""
+        fault = self.next_fault(keys, shaping, kinds)
+        if fault is not None and fault.times is not None:
+            fault.times -= 1
+            if fault.times == 0:
+                self._faults.remove(fault)
+        return fault
+
+    def next_fault(self, keys: Collection[str], shaping: bool = False,
+                   kinds: Collection[str] | None = None) -> Fault | None:
+        """What take_fault would take, left in the queue (a call that may still be refused
+        looks before it takes).  Call it holding `self.lock`."""
         for fault in self._faults:
-            if (fault.method in ("*", name) and (fault.kind in self.SHAPING_FAULTS) == shaping
+            if (fault.method in keys and (fault.kind in self.SHAPING_FAULTS) == shaping
                     and (kinds is None or fault.kind in kinds)):
-                if fault.times is not None:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        self._faults.remove(fault)
                 return fault
         return None
 
@@ -229,28 +251,24 @@ class SimulatorServer:
         with self.lock:
             self.calls[name] += 1
             self.last_query[name] = request.query
-            fault = self.take_fault(name)
+            fault = self.take_fault(self.fault_keys(request, name))
         if fault is None:
-            return self.handle(request, None)
+            return self.handle(request)
         if fault.kind == "delay":
             self.wait(float(fault.params.get("seconds", 1)))
-            return self.handle(request, None)
+            return self.handle(request)
         if fault.kind == "drop":
             return Reply(drop=True)
-        if fault.kind in ("http_500", "http_520", "malformed_json"):
-            if truthy(fault.params.get("after", False)):
-                self.handle(request, None)          # carried out; only its answer is lost
-            if fault.kind == "malformed_json":
-                return Reply(200, b'{"error": [], "result": {"')
-            return cloudflare_reply(int(fault.kind[5:]))
         if fault.kind == "lost_reply":
-            reply = self.handle(request, None)
+            reply = self.handle(request)
             if "seconds" in fault.params:
                 reply.delay = float(fault.params["seconds"])
             else:
                 reply.drop = True
             return reply
-        return self.handle(request, fault)
+        if truthy(fault.params.get("after", False)):
+            self.handle(request)                    # carried out; only its answer is lost
+        return self.error_reply(fault)
 
     def _control(self, request: Request) -> Reply:
         name = request.path[len(CONTROL_PREFIX):]
@@ -295,8 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
         if sim.prefix and not (path == sim.prefix or path.startswith(sim.prefix + "/")):
             reply = Reply(404, b"not found", "text/plain")
         else:
-            request = Request(self.command, path[len(sim.prefix):], dict(parse_qsl(url.query, keep_blank_values=True)),
-                              self.headers, body, self.client_address[0])
+            request = Request(self.command, path[len(sim.prefix):], self.path,
+                              dict(parse_qsl(url.query, keep_blank_values=True)), self.headers, body,
+                              self.client_address[0])
             try:
                 reply = sim.dispatch(request)
             except Exception:               # a simulator bug: say so loudly, and to the client

@@ -193,7 +193,7 @@ from os import PathLike
 from urllib.parse import parse_qsl
 
 from includes.money import ZERO, round_down, round_half_even, to_decimal
-from simulators.http import Fault, Reply, Request, SimulatorServer, json_reply, truthy
+from simulators.http import Fault, Reply, Request, SimulatorServer, json_reply
 from simulators.lifecycle import Lifecycle
 from simulators.prices import Candle, Row, Series, read_candle_csv, synthetic_series
 
@@ -465,8 +465,8 @@ class KrakenSimulator(SimulatorServer):
                     "throttled": "EService:Throttled", "too_many_requests": "EGeneral:Too many requests",
                     "deadline_elapsed": "EService:Deadline elapsed", "lockout": "EGeneral:Temporary lockout",
                     "internal_error": "EGeneral:Internal error"}
+    ERROR_FAULTS = frozenset(FAULT_ERRORS)
     SHAPING_FAULTS = frozenset({"partial_fill", "lifecycle"})
-    FAULTS = frozenset(FAULT_ERRORS) | SHAPING_FAULTS
 
     def __init__(self, *, clock: float | None = None, seed: int = 0, fee_percent: Decimal | str = "0.26",
                  maker_fee_percent: Decimal | str = "0.16", spread_percent: Decimal | str = "0.1",
@@ -756,11 +756,13 @@ class KrakenSimulator(SimulatorServer):
             Lifecycle.from_params(params)
         super().inject(method, fault, times, **params)
 
-    def handle(self, request: Request, fault: Fault | None) -> Reply:
-        if fault is not None and fault.kind in self.FAULT_ERRORS:
-            if truthy(fault.params.get("after", False)):
-                self.handle(request, None)          # carried out, then answered with the error
+    def error_reply(self, fault: Fault) -> Reply:
+        """A Kraken error fault is an HTTP 200 with the error in the body, as Kraken answers."""
+        if fault.kind in self.FAULT_ERRORS:
             return json_reply({"error": [self._fault_error(fault)]})
+        return super().error_reply(fault)
+
+    def handle(self, request: Request) -> Reply:
         try:
             parts = request.path.split("/")
             if len(parts) != 4 or parts[1] != "0" or parts[2] not in ("public", "private"):
@@ -1158,7 +1160,7 @@ class KrakenSimulator(SimulatorServer):
             return {"descr": {"order": self._description(order)}}
         self._order_seq += 1
         account.orders[order.txid] = order
-        shaping = self.take_fault("AddOrder", shaping=True,
+        shaping = self.take_fault(("AddOrder",), shaping=True,
                                   kinds=("partial_fill", "lifecycle") if ordertype == "market" else ("partial_fill",))
         if shaping is not None and shaping.kind == "lifecycle":
             order.status, order.hold_price = "pending", market_price

@@ -33,9 +33,9 @@ from simulators.bittrex import START_TIME
 
 START = int(START_TIME)
 MARKETS = ["ADA/EUR", "BTC/EUR", "ETH/EUR", "LTC/EUR", "XRP/EUR"]
-POST_ORDER = ("POST", "/v3/orders")
-HISTORICAL = ("GET", "/v3/markets/{marketSymbol}/candles[/{candleType}]/{candleInterval}/historical/{year}"
-                     "[/{month}[/{day}]]")
+POST_ORDER = "POST /v3/orders"
+HISTORICAL = ("GET /v3/markets/{marketSymbol}/candles[/{candleType}]/{candleInterval}/historical/{year}"
+              "[/{month}[/{day}]]")
 
 
 def test_markets_keep_bittrex_ids_status_and_notice(bittrex_venue):
@@ -85,7 +85,7 @@ def test_safe_calls_are_retried_through_a_passing_fault(bittrex_venue, fault):
     platform.markets()
     bittrex_venue.sim.inject("GET /v3/markets/tickers", fault)
     assert platform.get_tickers(["BTC/EUR"])["BTC/EUR"].ask == bittrex_venue.bid_ask("BTC/EUR")[1]
-    assert bittrex_venue.sim.calls[("GET", "/v3/markets/tickers")] == 2
+    assert bittrex_venue.sim.calls["GET /v3/markets/tickers"] == 2
 
 
 @pytest.mark.parametrize("fault, cls, message", [
@@ -101,7 +101,7 @@ def test_lasting_faults_end_in_one_line_errors(bittrex_venue, fault, cls, messag
     with pytest.raises(cls) as info:
         platform.get_tickers(["BTC/EUR"])
     assert str(info.value) == message
-    assert bittrex_venue.sim.calls[("GET", "/v3/markets/tickers")] == 2
+    assert bittrex_venue.sim.calls["GET /v3/markets/tickers"] == 2
 
 
 def test_a_silent_server_times_out_and_a_closed_port_fails_fast(bittrex_venue):

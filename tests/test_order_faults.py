@@ -160,8 +160,8 @@ class BittrexVenue:
     deadlines = False
     methods = ("POST /orders", "GET /orders/{orderId}", "GET /orders/open", "GET /orders/closed", "GET /balances",
                "GET /markets/tickers", "GET /markets/summaries", "GET /markets")
-    faults = (("http_500", True), ("http_503", True), ("malformed_json", True), ("throttled", False),
-              ("drop", False), ("lost_reply", False), ("delay", False))
+    faults = (("http_500", True), ("http_520", True), ("http_503", True), ("malformed_json", True),
+              ("throttled", False), ("drop", False), ("lost_reply", False), ("delay", False))
     order_method = "POST /orders"
 
     def __init__(self, tmp_path: Path) -> None:

@@ -211,10 +211,10 @@ class BittrexSimVenue:
         self.sim.set_market_status(symbol.replace("/", "-"), "OFFLINE", "closed for the test")
 
     def order_calls(self) -> int:
-        return self.sim.calls[("POST", "/v3/orders")]
+        return self.sim.calls["POST /v3/orders"]
 
     def lookup_calls(self) -> int:
-        return self.sim.calls[("GET", "/v3/orders/open")] + self.sim.calls[("GET", "/v3/orders/closed")]
+        return self.sim.calls["GET /v3/orders/open"] + self.sim.calls["GET /v3/orders/closed"]
 
     def fail_next_order(self, fault: str, **params: Any) -> None:
         self.sim.inject("POST /v3/orders", fault, **params)
@@ -233,7 +233,7 @@ class BittrexSimVenue:
         self.sim.inject("GET /v3/balances", "delay", seconds=seconds)
 
     def balance_calls(self) -> int:
-        return self.sim.calls[("GET", "/v3/balances")]
+        return self.sim.calls["GET /v3/balances"]
 
     def close(self) -> None:
         self.sim.stop()
