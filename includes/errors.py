@@ -7,6 +7,8 @@ status).  Scripts print it and exit non-zero; nothing else is swallowed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class CrontraderError(Exception):
@@ -90,6 +92,18 @@ class ExchangeError(CrontraderError):
 
 class TemporaryError(ExchangeError):
     """Worth retrying later: network trouble, 5xx, service unavailable or busy."""
+
+
+@contextmanager
+def reading(what: str, exchange: str, method: str) -> Iterator[None]:
+    """Read a venue's reply inside: a reply of the wrong shape (a field missing, a number that
+    is none, a list for an object) becomes a TemporaryError naming `what` and the Python error.
+    The venue answered what we cannot read; the next run asks again.  Nothing else is caught."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise TemporaryError(f"malformed {what} ({type(exc).__name__}: {exc})", exchange=exchange,
+                             method=method) from None
 
 
 class RateLimited(TemporaryError):

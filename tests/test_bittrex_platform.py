@@ -27,9 +27,11 @@ from includes.errors import (
     UnknownMarket,
 )
 from includes.marketdata import AVAILABLE_FILE, available_markets, get_api_data
+from includes.platforms.bittrex import BittrexPlatform
 from includes.storage import open_market_db
 from includes.storage.marketdb import MarketDB
-from simulators.bittrex import START_TIME
+from simulators.bittrex import START_TIME, BittrexSimulator
+from simulators.http import Reply, Request, json_reply
 
 START = int(START_TIME)
 MARKETS = ["ADA/EUR", "BTC/EUR", "ETH/EUR", "LTC/EUR", "XRP/EUR"]
@@ -112,6 +114,36 @@ def test_a_silent_server_times_out_and_a_closed_port_fails_fast(bittrex_venue):
     bittrex_venue.sim.stop()
     with pytest.raises(TemporaryError, match="bittrex/GET /v3/markets: connection failed"):
         platform.markets()
+
+
+class WrongShapes(BittrexSimulator):
+    """The simulator, but once `body` is set every call but the market list is answered with it:
+    valid JSON of the wrong shape, as a proxy or a changed API may answer."""
+
+    body: object = ...
+
+    def handle(self, request: Request) -> Reply:
+        if self.body is ... or request.path == "/v3/markets":
+            return super().handle(request)
+        return json_reply(self.body)
+
+
+@pytest.mark.parametrize("body", [{"symbol": "BTC-EUR"}, [1], "text", None])
+def test_a_reply_of_the_wrong_shape_is_a_temporary_error_that_says_so(body):
+    with WrongShapes() as sim:
+        sim.add_account("key", "secret", {"EUR": "10"})
+        platform = BittrexPlatform(api_url=sim.url + "/v3", key="key", secret="secret", retries=0,
+                                   calls_per_second=1000)
+        btc = platform.markets()["BTC/EUR"]
+        sim.body = body
+        calls = {"clock": platform.clock, "get_account_info": platform.get_account_info,
+                 "bid_ask": lambda: platform.bid_ask(btc), "get_tickers": lambda: platform.get_tickers(["BTC/EUR"]),
+                 "get_candles": lambda: platform.get_candles("BTC/EUR", 60, since=START - 40 * 86400),
+                 "get_order": lambda: platform.get_order(new_ref()),
+                 "get_order_history": platform.get_order_history}
+        for call in calls.values():
+            with pytest.raises(TemporaryError, match=r"^bittrex/\S+: malformed .+ \(\w+Error: .*\)$"):
+                call()
 
 
 def test_an_order_goes_out_once_with_an_exact_quantity_and_our_uuid(bittrex_venue):

@@ -20,7 +20,10 @@ from includes.errors import (
 )
 from includes.money import percent_change
 from includes.platforms.kraken import KrakenPlatform
-from simulators.kraken import new_credentials
+from simulators.http import Reply, Request, json_reply
+from simulators.kraken import KrakenSimulator, new_credentials
+from tests.plugins.contract import KrakenSimVenue
+from tests.plugins.platforms import START
 
 
 def test_markets_use_common_names_and_carry_the_pair_rules(kraken_venue):
@@ -203,6 +206,38 @@ def test_lasting_faults_end_in_one_line_errors(kraken_venue, fault, message):
         platform.get_tickers(["BTC/EUR"])
     assert str(info.value) == message
     assert kraken_venue.sim.calls["Ticker"] == 2
+
+
+class WrongShapes(KrakenSimulator):
+    """The simulator, but once `result` is set every call but the pair and asset lists has it as
+    its result: valid JSON of the wrong shape, as a proxy or a changed API may answer."""
+
+    result: object = ...
+
+    def handle(self, request: Request) -> Reply:
+        if self.result is ... or request.path.endswith(("/AssetPairs", "/Assets")):
+            return super().handle(request)
+        return json_reply({"error": [], "result": self.result})
+
+
+@pytest.mark.parametrize("result", [[1], "text", None])
+def test_a_reply_of_the_wrong_shape_is_a_temporary_error_that_says_so(tmp_path, result):
+    venue = KrakenSimVenue(tmp_path, WrongShapes(clock=START))
+    try:
+        platform = venue.platform(retries=0)
+        platform.markets()
+        venue.sim.result = result
+        calls = {"clock": venue.platform(retries=0).clock, "get_tickers": lambda: platform.get_tickers(["BTC/EUR"]),
+                 "get_candles": lambda: platform.get_candles("BTC/EUR", 60),
+                 "get_account_info": platform.get_account_info,
+                 "get_order by ref": lambda: platform.get_order(new_ref()),
+                 "get_order by id": lambda: platform.get_order(new_ref(), "OABCDE-FGHIJ-KLMNOP"),
+                 "get_order_history": platform.get_order_history}
+        for call in calls.values():
+            with pytest.raises(TemporaryError, match=r"^kraken/\S+: malformed .+ \(\w+Error: .*\)$"):
+                call()
+    finally:
+        venue.close()
 
 
 def test_a_timeout_is_a_temporary_error(kraken_venue):

@@ -42,6 +42,7 @@ from includes.errors import (
     TemporaryError,
     UnknownMarket,
     cause,
+    reading,
 )
 from includes.model import MARKET_RE, AccountInfo, Candle, Market, Order, Ticker
 from includes.money import ZERO, round_half_even, to_decimal
@@ -168,12 +169,17 @@ class BittrexPlatform(Platform):
 
     # --- names ------------------------------------------------------------------------
     def list_markets(self) -> list[Market]:
-        markets = []
-        for entry in self._call(self.client.get_markets):
+        """Every market Bittrex lists; an entry we cannot read is skipped with a warning, the
+        others still count.  Raises as a venue call (TemporaryError: the list itself malformed)."""
+        entries, markets = self._call(self.client.get_markets), []
+        if not isinstance(entries, list):
+            raise TemporaryError("malformed market list (not a list)", exchange=self.name, method="list_markets")
+        for entry in entries:
             try:
                 market = _market(entry)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("Bittrex market %s skipped: malformed entry (%s)", entry.get("symbol"), exc)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                name = entry.get("symbol") if isinstance(entry, dict) else None
+                log.warning("Bittrex market %s skipped: malformed entry (%s)", name, exc)
                 continue
             if market is not None:
                 markets.append(market)
@@ -199,7 +205,9 @@ class BittrexPlatform(Platform):
         """Bittrex's clock: a Pi has no real-time clock and may boot with a wrong one.  Raises as a
         venue call (ping), the first time in a run."""
         if self._clock_offset is None:
-            server = int(self._call(self.client.ping)["serverTime"]) / 1000
+            reply = self._call(self.client.ping)
+            with reading("ping reply", NAME, "clock"):
+                server = int(reply["serverTime"]) / 1000
             self._clock_offset = server - time.time()
         return time.time() + self._clock_offset
 
@@ -209,15 +217,17 @@ class BittrexPlatform(Platform):
         ids = {self._id(s): s for s in markets}
         if not ids:
             return {}
-        rates = {t.get("symbol"): t for t in self._call(self.client.get_tickers)}
-        summaries = {s.get("symbol"): s for s in self._call(self.client.get_market_summaries)}
+        rates, summaries = self._call(self.client.get_tickers), self._call(self.client.get_market_summaries)
+        with reading("ticker list", NAME, "get_tickers"):
+            rates = {t.get("symbol"): t for t in rates}
+            summaries = {s.get("symbol"): s for s in summaries}
         ts = self.now()
         tickers = {}
         for market_id, symbol in ids.items():
             if market_id not in rates or market_id not in summaries:
                 raise TemporaryError(f"no ticker for {symbol}", exchange=self.name, method="get_tickers")
             t, s = rates[market_id], summaries[market_id]
-            try:
+            with reading(f"ticker for {symbol}", NAME, "get_tickers"):
                 volume, quote_volume = to_decimal(s["volume"]), to_decimal(s.get("quoteVolume") or 0)
                 vwap = quote_volume / volume if volume and quote_volume else None
                 tickers[symbol] = Ticker(
@@ -225,9 +235,6 @@ class BittrexPlatform(Platform):
                     ask=to_decimal(t["askRate"]), volume_24h=volume,
                     vwap_24h=round_half_even(vwap, self.markets()[symbol].price_decimals) if vwap else None,
                     high_24h=to_decimal(s["high"]) or None, low_24h=to_decimal(s["low"]) or None)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise TemporaryError(f"malformed ticker for {symbol} ({exc})", exchange=self.name,
-                                     method="get_tickers") from None
         return tickers
 
     def get_candles(self, market: str, interval: int, since: int | None = None) -> list[Candle]:
@@ -238,34 +245,34 @@ class BittrexPlatform(Platform):
                                  exchange=self.name, method="get_candles")
         market_id, kind, step = self._id(market), INTERVALS[interval], interval * 60
         now = self.now()
-        rows: list[dict] = []
+        pages: list[Any] = []
         if since is not None:
             recent_from = now // step * step - RECENT_DAYS[interval] * 86400 + step
             for year, month, day in _pages(since, recent_from, interval):
-                rows += self._call(self.client.get_historical_candles, market_id, kind, year, month, day)
-        rows += self._call(self.client.get_recent_candles, market_id, kind)
+                pages.append(self._call(self.client.get_historical_candles, market_id, kind, year, month, day))
+        pages.append(self._call(self.client.get_recent_candles, market_id, kind))
         by_ts: dict[int, Candle] = {}
-        try:
-            for r in rows:  # `recent` comes last and wins where pages overlap
+        with reading(f"candle for {market}", NAME, "get_candles"):
+            for r in (r for page in pages for r in page):  # `recent` comes last and wins where pages overlap
                 ts = int(_timestamp(r["startsAt"]))
                 by_ts[ts] = Candle(ts=ts, open=to_decimal(r["open"]), high=to_decimal(r["high"]),
                                    low=to_decimal(r["low"]), close=to_decimal(r["close"]),
                                    volume=to_decimal(r["volume"]), closed=ts + step <= now)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TemporaryError(f"malformed candle for {market} ({exc})", exchange=self.name,
-                                 method="get_candles") from None
         return [by_ts[ts] for ts in sorted(by_ts) if since is None or ts >= since]
 
     # --- account and orders -----------------------------------------------------------
     def get_account_info(self) -> AccountInfo:
         """`available` of each balance; raises as a venue call."""
-        return AccountInfo({b["currencySymbol"]: to_decimal(b["available"], b["currencySymbol"])
-                            for b in self._private(self.client.get_balances)})
+        balances = self._private(self.client.get_balances)
+        with reading("balance", NAME, "get_account_info"):
+            return AccountInfo({b["currencySymbol"]: to_decimal(b["available"], b["currencySymbol"])
+                                for b in balances})
 
     def bid_ask(self, market: Market) -> tuple[Decimal, Decimal]:
         """One market's ticker: Bittrex has a call for it.  Raises as a venue call."""
         t = self._call(self.client.get_ticker, market.exchange_symbol)
-        return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
+        with reading(f"ticker for {market.symbol}", NAME, "bid_ask"):
+            return to_decimal(t["bidRate"]), to_decimal(t["askRate"])
 
     def _submit(self, market: Market, side: str, volume: Decimal, price: Decimal, ref: str) -> Order:
         """A MARKET order, IMMEDIATE_OR_CANCEL, POSTed once: its reply is the order as Bittrex
@@ -295,28 +302,35 @@ class BittrexPlatform(Platform):
                     raise
                 return None
         ref = ref.lower()
-        for o in self._private(self.client.get_open_orders):
-            if str(o.get("clientOrderId", "")).lower() == ref:
-                return self._order(o)
+        found = self._find(ref, self._private(self.client.get_open_orders))
         token = None
         for _ in range(LOOKUP_PAGES):
+            if found:
+                break
             page = self._private(self.client.get_closed_orders, next_page_token=token, page_size=PAGE_SIZE)
-            for o in page:
-                if str(o.get("clientOrderId", "")).lower() == ref:
-                    return self._order(o)
+            found = self._find(ref, page)
             if len(page) < PAGE_SIZE:
                 break
-            token = page[-1]["id"]
-        return None
+            with reading("order list", NAME, "get_order"):
+                token = page[-1]["id"]
+        return found
+
+    def _find(self, ref: str, orders: list[dict[str, Any]]) -> Order | None:
+        """The order of a list whose clientOrderId is `ref` (lower case), if any."""
+        with reading("order list", NAME, "get_order"):
+            mine = [o for o in orders if str(o.get("clientOrderId", "")).lower() == ref]
+        return self._order(mine[0]) if mine else None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
         """The `limit` latest closed orders (one page), newest first; raises as a venue call."""
         closed = self._private(self.client.get_closed_orders, page_size=min(limit, PAGE_SIZE))
-        return [self._order(o) for o in closed]
+        with reading("order list", NAME, "get_order_history"):
+            rows = list(closed)
+        return [self._order(o) for o in rows]
 
     def _order(self, o: dict[str, Any]) -> Order:
         """Bittrex has OPEN and CLOSED only: an IOC order closed short of its quantity was canceled."""
-        try:
+        with reading(f"order {o.get('id') if isinstance(o, dict) else ''}", NAME, "order"):
             market = self._known(o["marketSymbol"])
             filled, proceeds = to_decimal(o["fillQuantity"]), to_decimal(o["proceeds"])
             volume = to_decimal(o.get("quantity") or filled)  # a ceiling order has no quantity
@@ -326,8 +340,6 @@ class BittrexPlatform(Platform):
                          price=round_half_even(proceeds / filled, market.price_decimals) if filled else ZERO,
                          cost=proceeds, fee=to_decimal(o["commission"]), opened_at=_timestamp(o["createdAt"]),
                          closed_at=_timestamp(o["closedAt"]) if o.get("closedAt") else None)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise TemporaryError(f"malformed order {o.get('id')} ({exc})", exchange=self.name) from None
 
 
 def _market(m: dict[str, Any]) -> Market | None:

@@ -34,6 +34,7 @@ from includes.errors import (
     TemporaryError,
     UnknownMarket,
     cause,
+    reading,
 )
 from includes.model import AccountInfo, Candle, Market, Order, Ticker, split_market
 from includes.money import to_decimal
@@ -270,7 +271,9 @@ class KrakenPlatform(Platform):
         raising as a venue call).
         """
         if self._clock_offset is None:
-            server = int(self._public("Time")["unixtime"])
+            reply = self._public("Time")
+            with reading("Time reply", self.name, "Time"):
+                server = int(reply["unixtime"])
             self._clock_offset = server - time.time()
         return time.time() + self._clock_offset
 
@@ -292,17 +295,16 @@ class KrakenPlatform(Platform):
         result = self._public("Ticker", {"pair": ",".join(keys)})
         ts = self.now()
         tickers = {}
-        for key, t in result.items():
+        with reading("Ticker reply", self.name, "Ticker"):
+            entries = list(result.items())
+        for key, t in entries:
             symbol = keys.get(key) or self._symbol(key)
-            try:
+            with reading(f"ticker for {symbol}", self.name, "Ticker"):
                 tickers[symbol] = Ticker(
                     market=symbol, ts=ts, last=to_decimal(t["c"][0]), bid=to_decimal(t["b"][0]),
                     ask=to_decimal(t["a"][0]), volume_24h=to_decimal(t["v"][1]),
                     vwap_24h=to_decimal(t["p"][1]), high_24h=to_decimal(t["h"][1]),
                     low_24h=to_decimal(t["l"][1]))
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                raise TemporaryError(f"malformed ticker for {symbol} ({exc})", exchange=self.name,
-                                     method="Ticker") from None
         missing = set(symbols) - set(tickers)
         if missing:
             raise TemporaryError(f"no ticker for {', '.join(sorted(missing))}", exchange=self.name,
@@ -320,16 +322,14 @@ class KrakenPlatform(Platform):
         if since is not None:
             params["since"] = int(since) - 1  # Kraken answers rows after `since`
         result = self._public("OHLC", params)
-        rows = next((v for k, v in result.items() if k != "last"), None)
+        with reading(f"OHLC reply for {market}", self.name, "OHLC"):
+            rows = next((v for k, v in result.items() if k != "last"), None)
         if not isinstance(rows, list):
             raise TemporaryError(f"OHLC reply for {market} has no rows", exchange=self.name, method="OHLC")
-        try:
+        with reading(f"OHLC row for {market}", self.name, "OHLC"):
             candles = [Candle(ts=int(r[0]), open=to_decimal(r[1]), high=to_decimal(r[2]),
                               low=to_decimal(r[3]), close=to_decimal(r[4]), volume=to_decimal(r[6]))
                        for r in rows]
-        except (IndexError, TypeError, ValueError) as exc:
-            raise TemporaryError(f"malformed OHLC row for {market} ({exc})", exchange=self.name,
-                                 method="OHLC") from None
         if since is not None:
             candles = [c for c in candles if c.ts >= since]
         if candles:
@@ -345,16 +345,16 @@ class KrakenPlatform(Platform):
         if self._markets is None:
             self.markets()  # the asset names of the pairs (XXBT is BTC)
         balances: dict[str, Decimal] = {}
-        for asset, entry in self._private("BalanceEx").items():
+        reply = self._private("BalanceEx")
+        with reading("BalanceEx reply", self.name, "BalanceEx"):
+            entries = list(reply.items())
+        for asset, entry in entries:
             if "." in asset:
                 continue  # staked, earn and tokenized variants (.S, .M, .F, .B, .T) are not spendable
             name = self._asset_names.get(asset) or self.canonical(
                 asset[1:] if len(asset) == 4 and asset[0] in "XZ" else asset)
-            try:
+            with reading(f"BalanceEx entry for {asset}", self.name, "BalanceEx"):
                 free = to_decimal(entry["balance"], asset) - to_decimal(entry.get("hold_trade") or "0", asset)
-            except (KeyError, TypeError) as exc:
-                raise TemporaryError(f"malformed BalanceEx entry for {asset} ({exc})", exchange=self.name,
-                                     method="BalanceEx") from None
             balances[name] = balances.get(name, Decimal(0)) + free
         return AccountInfo(balances)
 
@@ -388,12 +388,15 @@ class KrakenPlatform(Platform):
                 if exc.code and exc.code.startswith("EOrder:Invalid order"):
                     return None  # not visible yet (or never was): the caller judges
                 raise
-            return self._order(order_id, found[order_id]) if order_id in found else None
+            with reading("QueryOrders reply", self.name, "QueryOrders"):
+                mine = found.get(order_id)
+            return self._order(order_id, mine) if mine is not None else None
         for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
-            found = self._private(method, {"cl_ord_id": ref}).get(key) or {}
-            for txid, order in found.items():
-                if order.get("cl_ord_id") == ref:
-                    return self._order(txid, order)
+            reply = self._private(method, {"cl_ord_id": ref})
+            with reading(f"{method} reply", self.name, method):
+                mine = [(txid, o) for txid, o in (reply.get(key) or {}).items() if o.get("cl_ord_id") == ref]
+            if mine:
+                return self._order(*mine[0])
         return None
 
     def get_order_history(self, limit: int = 50) -> list[Order]:
@@ -402,14 +405,15 @@ class KrakenPlatform(Platform):
         orders: list[Order] = []
         while len(orders) < limit:
             page = self._private("ClosedOrders", {"ofs": len(orders)})
-            closed = page.get("closed") or {}
-            orders += [self._order(txid, o) for txid, o in closed.items()]
-            if not closed or len(orders) >= int(page.get("count", 0)):
+            with reading("ClosedOrders reply", self.name, "ClosedOrders"):
+                closed, count = list((page.get("closed") or {}).items()), int(page.get("count", 0))
+            orders += [self._order(txid, o) for txid, o in closed]
+            if not closed or len(orders) >= count:
                 break
         return orders[:limit]
 
     def _order(self, txid: str, o: dict[str, Any]) -> Order:
-        try:
+        with reading(f"order {txid}", self.name, "order"):
             descr = o["descr"]
             return Order(ref=o.get("cl_ord_id") or str(o.get("userref") or ""), order_id=txid,
                          market=self._symbol(descr["pair"]), side=descr["type"], status=o["status"],
@@ -417,6 +421,4 @@ class KrakenPlatform(Platform):
                          price=to_decimal(o.get("price") or "0"), cost=to_decimal(o.get("cost") or "0"),
                          fee=to_decimal(o.get("fee") or "0"), opened_at=float(o.get("opentm") or 0),
                          closed_at=float(o["closetm"]) if o.get("closetm") else None)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TemporaryError(f"malformed order {txid} ({exc})", exchange=self.name) from None
 
