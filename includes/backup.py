@@ -28,7 +28,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from includes.errors import ConfigError, CrontraderError
+from includes.errors import CrontraderError, SettingError
 from includes.runtime import progress
 from includes.storage.marketdb import ARCHIVED, table_layout
 
@@ -248,15 +248,14 @@ def destination(cfg: Config) -> LocalDestination | SSHDestination:
     """rsync's rule: a colon before the first slash makes HOST:PATH remote."""
     b = cfg.backup
     if b.destination is None:
-        raise ConfigError("backup.destination is not set: give USER@HOST:/PATH or a local directory "
-                          "in the config")
+        raise SettingError("backup.destination", "not set: give USER@HOST:/PATH or a local directory")
     host, colon, path = b.destination.partition(":")
     if colon and "/" not in host:
         if not host or not path:
-            raise ConfigError(f"backup.destination {b.destination!r}: expected USER@HOST:/PATH")
+            raise SettingError("backup.destination", f"{b.destination!r} is not USER@HOST:/PATH")
         key = cfg.path(b.ssh_key_file) if b.ssh_key_file else None
         if key is not None and not os.access(key, os.R_OK):
-            raise ConfigError(f"backup.ssh_key_file {key}: no such readable file")
+            raise SettingError("backup.ssh_key_file", f"{key}: no such readable file")
         known = cfg.path(b.known_hosts_file) if b.known_hosts_file else None
         return SSHDestination(host, path, b, key, known)
     return LocalDestination(cfg.path(b.destination))

@@ -23,6 +23,16 @@ class ConfigError(CrontraderError):
     exit_status = 2
 
 
+class SettingError(ConfigError):
+    """A setting the file's schema allows but this run cannot use (live trading without a key
+    file, no backup destination): found after loading, so the script puts the config file's
+    name before it, as the loader does for its own problems (exit status 2)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
 class StorageError(CrontraderError):
     """A database, state store or time-series server failed."""
 

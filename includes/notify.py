@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from includes.errors import ConfigError, cause
+from includes.errors import SettingError, cause
 from includes.redaction import redact, register_secret
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Notifier:
         self._deadline: float | None = None
         register_secret(*(t.url for t in cfg.urls), self.ping_url)   # tokens live in these URLs
         if cfg.urls and importlib.util.find_spec("apprise") is None:   # else every alert would fail unheard
-            raise ConfigError("notify.urls needs Apprise: .venv/bin/pip install -r requirements.txt")
+            raise SettingError("notify.urls", "needs Apprise: .venv/bin/pip install -r requirements.txt")
 
     def wants(self, event: str) -> bool:
         return any(event in t.events for t in self.cfg.urls)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from includes.files import write_atomic
+from includes.files import shown, write_atomic
 from includes.redaction import redact
 
 if TYPE_CHECKING:
@@ -163,11 +163,12 @@ def run_script(name: str, description: str,
         add_arguments(parser)
     args = parser.parse_args()
 
-    from includes.config import load_config
-    from includes.errors import ConfigError, CrontraderError, cause
+    from includes.config import DEFAULT_CONFIG, load_config
+    from includes.errors import ConfigError, CrontraderError, SettingError, cause
 
+    config_file = args.config or DEFAULT_CONFIG
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(config_file)
     except ConfigError as exc:         # one line per problem of the file, each naming the script
         print("".join(f"{name}: {line}\n" for line in str(exc).splitlines()), end="", file=sys.stderr)
         sys.exit(2)
@@ -201,7 +202,7 @@ def run_script(name: str, description: str,
                 raise                    # not a local file's: the unexpected error it is
             raise local_fault(exc) from exc
     except CrontraderError as exc:
-        tell_owner(name, str(exc))
+        tell_owner(name, f"{shown(config_file)}: {exc}" if isinstance(exc, SettingError) else str(exc))
         code = exc.exit_status
     except KeyboardInterrupt:
         log.warning("interrupted")

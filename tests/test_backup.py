@@ -258,11 +258,12 @@ def test_restore_from_the_command_line(filled_sqlite, sqlite_url, tmp_path):
 
 
 def test_no_destination_is_a_one_line_config_error(sqlite_url, tmp_path):
-    done = script(config(tmp_path, sqlite_url))
+    cfg_path = config(tmp_path, sqlite_url)
+    done = script(cfg_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "clean_and_backup_database: backup.destination is not set: give USER@HOST:/PATH or a local directory "
-        "in the config"]
+        f"clean_and_backup_database: {cfg_path}: backup.destination: not set: give USER@HOST:/PATH or a local "
+        "directory"]
 
 
 def rows_in(archives: Iterator[Path]) -> dict[str, set[tuple]]:

@@ -135,6 +135,15 @@ def test_a_sqlite_db_in_an_unwritable_directory_exits_2_naming_it(unwritable_dir
     assert not (unwritable_dir / "tmp" / "spool").exists()
 
 
+def test_a_setting_a_run_cannot_use_is_one_line_naming_the_config_file_and_the_key(tmp_path, job_config):
+    """Found after loading (live trading without a key file), it names the file as the loader's problems do."""
+    job_config(exchange={"key_file": None}, trading={"dry_run": False})
+    run = run_job("trade_agent.py", tmp_path / "config.yaml")
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        f"trade_agent: {tmp_path / 'config.yaml'}: exchange.key_file: live trading needs an API key file"]
+
+
 def test_an_unexpected_exception_is_one_line_naming_it_and_the_log(tmp_path, job_config):
     job_config()
     script = tmp_path / "boom.py"

@@ -22,8 +22,8 @@ def make_platform(cfg: Config, *, live: bool) -> Platform:
                                     check_base64="kraken" in (ex.name, ex.ccxt_id))
         register_secret(key, secret)
     elif live:
-        from includes.errors import ConfigError
-        raise ConfigError("exchange.key_file: live trading needs an API key file")
+        from includes.errors import SettingError
+        raise SettingError("exchange.key_file", "live trading needs an API key file")
     common: dict[str, Any] = dict(quote=cfg.trading.quote, fee_percent=cfg.trading.fee_percent, key=key, secret=secret,
                   timeout=ex.timeout, retries=ex.retries)
     # One nonce sequence and call budget per key, in Redis when the hosts share their state there.

@@ -29,7 +29,6 @@ import ccxt
 
 from includes.errors import (
     AuthenticationError,
-    ConfigError,
     ExchangeError,
     InsufficientFunds,
     InvalidNonce,
@@ -37,6 +36,7 @@ from includes.errors import (
     MarketUnavailable,
     PermanentError,
     RateLimited,
+    SettingError,
     TemporaryError,
     UnknownMarket,
     cause,
@@ -150,7 +150,7 @@ class CcxtPlatform(Platform):
                  sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(quote, fee_percent)
         if exchange_id not in ccxt.exchanges:
-            raise ConfigError(f"exchange.ccxt_id: ccxt {ccxt.__version__} has no exchange {exchange_id!r}")
+            raise SettingError("exchange.ccxt_id", f"ccxt {ccxt.__version__} has no exchange {exchange_id!r}")
         self.exchange_id = exchange_id
         self.exchange = _gated(getattr(ccxt, exchange_id))({
             "apiKey": key, "secret": secret, "timeout": int(timeout * 1000),
